@@ -1,0 +1,235 @@
+//! Attention with entropy rectification (ERG, Sec. 3.1).
+//!
+//! One function, [`attention`], is used by every model of the crate. It takes a [`Rectifier`]:
+//! - [`Rectifier::Standard`]: `softmax(β Q Kᵀ) V`, β = 1/√d_head;
+//! - [`Rectifier::Energy`]: Algorithm 1 of the paper, the K-step gradient descent on the
+//!   rectified Hopfield energy E(ξ; X) = ½ξᵀξ − α·lse(Xᵀξ, τβ) (Eq. 9):
+//!   `Q ← Q − γ (Q − α softmax(τ β Q Kᵀ) V)`, repeated K times, the output being the final Q.
+//!   With α = γ = K = 1 this is temperature scaling alone (the I-ERG/C-ERG default of Table 7),
+//!   and τ = α = γ = K = 1 is standard attention.
+//!
+//! The temperature multiplies the logits *after* any QK-norm and rotary embedding (the caller
+//! passes normalised, rotated q and k), so a QK-norm cannot undo it (a pitfall of hook-based
+//! implementations that scale the q projection).
+//!
+//! An [`AttentionPlan`] says which blocks of a model use which rectifier: the rectifier applies
+//! in blocks `l_min ≤ l < l_max` (0-based, half-open, as in Table 7 and Appendix C).
+use candle_core::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::nn::{ops::softmax_last_dim, OpMode};
+use crate::{Error, Result};
+
+/// Parameters of the rectified-energy attention update (Eq. 9, Algorithm 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Energy {
+    /// Temperature τ > 0 multiplying the logits β·QKᵀ. τ < 1 flattens the attention (higher
+    /// entropy); τ → 0 gives the uniform average of V. Paper default for I-ERG: 0.01.
+    pub tau: f64,
+    /// Pattern-matching weight α (any real; 1 = standard).
+    pub alpha: f64,
+    /// Step size γ > 0 of the gradient step on the energy (1 = the CCCP update).
+    pub gamma: f64,
+    /// Number K ≥ 1 of update steps.
+    pub steps: usize,
+}
+
+impl Energy {
+    /// Temperature scaling alone: α = γ = K = 1.
+    pub fn temperature(tau: f64) -> Self {
+        Self { tau, alpha: 1.0, gamma: 1.0, steps: 1 }
+    }
+
+    /// Checks the ranges of Algorithm 1: τ > 0, γ > 0, K ≥ 1, all finite.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.tau.is_finite() && self.tau > 0.0) {
+            return Err(Error::hp(format!("tau must be finite and > 0, got {}", self.tau)));
+        }
+        if !(self.gamma.is_finite() && self.gamma > 0.0) {
+            return Err(Error::hp(format!("gamma must be finite and > 0, got {}", self.gamma)));
+        }
+        if !self.alpha.is_finite() {
+            return Err(Error::hp(format!("alpha must be finite, got {}", self.alpha)));
+        }
+        if self.steps == 0 {
+            return Err(Error::hp("the number of energy steps K must be >= 1"));
+        }
+        Ok(())
+    }
+
+    fn is_plain_softmax(&self) -> bool {
+        self.alpha == 1.0 && self.gamma == 1.0 && self.steps == 1
+    }
+}
+
+/// What an attention layer computes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Rectifier {
+    /// `softmax(β Q Kᵀ) V`.
+    #[default]
+    Standard,
+    /// The rectified energy update of Algorithm 1 (temperature τ, weight α, step γ, K steps).
+    Energy(Energy),
+}
+
+impl Rectifier {
+    /// Temperature rectification `Energy { tau, alpha: 1, gamma: 1, steps: 1 }`.
+    pub fn temperature(tau: f64) -> Self {
+        Rectifier::Energy(Energy::temperature(tau))
+    }
+    /// Checks the hyperparameters (see [`Energy::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Rectifier::Standard => Ok(()),
+            Rectifier::Energy(e) => e.validate(),
+        }
+    }
+}
+
+/// Scaled dot-product attention with a rectifier.
+///
+/// Shapes: `q` (B, H, S, d), `k` (B, H, N, d), `v` (B, H, N, d) → (B, H, S, d).
+/// β = 1/√d. `mode` picks fused kernels (sampling) or differentiable ones (training).
+///
+/// Errors: mismatched shapes, invalid rectifier hyperparameters.
+/// Source: ERG Algorithm 1 and Listing 2 (`multistep_attention`).
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, mode: OpMode) -> Result<Tensor> {
+    let (_, _, _, d) = q.dims4()?;
+    let beta = 1.0 / (d as f64).sqrt();
+    let kt = k.transpose(2, 3)?.contiguous()?;
+    let attend = |q: &Tensor, scale: f64| -> Result<Tensor> {
+        let logits = (q.contiguous()?.matmul(&kt)? * scale)?; // (B, H, S, N)
+        let p = softmax_last_dim(&logits, mode)?;
+        Ok(p.matmul(&v.contiguous()?)?) // (B, H, S, d)
+    };
+    match rectifier {
+        Rectifier::Standard => attend(q, beta),
+        Rectifier::Energy(e) => {
+            e.validate()?;
+            if e.is_plain_softmax() {
+                return attend(q, e.tau * beta);
+            }
+            if q.dims() != v.dims() {
+                return Err(Error::shape(format!(
+                    "the energy update needs queries and values of one shape, got {:?} and {:?}",
+                    q.dims(),
+                    v.dims()
+                )));
+            }
+            let mut state = q.clone();
+            for _ in 0..e.steps {
+                let a = attend(&state, e.tau * beta)?;
+                // Q ← Q − γ (Q − α A) = (1 − γ) Q + γ α A
+                state = ((&state * (1.0 - e.gamma))? + (a * (e.gamma * e.alpha))?)?;
+            }
+            Ok(state)
+        }
+    }
+}
+
+/// Which blocks of a model use which rectifier: `rectifier` in blocks `l_min ≤ l < l_max`,
+/// standard attention elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct AttentionPlan {
+    /// The rectifier of the blocks in range.
+    pub rectifier: Rectifier,
+    /// First rectified block (0-based).
+    pub l_min: usize,
+    /// One past the last rectified block.
+    pub l_max: usize,
+}
+
+impl AttentionPlan {
+    /// Standard attention everywhere.
+    pub fn standard() -> Self {
+        Self::default()
+    }
+
+    /// `rectifier` in blocks `[l_min, l_max)`.
+    pub fn blocks(rectifier: Rectifier, l_min: usize, l_max: usize) -> Self {
+        Self { rectifier, l_min, l_max }
+    }
+
+    /// The rectifier used by block `l`.
+    pub fn rectifier(&self, l: usize) -> &Rectifier {
+        const STANDARD: Rectifier = Rectifier::Standard;
+        if l >= self.l_min && l < self.l_max { &self.rectifier } else { &STANDARD }
+    }
+
+    /// Whether every block uses standard attention.
+    pub fn is_standard(&self) -> bool {
+        self.rectifier == Rectifier::Standard || self.l_min >= self.l_max
+    }
+
+    /// Checks `l_min ≤ l_max ≤ depth` and the rectifier's hyperparameters.
+    pub fn validate(&self, depth: usize) -> Result<()> {
+        if self.l_min > self.l_max {
+            return Err(Error::hp(format!("l_min ({}) must be <= l_max ({})", self.l_min, self.l_max)));
+        }
+        if self.l_max > depth {
+            return Err(Error::hp(format!(
+                "l_max ({}) is beyond the model depth ({depth}): blocks are 0..{depth}",
+                self.l_max
+            )));
+        }
+        self.rectifier.validate()
+    }
+}
+
+/// Block range `[l_min, l_max)` of a reference model of depth `ref_depth` scaled to `depth`
+/// (e.g. Table 7's blocks 12–15 of DiT-XL/2's 28 for a 6-block model gives 2–4).
+/// The range keeps at least one block.
+pub fn scale_block_range(l_min: usize, l_max: usize, ref_depth: usize, depth: usize) -> (usize, usize) {
+    let lo = ((l_min as f64) * depth as f64 / ref_depth as f64).floor() as usize;
+    let hi = ((l_max as f64) * depth as f64 / ref_depth as f64).ceil() as usize;
+    let lo = lo.min(depth.saturating_sub(1));
+    (lo, hi.max(lo + 1).min(depth))
+}
+
+/// The attention plan of each contiguous group of rows of a batch, for one forward pass.
+/// Lets a positive (standard) and a negative (rectified) prediction run in one batched forward:
+/// blocks where all groups agree run one attention call; others split the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardPlan {
+    /// `(rows, plan)` for consecutive groups of the batch; rows add up to the batch size.
+    pub groups: Vec<(usize, AttentionPlan)>,
+    /// Kernels to use.
+    pub mode: OpMode,
+}
+
+impl ForwardPlan {
+    /// One plan for all `batch` rows, sampling kernels.
+    pub fn uniform(batch: usize, plan: AttentionPlan) -> Self {
+        Self { groups: vec![(batch, plan)], mode: OpMode::Infer }
+    }
+    /// Standard attention, differentiable kernels (training).
+    pub fn train(batch: usize) -> Self {
+        Self { groups: vec![(batch, AttentionPlan::standard())], mode: OpMode::Train }
+    }
+    /// Total rows.
+    pub fn batch(&self) -> usize {
+        self.groups.iter().map(|g| g.0).sum()
+    }
+    /// Checks every group's plan against the model depth.
+    pub fn validate(&self, depth: usize) -> Result<()> {
+        self.groups.iter().try_for_each(|(_, p)| p.validate(depth))
+    }
+
+    /// Rectified attention of block `l` over the batch, splitting rows where plans differ.
+    /// Shapes as in [`attention`], with B = [`Self::batch`].
+    pub fn attend(&self, l: usize, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let first = *self.groups[0].1.rectifier(l);
+        if self.groups.iter().all(|(_, p)| *p.rectifier(l) == first) {
+            return attention(q, k, v, &first, self.mode);
+        }
+        let mut outs = Vec::with_capacity(self.groups.len());
+        let mut start = 0;
+        for (rows, plan) in &self.groups {
+            let (qs, ks, vs) = (q.narrow(0, start, *rows)?, k.narrow(0, start, *rows)?, v.narrow(0, start, *rows)?);
+            outs.push(attention(&qs, &ks, &vs, plan.rectifier(l), self.mode)?);
+            start += rows;
+        }
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+}

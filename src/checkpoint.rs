@@ -1,0 +1,111 @@
+//! Weights on disk: safetensors (official key names) plus a JSON sidecar with the model config.
+//! Writes are atomic (temporary file, then rename), so an interrupted save never leaves a
+//! half-written checkpoint behind.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::models::dit::{Dit, DitConfig};
+use crate::{Error, Result};
+
+/// The JSON sidecar of a model checkpoint (`<stem>.json` beside `<stem>.safetensors`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Architecture: `dit`.
+    pub model: String,
+    /// Model configuration.
+    pub config: DitConfig,
+    /// Training step the weights are from.
+    pub step: u64,
+    /// Class names (index = label).
+    pub classes: Vec<String>,
+    /// Data set the model was trained on.
+    pub dataset: String,
+    /// Whether these are EMA weights.
+    pub ema: bool,
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = tmp_path(path);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Saves tensors to a safetensors file atomically, converting floats to `dtype`.
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path, dtype: DType) -> Result<()> {
+    let converted: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| {
+            let v = if v.dtype().is_float() { v.to_dtype(dtype)? } else { v.clone() };
+            Ok((k.clone(), v.to_device(&Device::Cpu)?))
+        })
+        .collect::<Result<_>>()?;
+    let tmp = tmp_path(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    candle_core::safetensors::save(&converted, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Loads all tensors of a safetensors file onto `device`, with errors that name the file.
+pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    if !path.exists() {
+        return Err(Error::Missing {
+            path: path.into(),
+            hint: "train one with `cargo run --release --example train` or pass the path of a checkpoint".into(),
+        });
+    }
+    candle_core::safetensors::load(path, device).map_err(|e| Error::corrupt(path, format!("not a readable safetensors file ({e})")))
+}
+
+/// The sidecar path of a weights file: `x.safetensors` → `x.json`.
+pub fn card_path(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+/// Saves a DiT's weights (as `dtype`) and its card atomically.
+pub fn save_dit(tensors: &HashMap<String, Tensor>, card: &ModelCard, weights: &Path, dtype: DType) -> Result<()> {
+    save_tensors(tensors, weights, dtype)?;
+    let json = serde_json::to_vec_pretty(card).map_err(|e| Error::Other(e.to_string()))?;
+    write_atomic(&card_path(weights), &json)
+}
+
+/// Reads a model card.
+pub fn load_card(weights: &Path) -> Result<ModelCard> {
+    let p = card_path(weights);
+    let text = std::fs::read_to_string(&p).map_err(|_| Error::Missing { path: p.clone(), hint: "every checkpoint needs its JSON card beside it".into() })?;
+    serde_json::from_str(&text).map_err(|e| Error::corrupt(&p, e))
+}
+
+/// Loads a DiT for sampling (plain tensors, no autograd tracking) in f32 on `device`.
+///
+/// Errors: missing weights or card, corrupt files, weights that do not match the card's config.
+pub fn load_dit(weights: &Path, device: &Device) -> Result<(Dit, ModelCard)> {
+    let card = load_card(weights)?;
+    let tensors = load_tensors(weights, device)?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let model = Dit::new(&card.config, vb).map_err(|e| Error::corrupt(weights, format!("weights do not match the config in {}: {e}", card_path(weights).display())))?;
+    Ok((model, card))
+}

@@ -1,0 +1,46 @@
+//! ImageNet in its usual folder layout: `root/<wnid>/*.JPEG` (e.g. `train/n01440764/…`).
+//! Classes are the sorted folder names; each image is resized (short side) and center-cropped to
+//! the training resolution, as in ADM/DiT preprocessing. Works for any folder-per-class data set.
+use std::path::Path;
+
+use candle_core::Tensor;
+
+use super::{image_to_tensor, Dataset};
+use crate::{Error, Result};
+
+const EXTENSIONS: [&str; 4] = ["jpeg", "jpg", "png", "webp"];
+
+/// Loads at most `max_per_class` images per class folder under `root` at `size`×`size` RGB.
+/// Errors: missing root, no class folders, an unreadable image (named in the message).
+pub fn load(root: impl AsRef<Path>, size: usize, max_per_class: Option<usize>) -> Result<Dataset> {
+    let root = root.as_ref();
+    let mut classes: Vec<String> = std::fs::read_dir(root)
+        .map_err(|_| Error::Missing { path: root.into(), hint: "expected a folder with one sub-folder per class (ImageNet `train/`)".into() })?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    classes.sort();
+    if classes.is_empty() {
+        return Err(Error::corrupt(root, "no class sub-folders"));
+    }
+    let mut tensors = Vec::new();
+    let mut labels = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(class))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str())))
+            .collect();
+        files.sort();
+        for f in files.into_iter().take(max_per_class.unwrap_or(usize::MAX)) {
+            let img = image::open(&f).map_err(|e| Error::corrupt(&f, e))?;
+            tensors.push(image_to_tensor(&img, size, 3)?);
+            labels.push(label as u32);
+        }
+    }
+    if tensors.is_empty() {
+        return Err(Error::corrupt(root, "no images found (extensions: JPEG, JPG, PNG, WEBP)"));
+    }
+    Ok(Dataset { images: Tensor::stack(&tensors, 0)?, labels, classes, captions: None })
+}

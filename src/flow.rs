@@ -1,0 +1,143 @@
+//! Rectified flow in the ERG paper's time convention.
+//!
+//! t ∈ [0, 1], **t = 0 is noise and t = 1 is data** (ERG Appendix D; Lipman et al. 2023):
+//! - x_t = t·x₁ + (1 − t)·ε, ε ~ N(0, I);
+//! - velocity v = dx_t/dt = x₁ − ε;
+//! - clean estimate x̂₁ = x_t + (1 − t)·v, and back v = (x̂₁ − x_t)/(1 − t);
+//! - noise estimate ε̂ = x_t − t·v.
+//!
+//! SD3/diffusers count σ = 1 − t the other way (x = (1−σ)x₀ + σε, v = ε − x₀); conversion for
+//! those models happens once, at their boundary, never here.
+use candle_core::{Tensor, D};
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+
+use crate::attention::ForwardPlan;
+use crate::models::Denoiser;
+use crate::{Error, Result};
+
+/// Reshapes per-sample times (B,) to broadcast against (B, ...) of rank `rank`.
+fn bcast(t: &Tensor, rank: usize) -> Result<Tensor> {
+    let mut shape = vec![t.dim(0)?];
+    shape.extend(std::iter::repeat_n(1, rank - 1));
+    Ok(t.reshape(shape)?)
+}
+
+/// x_t = t·x₁ + (1 − t)·ε. `x1`, `eps`: (B, ...); `t`: (B,) → (B, ...).
+pub fn interpolate(x1: &Tensor, eps: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let t = bcast(t, x1.rank())?;
+    Ok((x1.broadcast_mul(&t)? + eps.broadcast_mul(&(1.0 - &t)?)?)?)
+}
+
+/// Target velocity v = x₁ − ε.
+pub fn velocity_target(x1: &Tensor, eps: &Tensor) -> Result<Tensor> {
+    Ok((x1 - eps)?)
+}
+
+/// Clean estimate x̂₁ = x_t + (1 − t)·v. `t`: (B,).
+pub fn clean_from_velocity(x_t: &Tensor, v: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let t = bcast(t, x_t.rank())?;
+    Ok((x_t + v.broadcast_mul(&(1.0 - &t)?)?)?)
+}
+
+/// Velocity from a clean estimate, v = (x̂₁ − x_t)/(1 − t). Requires t < 1 (the Euler sampler
+/// never evaluates at t = 1); errors otherwise.
+pub fn velocity_from_clean(x_t: &Tensor, x1_hat: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let tmax = t.max(0)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    if tmax >= 1.0 {
+        return Err(Error::hp(format!("velocity_from_clean needs t < 1, got {tmax}")));
+    }
+    let t = bcast(t, x_t.rank())?;
+    Ok((x1_hat - x_t)?.broadcast_div(&(1.0 - &t)?)?)
+}
+
+/// Noise estimate ε̂ = x_t − t·v.
+pub fn noise_from_velocity(x_t: &Tensor, v: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let t = bcast(t, x_t.rank())?;
+    Ok((x_t - v.broadcast_mul(&t)?)?)
+}
+
+/// Distribution of training times.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TimeSampling {
+    /// t ~ U(0, 1).
+    Uniform,
+    /// t = sigmoid(u), u ~ N(mean, std²): more weight on intermediate times (Esser et al. 2024,
+    /// "logit-normal sampling", their best setting mean = 0, std = 1).
+    LogitNormal { mean: f64, std: f64 },
+}
+
+impl Default for TimeSampling {
+    fn default() -> Self {
+        TimeSampling::LogitNormal { mean: 0.0, std: 1.0 }
+    }
+}
+
+impl TimeSampling {
+    /// `n` times in (0, 1).
+    pub fn sample(&self, rng: &mut StdRng, n: usize) -> Vec<f32> {
+        match *self {
+            TimeSampling::Uniform => {
+                use rand::Rng;
+                (0..n).map(|_| rng.random::<f32>()).collect()
+            }
+            TimeSampling::LogitNormal { mean, std } => {
+                let d = Normal::new(mean, std.max(1e-6)).unwrap();
+                (0..n).map(|_| (1.0 / (1.0 + (-d.sample(rng)).exp())) as f32).collect()
+            }
+        }
+    }
+}
+
+/// Rectified-flow loss ‖v_θ(x_t, t, c) − (x₁ − ε)‖², mean over all elements (differentiable).
+/// `x1`, `eps`: (B, C, H, W); `t`: (B,); `cond`: the model's conditioning.
+pub fn loss<M: Denoiser>(model: &M, x1: &Tensor, eps: &Tensor, t: &Tensor, cond: &Tensor) -> Result<Tensor> {
+    let x_t = interpolate(x1, eps, t)?;
+    let v = model.velocity(&x_t, t, cond, &ForwardPlan::train(x1.dim(0)?))?;
+    let target = velocity_target(x1, eps)?;
+    Ok((v - target)?.sqr()?.flatten_all()?.mean(D::Minus1)?)
+}
+
+/// Uniform time grid t_i = i/n, i = 0..=n (n + 1 points from noise to data).
+pub fn uniform_schedule(num_steps: usize) -> Vec<f64> {
+    (0..=num_steps).map(|i| i as f64 / num_steps as f64).collect()
+}
+
+/// What the sampler tells the callback after each step.
+pub struct StepInfo<'a> {
+    /// Step index, 0-based.
+    pub step: usize,
+    /// Time of the velocity evaluation.
+    pub t: f64,
+    /// Time after the step.
+    pub t_next: f64,
+    /// State before the step, x_t: (B, C, H, W).
+    pub x: &'a Tensor,
+    /// Velocity used for the step.
+    pub v: &'a Tensor,
+}
+
+/// Euler integration of dx/dt = v(x, t) along `schedule` (increasing, from 0 to 1):
+/// x_{i+1} = x_i + (t_{i+1} − t_i)·v(x_i, t_i).
+///
+/// `velocity(x, t, step)` returns the (guided) velocity; `callback` sees each step.
+/// Returns the final state (B, ...). Errors: a schedule that is not increasing within [0, 1].
+pub fn euler(
+    x0: Tensor,
+    schedule: &[f64],
+    mut velocity: impl FnMut(&Tensor, f64, usize) -> Result<Tensor>,
+    mut callback: impl FnMut(&StepInfo) -> Result<()>,
+) -> Result<Tensor> {
+    if schedule.len() < 2 || schedule.windows(2).any(|w| w[1] <= w[0]) || schedule[0] < 0.0 || schedule[schedule.len() - 1] > 1.0 {
+        return Err(Error::hp("the time schedule must increase strictly within [0, 1] and have >= 2 points"));
+    }
+    let mut x = x0;
+    for (i, w) in schedule.windows(2).enumerate() {
+        let v = velocity(&x, w[0], i)?;
+        callback(&StepInfo { step: i, t: w[0], t_next: w[1], x: &x, v: &v })?;
+        x = (&x + (v * (w[1] - w[0]))?)?;
+    }
+    Ok(x)
+}

@@ -1,0 +1,104 @@
+//! Images people look at: tensors → RGB images, grids, and labelled side-by-side comparisons
+//! (text drawn with plotters and the embedded DejaVu Sans font, so no system fonts are needed).
+use std::path::Path;
+use std::sync::Once;
+
+use candle_core::{DType, Tensor};
+use image::{Rgb, RgbImage};
+use plotters::prelude::*;
+
+use crate::{Error, Result};
+
+static FONT: &[u8] = include_bytes!("../data/fonts/DejaVuSans.ttf");
+static REGISTER: Once = Once::new();
+
+fn register_font() {
+    REGISTER.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Images (N, C, H, W) in [−1, 1] (C = 1 or 3) → N RGB images (values clamped).
+pub fn to_rgb8(images: &Tensor) -> Result<Vec<RgbImage>> {
+    let (n, c, h, w) = images.dims4()?;
+    if c != 1 && c != 3 {
+        return Err(Error::shape(format!("images must have 1 or 3 channels, got {c}")));
+    }
+    let x = ((images.to_dtype(DType::F32)?.clamp(-1.0, 1.0)? + 1.0)? * 127.5)?.round()?;
+    let x = x.permute((0, 2, 3, 1))?.contiguous()?.to_dtype(DType::U8)?; // (N, H, W, C)
+    let flat = x.flatten_all()?.to_vec1::<u8>()?;
+    Ok((0..n)
+        .map(|i| {
+            let s = &flat[i * h * w * c..(i + 1) * h * w * c];
+            RgbImage::from_fn(w as u32, h as u32, |xx, yy| {
+                let o = (yy as usize * w + xx as usize) * c;
+                if c == 1 { Rgb([s[o]; 3]) } else { Rgb([s[o], s[o + 1], s[o + 2]]) }
+            })
+        })
+        .collect())
+}
+
+/// Tiles `images` row-major into `cols` columns, each upscaled ×`scale` (nearest), `pad` pixels
+/// of white between tiles.
+pub fn grid(images: &[RgbImage], cols: usize, pad: u32, scale: u32) -> RgbImage {
+    let (w, h) = images.first().map(|i| (i.width() * scale, i.height() * scale)).unwrap_or((1, 1));
+    let cols = cols.max(1);
+    let rows = images.len().div_ceil(cols).max(1);
+    let mut out = RgbImage::from_pixel(cols as u32 * (w + pad) + pad, rows as u32 * (h + pad) + pad, Rgb([255, 255, 255]));
+    for (i, img) in images.iter().enumerate() {
+        let tile = image::imageops::resize(img, w, h, image::imageops::FilterType::Nearest);
+        let (x, y) = ((i % cols) as u32 * (w + pad) + pad, (i / cols) as u32 * (h + pad) + pad);
+        image::imageops::overlay(&mut out, &tile, x as i64, y as i64);
+    }
+    out
+}
+
+/// A titled image in a comparison.
+pub struct Panel {
+    /// Title drawn above the image.
+    pub title: String,
+    /// The image.
+    pub image: RgbImage,
+}
+
+/// Panels side by side with their titles on top, and optional row labels on the left (one per
+/// band of `row_height` pixels, e.g. class names beside the rows of a class × seed grid).
+pub fn labelled_comparison(panels: &[Panel], row_labels: &[String], row_height: u32, first_row_offset: u32) -> Result<RgbImage> {
+    register_font();
+    let title_h = 34u32;
+    let label_w = if row_labels.is_empty() { 0 } else { 150 };
+    let gap = 16u32;
+    let width = label_w + panels.iter().map(|p| p.image.width() + gap).sum::<u32>() + gap;
+    let height = title_h + panels.iter().map(|p| p.image.height()).max().unwrap_or(0) + gap;
+    let mut canvas = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
+    let mut x = label_w + gap;
+    for p in panels {
+        image::imageops::overlay(&mut canvas, &p.image, x as i64, title_h as i64);
+        x += p.image.width() + gap;
+    }
+    {
+        let mut buf = canvas.as_flat_samples_mut();
+        let root = BitMapBackend::with_buffer(buf.as_mut_slice(), (width, height)).into_drawing_area();
+        let title_style = TextStyle::from(("sans-serif", 22).into_font()).color(&BLACK);
+        let label_style = TextStyle::from(("sans-serif", 15).into_font()).color(&BLACK);
+        let mut x = label_w + gap;
+        for p in panels {
+            root.draw(&Text::new(p.title.clone(), (x as i32 + 4, 6), title_style.clone())).map_err(|e| Error::Other(e.to_string()))?;
+            x += p.image.width() + gap;
+        }
+        for (i, l) in row_labels.iter().enumerate() {
+            let y = title_h + first_row_offset + i as u32 * row_height + row_height / 2 - 8;
+            root.draw(&Text::new(l.clone(), (6, y as i32), label_style.clone())).map_err(|e| Error::Other(e.to_string()))?;
+        }
+        root.present().map_err(|e| Error::Other(e.to_string()))?;
+    }
+    Ok(canvas)
+}
+
+/// Saves an image as PNG (creating parent folders).
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    img.save(path).map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))
+}

@@ -1,0 +1,11 @@
+//! Building blocks shared by the models: seeded initialisation, and operations that pick candle's
+//! fused kernels when sampling and differentiable compositions when training.
+//!
+//! candle-nn's `ops::softmax_last_dim`, `ops::layer_norm` (the `LayerNorm` fast path) and
+//! `ops::rms_norm` have no backward pass and silently stop gradients; [`OpMode::Train`] never
+//! uses them (tested in `tests/gradients.rs`).
+pub mod init;
+pub mod ops;
+
+pub use init::{seeded_varbuilder, SeededVarMap};
+pub use ops::OpMode;

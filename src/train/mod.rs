@@ -1,0 +1,10 @@
+//! Training a denoiser with the rectified-flow loss ([`crate::flow::loss`]): AdamW with explicit
+//! weight decay, EMA of the weights, label dropout for classifier-free guidance, seeded and
+//! reproducible, resumable from atomic checkpoints.
+pub mod ema;
+pub mod optim;
+pub mod trainer;
+
+pub use ema::Ema;
+pub use optim::{AdamW, AdamWConfig};
+pub use trainer::{train, RunPaths, TrainConfig, TrainReport};
