@@ -79,7 +79,7 @@ pub fn labelled_comparison(panels: &[Panel], row_labels: &[String], row_height: 
     {
         let mut buf = canvas.as_flat_samples_mut();
         let root = BitMapBackend::with_buffer(buf.as_mut_slice(), (width, height)).into_drawing_area();
-        let title_style = TextStyle::from(("sans-serif", 22).into_font()).color(&BLACK);
+        let title_style = TextStyle::from(("sans-serif", 18).into_font()).color(&BLACK);
         let label_style = TextStyle::from(("sans-serif", 15).into_font()).color(&BLACK);
         let mut x = label_w + gap;
         for p in panels {

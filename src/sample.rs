@@ -84,3 +84,10 @@ pub fn sample<M: Denoiser>(
     }
     Ok(Samples { images: Tensor::cat(&outs, 0)?, nfe: nfe_total, nfe_per_step: nfe_total as f64 / cfg.num_steps as f64 })
 }
+
+/// Labels for a class × seed grid: class c repeated `per_class` times, classes in order.
+/// Returns (num_classes·per_class,) u32.
+pub fn class_grid_labels(num_classes: usize, per_class: usize, device: &Device) -> Result<Tensor> {
+    let v: Vec<u32> = (0..num_classes as u32).flat_map(|c| std::iter::repeat_n(c, per_class)).collect();
+    Ok(Tensor::new(v.as_slice(), device)?)
+}

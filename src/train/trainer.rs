@@ -129,9 +129,9 @@ pub struct TrainReport {
     pub step: u64,
     /// Step the run started from (0, or the resumed checkpoint's).
     pub resumed_from: u64,
-    /// Mean loss over the last (up to) 100 steps of this call.
+    /// Mean loss over the last min(100, n/2) steps of this call's n steps.
     pub final_loss: f64,
-    /// Mean loss of the first (up to) 100 steps of this call.
+    /// Mean loss over the first min(100, n/2) steps of this call.
     pub first_loss: f64,
     /// Wall time of this call, seconds.
     pub wall_s: f64,
@@ -263,7 +263,7 @@ pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPath
     }
     bar.finish_and_clear();
     let n = losses.len().max(1);
-    let k = losses.len().min(100);
+    let k = (losses.len() / 2).clamp(1, 100).min(losses.len());
     let wall_s = t0.elapsed().as_secs_f64();
     Ok(TrainReport {
         step: end.max(start),
