@@ -1,8 +1,9 @@
 //! The main job: class-conditional samples from the shipped emoji DiT with no guidance,
-//! classifier-free guidance (CFG) and I-ERG, at the same seeds, side by side.
+//! classifier-free guidance (CFG) and I-ERG (by default), at the same seeds, side by side.
 //!
 //! ```text
 //! cargo run --release --example reproduce                    # shipped checkpoint → results/
+//! cargo run --release --example reproduce -- --guidance none,cfg,apg,cads,pag,sag,seg,autoguidance,slg,ierg,erg+apg,erg+cads
 //! cargo run --release --example reproduce -- --train --train-steps 2000   # train one first
 //! ```
 //! Writes `grid_<method>.png` (rows = classes, columns = seeds), `comparison.png` (labelled,
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use erg::checkpoint::load_dit;
-use erg::guidance::{Guidance, IErg};
+use erg::guidance::{preset, Guidance, Models};
 use erg::imaging::{grid, labelled_comparison, save_png, to_rgb8, Panel};
 use erg::models::Denoiser;
 use erg::sample::{class_grid_labels, sample, SampleConfig};
@@ -24,6 +25,14 @@ struct Args {
     /// Model weights (safetensors with a JSON card beside it).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-ema.safetensors"))]
     checkpoint: PathBuf,
+    /// The early checkpoint used as AutoGuidance's weak model.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-weak.safetensors"))]
+    weak_checkpoint: PathBuf,
+    /// Comma-separated methods (see erg::guidance::presets): none, uncond, cfg, apg, cads, pag,
+    /// seg, sag, slg, autoguidance, ierg, erg, erg+apg, erg+cads, cfg+pag, cfg+seg, cfg+sag,
+    /// pag-uncond, seg-uncond, sag-uncond, ierg-uncond; or a path to a JSON `Guidance`.
+    #[arg(long, default_value = "none,cfg,ierg", value_delimiter = ',')]
+    guidance: Vec<String>,
     /// Train a model first (into <out>/train) and sample from it instead of the shipped one.
     #[arg(long)]
     train: bool,
@@ -62,6 +71,42 @@ struct MethodReport {
     grid: String,
 }
 
+/// A method from a preset name (with this run's w, τ, κ) or a JSON file.
+fn method(name: &str, args: &Args, depth: usize) -> anyhow::Result<Guidance> {
+    if name.ends_with(".json") {
+        return Ok(serde_json::from_str(&std::fs::read_to_string(name)?)?);
+    }
+    let mut g = preset(name, args.guidance_scale, depth)?;
+    if name.contains("erg") {
+        for t in &mut g.terms {
+            t.negative.kappa = args.kappa;
+            if let erg::attention::Rectifier::Energy(e) = &mut t.negative.attention.rectifier {
+                e.tau = args.tau;
+            }
+        }
+    }
+    Ok(g)
+}
+
+fn title(g: &Guidance) -> String {
+    match g.name.as_str() {
+        "none" => "no guidance".into(),
+        "uncond" => "unconditional".into(),
+        n if n.contains("erg") => {
+            let t = &g.terms[0].negative;
+            let tau = match t.attention.rectifier {
+                erg::attention::Rectifier::Energy(e) => e.tau,
+                _ => 1.0,
+            };
+            format!("{}, w = {}, τ = {tau}, κ = {}", n.to_uppercase(), g.guidance_scale(), t.kappa)
+        }
+        n if g.terms.first().is_some_and(|t| t.negative.condition == erg::guidance::Condition::Null && g.positive == erg::guidance::Condition::Given) => {
+            format!("{}, w = {}", n.to_uppercase(), g.guidance_scale())
+        }
+        n => format!("{}, s = {}", n.to_uppercase(), g.terms.last().map(|t| t.scale).unwrap_or(0.0)),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = erg::device::best();
@@ -81,10 +126,9 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR: methods
     let (model, card) = load_dit(&checkpoint, &device)?;
     let depth = model.depth();
-    let mut ierg = IErg::class_conditional_defaults(depth);
-    ierg.energy.tau = args.tau;
-    ierg.kappa = args.kappa;
-    let methods = [Guidance::none(), Guidance::cfg(args.guidance_scale), Guidance::i_erg(args.guidance_scale, ierg)];
+    let methods: Vec<Guidance> = args.guidance.iter().map(|name| method(name, &args, depth)).collect::<anyhow::Result<_>>()?;
+    let weak = if methods.iter().any(|g| g.needs_weak_model()) { Some(load_dit(&args.weak_checkpoint, &device)?.0) } else { None };
+    let models = Models { main: &model, weak: weak.as_ref() };
     let labels = class_grid_labels(card.classes.len(), args.samples, &device)?;
     let cfg = SampleConfig { num_steps: args.steps, seed: args.seed, batch_size: 96 };
     // ANCHOR_END: methods
@@ -98,7 +142,7 @@ fn main() -> anyhow::Result<()> {
         bar.set_prefix(g.name.clone());
         let t0 = Instant::now();
         // ANCHOR: sample
-        let s = sample(&model, g, &labels, &cfg, 0, &device, |done, total| {
+        let s = sample(models, g, &labels, &cfg, 0, &device, |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         })?;
@@ -108,20 +152,19 @@ fn main() -> anyhow::Result<()> {
         // ANCHOR_END: sample
         let file = format!("grid_{}.png", g.name);
         save_png(&img, &args.out.join(&file))?;
-        eprintln!("{:>6}: {:.1} s, {:.2} NFE/step → {}", g.name, wall_s, s.nfe_per_step, args.out.join(&file).display());
-        let title = match g.name.as_str() {
-            "none" => "no guidance".to_string(),
-            "cfg" => format!("CFG, w = {}", g.guidance_scale),
-            _ => format!("I-ERG, w = {}, τ = {}, κ = {}", g.guidance_scale, ierg.energy.tau, ierg.kappa),
-        };
-        panels.push(Panel { title, image: img });
+        eprintln!("{:>12}: {:.1} s, {:.2} NFE/step → {}", g.name, wall_s, s.nfe_per_step, args.out.join(&file).display());
+        panels.push(Panel { title: title(g), image: img });
         reports.push(MethodReport { method: g.name.clone(), guidance: g.clone(), nfe_per_step: s.nfe_per_step, wall_s, grid: file });
         finals.push(s.images);
     }
-    // Mean absolute difference between the CFG and I-ERG samples (same seeds), in [0, 2] units.
-    let cfg_vs_ierg = (&finals[1] - &finals[2])?.abs()?.mean_all()?.to_scalar::<f32>()?;
+    // Mean absolute difference of each method's samples from the first method's (same seeds).
+    let diffs: Vec<f32> = finals.iter().map(|f| (f - &finals[0])?.abs()?.mean_all()?.to_scalar::<f32>()).collect::<Result<_, _>>()?;
+    let cfg_vs_ierg = match (args.guidance.iter().position(|n| n == "cfg"), args.guidance.iter().position(|n| n == "ierg" || n == "erg")) {
+        (Some(a), Some(b)) => Some((&finals[a] - &finals[b])?.abs()?.mean_all()?.to_scalar::<f32>()?),
+        _ => None,
+    };
     let row = (card.config.input_size.0 as u32) * 2 + 2;
-    let comparison = labelled_comparison(&panels, &card.classes, row, 2)?;
+    let comparison = labelled_comparison(&panels, &card.classes, row, 2, 4)?;
     save_png(&comparison, &args.out.join("comparison.png"))?;
 
     let total_s = t_all.elapsed().as_secs_f64();
@@ -131,21 +174,21 @@ fn main() -> anyhow::Result<()> {
         "Checkpoint `{}` ({} step {}, {} blocks, trained on {}), {} classes × {} seeds, {} Euler steps, seed {}, device {}.\n\n",
         checkpoint.display(), card.model, card.step, depth, card.dataset, card.classes.len(), args.samples, args.steps, args.seed, erg::device::describe(&device)
     ));
-    md.push_str(&format!(
-        "I-ERG: negative = null class with attention temperature τ = {} in blocks [{}, {}) when t > κ = {} (α = γ = K = 1; Table 7 scaled from blocks 12–15 of 28).\n\n",
-        ierg.energy.tau, ierg.l_min, ierg.l_max, ierg.kappa
-    ));
-    md.push_str("| method | guidance scale | NFE / step | wall time (s) | grid |\n|---|---|---|---|---|\n");
-    for r in &reports {
-        md.push_str(&format!("| {} | {} | {:.2} | {:.1} | [{}]({}) |\n", r.method, r.guidance.guidance_scale, r.nfe_per_step, r.wall_s, r.grid, r.grid));
+    md.push_str(&format!("Guidance scale w = {} for the CFG-like term of every method; I-ERG: τ = {}, κ = {} (Table 7 class-conditional defaults, blocks 12–15 of 28 scaled to {depth}). Full settings of each method: `summary.json`.\n\n", args.guidance_scale, args.tau, args.kappa));
+    md.push_str(&format!("| method | NFE / step | wall time (s) | s / step | mean abs. diff. from {} | grid |\n|---|---|---|---|---|---|\n", reports[0].method));
+    for (r, d) in reports.iter().zip(&diffs) {
+        md.push_str(&format!("| {} | {:.2} | {:.1} | {:.3} | {:.4} | [{}]({}) |\n", r.method, r.nfe_per_step, r.wall_s, r.wall_s / args.steps as f64, d, r.grid, r.grid));
     }
-    md.push_str(&format!("\nMean absolute pixel difference between the CFG and I-ERG samples at the same seeds: {cfg_vs_ierg:.4} (images in [−1, 1]).\n\nTotal wall time: {total_s:.1} s. Side by side: ![comparison](comparison.png)\n"));
+    if let Some(d) = cfg_vs_ierg {
+        md.push_str(&format!("\nMean absolute pixel difference between the CFG and I-ERG samples at the same seeds: {d:.4} (images in [−1, 1]).\n"));
+    }
+    md.push_str(&format!("\nTotal wall time: {total_s:.1} s. Side by side: ![comparison](comparison.png)\n"));
     std::fs::write(args.out.join("summary.md"), &md)?;
     std::fs::write(
         args.out.join("summary.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "checkpoint": checkpoint, "step": card.step, "num_steps": args.steps, "samples_per_class": args.samples,
-            "seed": args.seed, "methods": reports, "cfg_vs_ierg_mean_abs_diff": cfg_vs_ierg, "total_wall_s": total_s,
+            "seed": args.seed, "methods": reports, "cfg_vs_ierg_mean_abs_diff": cfg_vs_ierg, "mean_abs_diff_from_first": diffs, "total_wall_s": total_s,
         }))?,
     )?;
     println!("{md}");

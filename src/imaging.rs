@@ -61,36 +61,42 @@ pub struct Panel {
     pub image: RgbImage,
 }
 
-/// Panels side by side with their titles on top, and optional row labels on the left (one per
-/// band of `row_height` pixels, e.g. class names beside the rows of a class × seed grid).
-pub fn labelled_comparison(panels: &[Panel], row_labels: &[String], row_height: u32, first_row_offset: u32) -> Result<RgbImage> {
+/// Panels of equal size with their titles on top, `per_row` panels to a row, and optional row
+/// labels on the left of each row of panels (one per band of `row_height` pixels starting
+/// `first_row_offset` pixels into the panel, e.g. class names beside a class × seed grid).
+pub fn labelled_comparison(panels: &[Panel], row_labels: &[String], row_height: u32, first_row_offset: u32, per_row: usize) -> Result<RgbImage> {
     register_font();
-    let title_h = 34u32;
+    let title_h = 30u32;
     let label_w = if row_labels.is_empty() { 0 } else { 150 };
     let gap = 16u32;
-    let width = label_w + panels.iter().map(|p| p.image.width() + gap).sum::<u32>() + gap;
-    let height = title_h + panels.iter().map(|p| p.image.height()).max().unwrap_or(0) + gap;
+    let per_row = per_row.max(1).min(panels.len().max(1));
+    let (pw, ph) = panels.iter().fold((0, 0), |(w, h), p| (w.max(p.image.width()), h.max(p.image.height())));
+    let bands = panels.len().div_ceil(per_row).max(1) as u32;
+    let width = label_w + per_row as u32 * (pw + gap) + gap;
+    let height = bands * (title_h + ph + gap);
     let mut canvas = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
-    let mut x = label_w + gap;
-    for p in panels {
-        image::imageops::overlay(&mut canvas, &p.image, x as i64, title_h as i64);
-        x += p.image.width() + gap;
+    let origin = |i: usize| (label_w + gap + (i % per_row) as u32 * (pw + gap), (i / per_row) as u32 * (title_h + ph + gap));
+    for (i, p) in panels.iter().enumerate() {
+        let (x, y) = origin(i);
+        image::imageops::overlay(&mut canvas, &p.image, x as i64, (y + title_h) as i64);
     }
     {
         let mut buf = canvas.as_flat_samples_mut();
         let root = BitMapBackend::with_buffer(buf.as_mut_slice(), (width, height)).into_drawing_area();
-        let title_style = TextStyle::from(("sans-serif", 18).into_font()).color(&BLACK);
+        let title_style = TextStyle::from(("sans-serif", 17).into_font()).color(&BLACK);
         let label_style = TextStyle::from(("sans-serif", 15).into_font()).color(&BLACK);
-        let mut x = label_w + gap;
-        for p in panels {
-            root.draw(&Text::new(p.title.clone(), (x as i32 + 4, 6), title_style.clone())).map_err(|e| Error::Other(e.to_string()))?;
-            x += p.image.width() + gap;
+        let err = |e: plotters::drawing::DrawingAreaErrorKind<_>| Error::Other(e.to_string());
+        for (i, p) in panels.iter().enumerate() {
+            let (x, y) = origin(i);
+            root.draw(&Text::new(p.title.clone(), (x as i32 + 4, y as i32 + 6), title_style.clone())).map_err(err)?;
         }
-        for (i, l) in row_labels.iter().enumerate() {
-            let y = title_h + first_row_offset + i as u32 * row_height + row_height / 2 - 8;
-            root.draw(&Text::new(l.clone(), (6, y as i32), label_style.clone())).map_err(|e| Error::Other(e.to_string()))?;
+        for band in 0..bands {
+            for (i, l) in row_labels.iter().enumerate() {
+                let y = band * (title_h + ph + gap) + title_h + first_row_offset + i as u32 * row_height + row_height / 2 - 8;
+                root.draw(&Text::new(l.clone(), (6, y as i32), label_style.clone())).map_err(err)?;
+            }
         }
-        root.present().map_err(|e| Error::Other(e.to_string()))?;
+        root.present().map_err(err)?;
     }
     Ok(canvas)
 }

@@ -1,9 +1,10 @@
 //! Sampling: noise from per-sample seeds, Euler integration of the guided velocity, NFE counts.
 use candle_core::{Device, Tensor};
+use rand::RngCore;
 use serde::Serialize;
 
 use crate::flow::{euler, uniform_schedule};
-use crate::guidance::{guided_velocity, Guidance};
+use crate::guidance::{Guidance, Guider, Models};
 use crate::models::Denoiser;
 use crate::rng::per_sample_noise;
 use crate::Result;
@@ -38,9 +39,10 @@ pub struct Samples {
 
 /// Samples `cond.dim(0)` images with `guidance`, noise of sample i from (seed, first_index + i).
 /// The same seed and index give the same noise for every method, so grids compare side by side.
+/// `models` gives the main model and, for AutoGuidance, the weak one.
 /// `on_step(done, total)` reports progress in steps over all chunks.
 pub fn sample<M: Denoiser>(
-    model: &M,
+    models: Models<'_, M>,
     guidance: &Guidance,
     cond: &Tensor,
     cfg: &SampleConfig,
@@ -48,7 +50,8 @@ pub fn sample<M: Denoiser>(
     device: &Device,
     mut on_step: impl FnMut(usize, usize),
 ) -> Result<Samples> {
-    guidance.validate(model.depth())?;
+    let model = models.main;
+    Guider::new(guidance, models, 0)?; // validate before any work
     if cfg.num_steps == 0 || cfg.batch_size == 0 {
         return Err(crate::Error::hp("num_steps and batch_size must be >= 1"));
     }
@@ -64,11 +67,12 @@ pub fn sample<M: Denoiser>(
         let x0 = per_sample_noise(cfg.seed, first_index + start as u64, len, &[c, h, w], device)?;
         let cond_chunk = cond.narrow(0, start, len)?;
         let mut nfe = 0usize;
+        let mut guider = Guider::new(guidance, models, crate::rng::stream(cfg.seed, first_index + start as u64).next_u64())?;
         let x = euler(
             x0,
             &schedule,
-            |x, t, _| {
-                let (v, k) = guided_velocity(model, guidance, x, t, &cond_chunk)?;
+            |x, t, step| {
+                let (v, k) = guider.velocity(x, t, step, &cond_chunk)?;
                 nfe += k;
                 Ok(v)
             },

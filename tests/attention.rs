@@ -22,11 +22,11 @@ fn reference(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
 #[test]
 fn tau_one_is_standard_attention() {
     let (q, k, v) = qkv(1);
-    let std = attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer).unwrap();
+    let std = attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap();
     let refr = reference(&q, &k, &v, 1.0 / 8f64.sqrt());
     assert!(max_abs_diff(&std, &refr) < 1e-6);
     for mode in [OpMode::Infer, OpMode::Train] {
-        let t1 = attention(&q, &k, &v, &Rectifier::temperature(1.0), mode).unwrap();
+        let t1 = attention(&q, &k, &v, &Rectifier::temperature(1.0), mode, None).unwrap();
         assert!(max_abs_diff(&t1, &std) < 1e-6);
     }
 }
@@ -36,21 +36,21 @@ fn energy_with_unit_parameters_is_standard_attention() {
     // τ = α = γ = K = 1 through the explicit update Q − γ(Q − α A): equals A up to rounding.
     let (q, _, _) = qkv(2);
     let (k, v) = (q.clone(), q.clone()); // self-attention: Q and V have one shape
-    let std = attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer).unwrap();
+    let std = attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap();
     let e = Energy { tau: 1.0, alpha: 1.0 + 1e-12, gamma: 1.0, steps: 1 }; // forces the update path
-    let upd = attention(&q, &k, &v, &Rectifier::Energy(e), OpMode::Infer).unwrap();
+    let upd = attention(&q, &k, &v, &Rectifier::Energy(e), OpMode::Infer, None).unwrap();
     assert!(max_abs_diff(&upd, &std) < 1e-6, "{}", max_abs_diff(&upd, &std));
 }
 
 #[test]
 fn tau_to_zero_gives_uniform_average_of_values() {
     let (q, k, v) = qkv(3);
-    let out = attention(&q, &k, &v, &Rectifier::temperature(1e-9), OpMode::Infer).unwrap();
+    let out = attention(&q, &k, &v, &Rectifier::temperature(1e-9), OpMode::Infer, None).unwrap();
     let mean = v.mean_keepdim(2).unwrap().broadcast_as(out.shape()).unwrap();
     assert!(max_abs_diff(&out, &mean) < 1e-5);
     // and a small τ lies between: further from standard attention than τ = 0.5 is.
-    let std = attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer).unwrap();
-    let half = attention(&q, &k, &v, &Rectifier::temperature(0.5), OpMode::Infer).unwrap();
+    let std = attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap();
+    let half = attention(&q, &k, &v, &Rectifier::temperature(0.5), OpMode::Infer, None).unwrap();
     assert!(max_abs_diff(&out, &std) > max_abs_diff(&half, &std));
 }
 
@@ -59,7 +59,7 @@ fn algorithm_1_matches_its_explicit_loop() {
     let (x, _, _) = qkv(4);
     let (q, k, v) = (x.clone(), (&x * 0.7).unwrap(), (&x * -1.3).unwrap());
     let e = Energy { tau: 0.3, alpha: 0.8, gamma: 1.5, steps: 3 };
-    let got = attention(&q, &k, &v, &Rectifier::Energy(e), OpMode::Train).unwrap();
+    let got = attention(&q, &k, &v, &Rectifier::Energy(e), OpMode::Train, None).unwrap();
     let beta = 1.0 / 8f64.sqrt();
     let mut state = q.clone();
     for _ in 0..3 {
@@ -68,7 +68,7 @@ fn algorithm_1_matches_its_explicit_loop() {
     }
     assert!(max_abs_diff(&got, &state) < 1e-5);
     // K = 1 differs from K = 3.
-    let one = attention(&q, &k, &v, &Rectifier::Energy(Energy { steps: 1, ..e }), OpMode::Train).unwrap();
+    let one = attention(&q, &k, &v, &Rectifier::Energy(Energy { steps: 1, ..e }), OpMode::Train, None).unwrap();
     assert!(max_abs_diff(&one, &got) > 1e-3);
 }
 
@@ -82,7 +82,7 @@ fn invalid_hyperparameters_are_rejected() {
         Energy { steps: 0, ..Energy::temperature(1.0) },
         Energy { alpha: f64::NAN, ..Energy::temperature(1.0) },
     ] {
-        let err = attention(&q, &k, &v, &Rectifier::Energy(e), OpMode::Infer).unwrap_err();
+        let err = attention(&q, &k, &v, &Rectifier::Energy(e), OpMode::Infer, None).unwrap_err();
         assert!(matches!(err, erg::Error::Hyperparameter(_)), "{err}");
     }
     let bad = AttentionPlan::blocks(Rectifier::temperature(0.1), 3, 2);
@@ -96,15 +96,15 @@ fn invalid_hyperparameters_are_rejected() {
 fn split_batch_plan_equals_separate_calls() {
     let (q, k, v) = qkv(6);
     let rect = AttentionPlan::blocks(Rectifier::temperature(0.05), 1, 2);
-    let plan = ForwardPlan { groups: vec![(1, AttentionPlan::standard()), (1, rect)], mode: OpMode::Infer };
-    let both = plan.attend(1, &q, &k, &v).unwrap();
-    let first = attention(&q.narrow(0, 0, 1).unwrap(), &k.narrow(0, 0, 1).unwrap(), &v.narrow(0, 0, 1).unwrap(), &Rectifier::Standard, OpMode::Infer).unwrap();
-    let second = attention(&q.narrow(0, 1, 1).unwrap(), &k.narrow(0, 1, 1).unwrap(), &v.narrow(0, 1, 1).unwrap(), &Rectifier::temperature(0.05), OpMode::Infer).unwrap();
+    let plan = ForwardPlan::new(vec![(1, AttentionPlan::standard()), (1, rect)]);
+    let both = plan.attend(1, &q, &k, &v, None).unwrap();
+    let first = attention(&q.narrow(0, 0, 1).unwrap(), &k.narrow(0, 0, 1).unwrap(), &v.narrow(0, 0, 1).unwrap(), &Rectifier::Standard, OpMode::Infer, None).unwrap();
+    let second = attention(&q.narrow(0, 1, 1).unwrap(), &k.narrow(0, 1, 1).unwrap(), &v.narrow(0, 1, 1).unwrap(), &Rectifier::temperature(0.05), OpMode::Infer, None).unwrap();
     assert!(max_abs_diff(&both.narrow(0, 0, 1).unwrap(), &first) < 1e-6);
     assert!(max_abs_diff(&both.narrow(0, 1, 1).unwrap(), &second) < 1e-6);
     // outside [l_min, l_max) both rows are standard
-    let b0 = plan.attend(0, &q, &k, &v).unwrap();
-    assert!(max_abs_diff(&b0, &attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer).unwrap()) < 1e-6);
+    let b0 = plan.attend(0, &q, &k, &v, None).unwrap();
+    assert!(max_abs_diff(&b0, &attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap()) < 1e-6);
 }
 
 #[test]

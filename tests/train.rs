@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor};
 use erg::checkpoint::load_dit;
 use erg::data::mnist;
-use erg::guidance::{Guidance, IErg};
+use erg::guidance::{Guidance, IErg, Models};
 use erg::models::dit::DitConfig;
 use erg::sample::{class_grid_labels, sample, SampleConfig};
 use erg::train::{train, RunPaths, TrainConfig};
@@ -89,9 +89,9 @@ fn checkpoint_round_trip_and_deterministic_sampling() {
     let labels = class_grid_labels(10, 1, &Device::Cpu).unwrap();
     let cfg = SampleConfig { num_steps: 4, seed: 3, batch_size: 6 };
     let g = Guidance::i_erg(2.0, IErg::class_conditional_defaults(2));
-    let a = sample(&m1, &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
-    let b = sample(&m1, &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
-    let c = sample(&m2, &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
+    let a = sample(Models::main(&m1), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
+    let b = sample(Models::main(&m1), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
+    let c = sample(Models::main(&m2), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
     assert_eq!(a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), "same seed ⇒ bit-identical samples");
     let diff = (&a.images - &c.images).unwrap().abs().unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 5e-2, "f16 round trip changed samples by {diff}");
@@ -99,7 +99,7 @@ fn checkpoint_round_trip_and_deterministic_sampling() {
     let copy32 = dir.path().join("copy32.safetensors");
     erg::checkpoint::save_dit(&read(&ema), &card, &copy32, candle_core::DType::F32).unwrap();
     let (m3, _) = load_dit(&copy32, &Device::Cpu).unwrap();
-    let d = sample(&m3, &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
+    let d = sample(Models::main(&m3), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
     assert_eq!(a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), d.images.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     assert_eq!(a.nfe_per_step, 2.0); // CFG before κ, rectified CFG after: 2 NFE every step
 }

@@ -4,7 +4,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::config::{Activation, DitConfig};
-use crate::attention::ForwardPlan;
+use crate::attention::{select_rows, ForwardPlan};
 use crate::nn::ops::{layer_norm_no_affine, modulate};
 use crate::Result;
 
@@ -38,6 +38,7 @@ pub struct DitBlock {
     ada_ln: candle_nn::Linear,
     num_heads: usize,
     activation: Activation,
+    grid: (usize, usize),
 }
 
 impl DitBlock {
@@ -52,6 +53,7 @@ impl DitBlock {
             ada_ln: linear(d, 6 * d, true, vb.pp("adaLN_modulation.1"))?,
             num_heads: cfg.num_heads,
             activation: cfg.activation,
+            grid: cfg.grid(),
         })
     }
 
@@ -61,7 +63,7 @@ impl DitBlock {
         let h = self.num_heads;
         let qkv = x.apply(&self.qkv)?.reshape((b, n, 3, h, d / h))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?); // (B, H, N, d_h)
-        let o = plan.attend(l, &q, &k, &v)?; // (B, H, N, d_h)
+        let o = plan.attend(l, &q, &k, &v, Some(self.grid))?; // (B, H, N, d_h)
         let o = o.transpose(1, 2)?.reshape((b, n, d))?; // (B, N, D)
         Ok(o.apply(&self.proj)?)
     }
@@ -75,8 +77,17 @@ impl DitBlock {
         Ok(self.fc2.forward(&hdn)?)
     }
 
-    /// `x` (B, N, D), conditioning `c` (B, D), block index `l` → (B, N, D).
+    /// `x` (B, N, D), conditioning `c` (B, D), block index `l` → (B, N, D). Rows whose plan
+    /// skips block `l` (SLG) pass through unchanged.
     pub fn forward(&self, x: &Tensor, c: &Tensor, l: usize, plan: &ForwardPlan) -> Result<Tensor> {
+        match plan.skipped(l) {
+            None => self.forward_all(x, c, l, plan),
+            Some(flags) if flags.iter().all(|&f| f) => Ok(x.clone()),
+            Some(flags) => select_rows(plan, &flags, x, &self.forward_all(x, c, l, plan)?),
+        }
+    }
+
+    fn forward_all(&self, x: &Tensor, c: &Tensor, l: usize, plan: &ForwardPlan) -> Result<Tensor> {
         let m = c.silu()?.apply(&self.ada_ln)?.chunk(6, 1)?; // 6 × (B, D)
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);

@@ -17,6 +17,8 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+pub mod smooth;
+
 use crate::nn::{ops::softmax_last_dim, OpMode};
 use crate::{Error, Result};
 
@@ -71,6 +73,28 @@ pub enum Rectifier {
     Standard,
     /// The rectified energy update of Algorithm 1 (temperature τ, weight α, step γ, K steps).
     Energy(Energy),
+    /// PAG (Ahn et al. 2024): the attention map is replaced by the identity, output = V.
+    Identity,
+    /// SEG (Hong 2024): queries blurred over the token grid by a Gaussian of standard deviation
+    /// `sigma` tokens (kernel ⌈6σ⌉ + 1 made odd, clipped to the grid, reflect padding,
+    /// separable); `sigma = ∞` (JSON `null`) replaces every query by the mean query.
+    SmoothedQueries {
+        /// σ ≥ 0 in tokens; `f64::INFINITY` for the global mean.
+        #[serde(with = "inf_as_null")]
+        sigma: f64,
+    },
+    /// SLG (skip-layer guidance, SD3.5): the whole block is skipped (its input passes through).
+    SkipBlock,
+}
+
+mod inf_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_infinite() { s.serialize_none() } else { s.serialize_some(v) }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
 }
 
 impl Rectifier {
@@ -81,8 +105,15 @@ impl Rectifier {
     /// Checks the hyperparameters (see [`Energy::validate`]).
     pub fn validate(&self) -> Result<()> {
         match self {
-            Rectifier::Standard => Ok(()),
+            Rectifier::Standard | Rectifier::Identity | Rectifier::SkipBlock => Ok(()),
             Rectifier::Energy(e) => e.validate(),
+            Rectifier::SmoothedQueries { sigma } => {
+                if sigma.is_nan() || *sigma < 0.0 {
+                    Err(Error::hp(format!("SEG sigma must be >= 0 (or infinite), got {sigma}")))
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 }
@@ -91,10 +122,14 @@ impl Rectifier {
 ///
 /// Shapes: `q` (B, H, S, d), `k` (B, H, N, d), `v` (B, H, N, d) → (B, H, S, d).
 /// β = 1/√d. `mode` picks fused kernels (sampling) or differentiable ones (training).
+/// `grid` = (rows, cols) of the first rows·cols query tokens (image tokens), needed by
+/// [`Rectifier::SmoothedQueries`]; other query tokens (e.g. text) are left unblurred.
+/// [`Rectifier::SkipBlock`] acts at block level and is standard attention here.
 ///
 /// Errors: mismatched shapes, invalid rectifier hyperparameters.
-/// Source: ERG Algorithm 1 and Listing 2 (`multistep_attention`).
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, mode: OpMode) -> Result<Tensor> {
+/// Source: ERG Algorithm 1 and Listing 2 (`multistep_attention`); PAG and SEG as cited on
+/// [`Rectifier`].
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, mode: OpMode, grid: Option<(usize, usize)>) -> Result<Tensor> {
     let (_, _, _, d) = q.dims4()?;
     let beta = 1.0 / (d as f64).sqrt();
     let kt = k.transpose(2, 3)?.contiguous()?;
@@ -104,7 +139,18 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, mode
         Ok(p.matmul(&v.contiguous()?)?) // (B, H, S, d)
     };
     match rectifier {
-        Rectifier::Standard => attend(q, beta),
+        Rectifier::Standard | Rectifier::SkipBlock => attend(q, beta),
+        Rectifier::Identity => {
+            if q.dims() != v.dims() {
+                return Err(Error::shape("PAG's identity attention needs as many queries as values (self-attention)"));
+            }
+            Ok(v.clone())
+        }
+        Rectifier::SmoothedQueries { sigma } => {
+            rectifier.validate()?;
+            let grid = grid.ok_or_else(|| Error::shape("SEG needs the token grid of the queries"))?;
+            attend(&crate::attention::smooth::smooth_queries(q, grid, *sigma)?, beta)
+        }
         Rectifier::Energy(e) => {
             e.validate()?;
             if e.is_plain_softmax() {
@@ -188,24 +234,34 @@ pub fn scale_block_range(l_min: usize, l_max: usize, ref_depth: usize, depth: us
 }
 
 /// The attention plan of each contiguous group of rows of a batch, for one forward pass.
-/// Lets a positive (standard) and a negative (rectified) prediction run in one batched forward:
+/// Lets a positive (standard) and negatives (rectified, perturbed) run in one batched forward:
 /// blocks where all groups agree run one attention call; others split the batch.
-#[derive(Debug, Clone, PartialEq)]
+/// It can also record the head-averaged attention map of one block for the first group
+/// (Self-Attention Guidance needs it).
+#[derive(Debug, Clone)]
 pub struct ForwardPlan {
     /// `(rows, plan)` for consecutive groups of the batch; rows add up to the batch size.
     pub groups: Vec<(usize, AttentionPlan)>,
     /// Kernels to use.
     pub mode: OpMode,
+    /// Block whose attention map (first group's rows) is recorded into [`Self::recorded`].
+    pub record: Option<usize>,
+    /// The recorded map, (rows, N, N) averaged over heads, after the forward.
+    pub recorded: std::cell::RefCell<Option<Tensor>>,
 }
 
 impl ForwardPlan {
+    /// Groups with sampling kernels.
+    pub fn new(groups: Vec<(usize, AttentionPlan)>) -> Self {
+        Self { groups, mode: OpMode::Infer, record: None, recorded: Default::default() }
+    }
     /// One plan for all `batch` rows, sampling kernels.
     pub fn uniform(batch: usize, plan: AttentionPlan) -> Self {
-        Self { groups: vec![(batch, plan)], mode: OpMode::Infer }
+        Self::new(vec![(batch, plan)])
     }
     /// Standard attention, differentiable kernels (training).
     pub fn train(batch: usize) -> Self {
-        Self { groups: vec![(batch, AttentionPlan::standard())], mode: OpMode::Train }
+        Self { mode: OpMode::Train, ..Self::uniform(batch, AttentionPlan::standard()) }
     }
     /// Total rows.
     pub fn batch(&self) -> usize {
@@ -213,23 +269,55 @@ impl ForwardPlan {
     }
     /// Checks every group's plan against the model depth.
     pub fn validate(&self, depth: usize) -> Result<()> {
+        if let Some(l) = self.record {
+            if l >= depth {
+                return Err(Error::hp(format!("cannot record the attention of block {l}: the model has {depth} blocks")));
+            }
+        }
         self.groups.iter().try_for_each(|(_, p)| p.validate(depth))
     }
 
+    /// For block `l`, which rows skip the block (SLG): `None` when no group skips it, else one
+    /// flag per group.
+    pub fn skipped(&self, l: usize) -> Option<Vec<bool>> {
+        let flags: Vec<bool> = self.groups.iter().map(|(_, p)| *p.rectifier(l) == Rectifier::SkipBlock).collect();
+        flags.iter().any(|&f| f).then_some(flags)
+    }
+
     /// Rectified attention of block `l` over the batch, splitting rows where plans differ.
-    /// Shapes as in [`attention`], with B = [`Self::batch`].
-    pub fn attend(&self, l: usize, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    /// Shapes as in [`attention`], with B = [`Self::batch`]; `grid` as in [`attention`].
+    pub fn attend(&self, l: usize, q: &Tensor, k: &Tensor, v: &Tensor, grid: Option<(usize, usize)>) -> Result<Tensor> {
+        if self.record == Some(l) {
+            let rows = self.groups[0].0;
+            let (qs, ks) = (q.narrow(0, 0, rows)?.contiguous()?, k.narrow(0, 0, rows)?.contiguous()?);
+            let d = q.dim(3)?;
+            let logits = (qs.matmul(&ks.transpose(2, 3)?.contiguous()?)? / (d as f64).sqrt())?;
+            let probs = softmax_last_dim(&logits, self.mode)?.mean(1)?; // (rows, N, N)
+            *self.recorded.borrow_mut() = Some(probs);
+        }
         let first = *self.groups[0].1.rectifier(l);
         if self.groups.iter().all(|(_, p)| *p.rectifier(l) == first) {
-            return attention(q, k, v, &first, self.mode);
+            return attention(q, k, v, &first, self.mode, grid);
         }
         let mut outs = Vec::with_capacity(self.groups.len());
         let mut start = 0;
         for (rows, plan) in &self.groups {
             let (qs, ks, vs) = (q.narrow(0, start, *rows)?, k.narrow(0, start, *rows)?, v.narrow(0, start, *rows)?);
-            outs.push(attention(&qs, &ks, &vs, plan.rectifier(l), self.mode)?);
+            outs.push(attention(&qs, &ks, &vs, plan.rectifier(l), self.mode, grid)?);
             start += rows;
         }
         Ok(Tensor::cat(&outs, 0)?)
     }
+}
+
+/// Keeps rows of `new` for groups that run a block and rows of `old` for groups that skip it
+/// (`skipped` from [`ForwardPlan::skipped`]). Both (B, ...).
+pub fn select_rows(plan: &ForwardPlan, skipped: &[bool], old: &Tensor, new: &Tensor) -> Result<Tensor> {
+    let mut parts = Vec::with_capacity(skipped.len());
+    let mut start = 0;
+    for ((rows, _), &skip) in plan.groups.iter().zip(skipped) {
+        parts.push(if skip { old.narrow(0, start, *rows)? } else { new.narrow(0, start, *rows)? });
+        start += rows;
+    }
+    Ok(Tensor::cat(&parts, 0)?)
 }

@@ -1,0 +1,194 @@
+//! Evaluating a [`Guidance`] at one sampling step.
+use candle_core::Tensor;
+
+use super::{Combiner, Condition, Guidance, ModelChoice};
+use crate::attention::{AttentionPlan, ForwardPlan};
+use crate::flow::{clean_from_velocity, velocity_from_clean};
+use crate::models::Denoiser;
+use crate::rng;
+use crate::{Error, Result};
+
+/// The networks a method may use: the model being sampled and, for AutoGuidance, a weak one.
+pub struct Models<'a, M> {
+    /// The model being sampled.
+    pub main: &'a M,
+    /// The weak model (an early checkpoint), when a method needs it.
+    pub weak: Option<&'a M>,
+}
+
+impl<M> Clone for Models<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<M> Copy for Models<'_, M> {}
+
+impl<'a, M> Models<'a, M> {
+    /// Only the main model.
+    pub fn main(main: &'a M) -> Self {
+        Self { main, weak: None }
+    }
+}
+
+const CADS_SALT: u64 = 0xCAD5_0000_0000_0001;
+
+/// Evaluates a guidance method step by step, keeping the state some methods carry across steps
+/// (APG's momentum buffers, CADS's noise stream). Create one per sampling run (per batch).
+pub struct Guider<'a, M: Denoiser> {
+    guidance: &'a Guidance,
+    models: Models<'a, M>,
+    noise_key: u64,
+    apg_buffers: Vec<Option<Tensor>>,
+}
+
+enum Where {
+    Group(usize),
+    Weak(usize),
+    Sag,
+}
+
+impl<'a, M: Denoiser> Guider<'a, M> {
+    /// Validates `guidance` against the models. `noise_key` seeds CADS's per-step noise.
+    ///
+    /// Errors: invalid hyperparameters; a method that needs a weak model without one.
+    pub fn new(guidance: &'a Guidance, models: Models<'a, M>, noise_key: u64) -> Result<Self> {
+        guidance.validate(models.main.depth())?;
+        if guidance.needs_weak_model() {
+            let weak = models.weak.ok_or_else(|| Error::hp(format!("{} needs a weak model (AutoGuidance): pass the early checkpoint, e.g. data/checkpoints/emoji-dit-weak.safetensors", guidance.name)))?;
+            if weak.image_shape() != models.main.image_shape() {
+                return Err(Error::shape("the weak model takes images of another shape than the main model"));
+            }
+            guidance.validate(weak.depth())?;
+        }
+        Ok(Self { guidance, models, noise_key, apg_buffers: vec![None; guidance.terms.len()] })
+    }
+
+    /// The guided velocity at `x` (B, C, H, W), time `t`, step index `step`, raw condition `cond`
+    /// (B, ...). Returns the velocity (B, C, H, W) and the number of function evaluations per
+    /// sample at this step.
+    pub fn velocity(&mut self, x: &Tensor, t: f64, step: usize, cond: &Tensor) -> Result<(Tensor, usize)> {
+        let g = self.guidance;
+        let main = self.models.main;
+        let b = x.dim(0)?;
+        let raw = |model: &M, c: Condition| -> Result<Tensor> {
+            match c {
+                Condition::Given => Ok(cond.clone()),
+                Condition::Null => model.null_condition(cond),
+            }
+        };
+        let mut pos_emb = main.embed_condition(&raw(main, g.positive)?)?;
+        if let Some(cads) = &g.cads {
+            let mut r = rng::stream(self.noise_key ^ CADS_SALT, step as u64);
+            let noise = rng::randn(&mut r, pos_emb.dims(), pos_emb.device())?.to_dtype(pos_emb.dtype())?;
+            pos_emb = cads.apply(&pos_emb, t, &noise)?;
+        }
+
+        // Plan this step's predictions.
+        let mut groups = vec![(b, AttentionPlan::standard())];
+        let mut embs = vec![pos_emb.clone()];
+        let mut weak_groups: Vec<(usize, AttentionPlan)> = vec![];
+        let mut weak_embs = vec![];
+        let mut jobs: Vec<(usize, Where)> = vec![];
+        let mut record = None;
+        for (i, term) in g.terms.iter().enumerate() {
+            let n = &term.negative;
+            if !term.window.contains(t) || term.scale == 0.0 {
+                continue; // inactive, or contributes nothing (e.g. w = 1)
+            }
+            let plan = n.attention_at(t);
+            let same_input = n.condition == g.positive && g.cads.is_none();
+            if same_input && plan.is_standard() && n.model == ModelChoice::Main && n.sag.is_none() {
+                continue; // identical to the positive: contributes nothing
+            }
+            match (n.model, &n.sag) {
+                (ModelChoice::Weak, _) => {
+                    let weak = self.models.weak.expect("checked in new");
+                    weak_embs.push(weak.embed_condition(&raw(weak, n.condition)?)?);
+                    weak_groups.push((b, plan));
+                    jobs.push((i, Where::Weak(weak_groups.len() - 1)));
+                }
+                (ModelChoice::Main, Some(sag)) => {
+                    if record.is_some_and(|r| r != sag.block) {
+                        return Err(Error::hp("all SAG terms of a method must use the same block"));
+                    }
+                    record = Some(sag.block);
+                    jobs.push((i, Where::Sag));
+                }
+                (ModelChoice::Main, None) => {
+                    embs.push(if same_input { pos_emb.clone() } else { main.embed_condition(&raw(main, n.condition)?)? });
+                    groups.push((b, plan));
+                    jobs.push((i, Where::Group(groups.len() - 1)));
+                }
+            }
+        }
+
+        // One batched forward of the main model for the positive and the plain negatives.
+        let k = groups.len();
+        let xs = vec![x.clone(); k];
+        let mut plan = ForwardPlan::new(groups);
+        plan.record = record;
+        let out = main.velocity_embedded(&Tensor::cat(&xs, 0)?, &Tensor::full(t as f32, k * b, x.device())?, &Tensor::cat(&embs, 0)?, &plan)?;
+        let pos = out.narrow(0, 0, b)?;
+        let weak_out = if weak_groups.is_empty() {
+            None
+        } else {
+            let weak = self.models.weak.expect("checked in new");
+            let kw = weak_groups.len();
+            let xs = vec![x.clone(); kw];
+            Some(weak.velocity_embedded(&Tensor::cat(&xs, 0)?, &Tensor::full(t as f32, kw * b, x.device())?, &Tensor::cat(&weak_embs, 0)?, &ForwardPlan::new(weak_groups))?)
+        };
+        let mut negs = Vec::with_capacity(jobs.len());
+        for (i, w) in &jobs {
+            let neg = match w {
+                Where::Group(gi) => out.narrow(0, gi * b, b)?,
+                Where::Weak(wi) => weak_out.as_ref().expect("weak forward ran").narrow(0, wi * b, b)?,
+                Where::Sag => {
+                    let n = &g.terms[*i].negative;
+                    let sag = n.sag.as_ref().expect("SAG job");
+                    let attn = plan.recorded.borrow().clone().ok_or_else(|| Error::Other("SAG: the attention map was not recorded".into()))?;
+                    let mask = super::Sag::mask(&attn)?;
+                    let degraded = sag.degrade(x, &pos, t, &mask, main.token_grid())?;
+                    let emb = if n.condition == g.positive { pos_emb.clone() } else { main.embed_condition(&raw(main, n.condition)?)? };
+                    main.velocity_embedded(&degraded, &Tensor::full(t as f32, b, x.device())?, &emb, &ForwardPlan::uniform(b, AttentionPlan::standard()))?
+                }
+            };
+            negs.push((*i, neg));
+        }
+        let nfe = 1 + negs.len();
+        let v = self.combine(x, t, &pos, &negs)?;
+        Ok((v, nfe))
+    }
+
+    fn combine(&mut self, x: &Tensor, t: f64, pos: &Tensor, negs: &[(usize, Tensor)]) -> Result<Tensor> {
+        let terms = &self.guidance.terms;
+        match &self.guidance.combiner {
+            Combiner::Linear => {
+                let mut out = pos.clone();
+                for (i, neg) in negs {
+                    out = (out + ((pos - neg)? * terms[*i].scale)?)?;
+                }
+                Ok(out)
+            }
+            Combiner::Apg(apg) => {
+                if negs.is_empty() {
+                    return Ok(pos.clone());
+                }
+                let tt = Tensor::full(t as f32, x.dim(0)?, x.device())?;
+                let xp = clean_from_velocity(x, pos, &tt)?;
+                let mut out = xp.clone();
+                for (i, neg) in negs {
+                    let xn = clean_from_velocity(x, neg, &tt)?;
+                    let u = apg.update(&xp, &xn, &mut self.apg_buffers[*i])?;
+                    out = (out + (u * terms[*i].scale)?)?;
+                }
+                velocity_from_clean(x, &out, &tt)
+            }
+        }
+    }
+}
+
+/// One step of `guidance` with fresh state (no APG momentum history, CADS noise key 0) on the
+/// main model alone: the guided velocity (B, C, H, W) and NFE per sample.
+pub fn guided_velocity<M: Denoiser>(model: &M, guidance: &Guidance, x: &Tensor, t: f64, cond: &Tensor) -> Result<(Tensor, usize)> {
+    Guider::new(guidance, Models::main(model), 0)?.velocity(x, t, 0, cond)
+}

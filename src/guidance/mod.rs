@@ -1,0 +1,237 @@
+//! Guidance as a composition (ERG Eq. 10 and the methods it is compared with).
+//!
+//! A method is data ([`Guidance`]): a positive prediction D_pos, a list of [`Term`]s each with a
+//! negative [`Branch`] and a scale s_i, and a [`Combiner`]:
+//!
+//! - linear: Δ = D_pos + Σ_i s_i·(D_pos − D_neg,i). With one term and s = w − 1 this is Eq. (10),
+//!   Δ = w·D(x, c) + (1 − w)·D_neg(x, c_neg);
+//! - APG (Sadat et al. 2025): the same on clean estimates x̂₁, each difference passed through
+//!   momentum, norm clipping and projection (see [`apg`]).
+//!
+//! A negative branch chooses its condition (null or the given one), its attention plan
+//! (standard; temperature / energy update (I-ERG); identity (PAG); smoothed queries (SEG);
+//! skipped blocks (SLG)) applied only when t > κ, its model (the main one, or a weak one for
+//! AutoGuidance), and optionally SAG's degraded input. CADS perturbs the positive condition.
+//! [`presets`] builds every method of the paper from these parts.
+//!
+//! [`Guider`] evaluates a method step by step: the main-model predictions of one step run in one
+//! batched forward (attention splits only in blocks where the plans differ), and it reports the
+//! number of function evaluations (NFE) per sample.
+pub mod apg;
+pub mod cads;
+mod eval;
+pub mod presets;
+pub mod sag;
+
+use serde::{Deserialize, Serialize};
+
+pub use apg::Apg;
+pub use cads::Cads;
+pub use eval::{guided_velocity, Guider, Models};
+pub use presets::{preset, IErg, PRESET_NAMES};
+pub use sag::Sag;
+
+use crate::attention::{AttentionPlan, Rectifier};
+use crate::{Error, Result};
+
+/// Which condition a branch uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The condition asked for (class label or prompt).
+    Given,
+    /// The null condition (null class / empty prompt), as in CFG.
+    Null,
+}
+
+/// Which network a branch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelChoice {
+    /// The model being sampled.
+    #[default]
+    Main,
+    /// A weaker model (AutoGuidance, Karras et al. 2024: an early checkpoint of the same run).
+    Weak,
+}
+
+/// A negative ("weak") branch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Branch {
+    /// Its condition: `Null` for CFG-style guidance, `Given` for the same-condition variant
+    /// (Eq. 10) and for PAG/SEG/SAG/SLG/AutoGuidance.
+    pub condition: Condition,
+    /// Its attention plan when active (t > κ).
+    pub attention: AttentionPlan,
+    /// Kickoff threshold κ ∈ [0, 1]: the attention plan applies only when t > κ; standard
+    /// attention before. κ = 0 applies it throughout (t = 0 is the first step).
+    pub kappa: f64,
+    /// The network.
+    #[serde(default)]
+    pub model: ModelChoice,
+    /// Self-Attention Guidance's degraded input instead of x_t.
+    #[serde(default)]
+    pub sag: Option<Sag>,
+}
+
+impl Branch {
+    /// A branch with standard attention on the main model.
+    pub fn plain(condition: Condition) -> Self {
+        Self { condition, attention: AttentionPlan::standard(), kappa: 0.0, model: ModelChoice::Main, sag: None }
+    }
+    /// A branch with `rectifier` in blocks [l_min, l_max), active throughout.
+    pub fn perturbed(condition: Condition, rectifier: Rectifier, l_min: usize, l_max: usize) -> Self {
+        Self { attention: AttentionPlan::blocks(rectifier, l_min, l_max), ..Self::plain(condition) }
+    }
+    /// The attention plan at time t (the perturbation only when t > κ).
+    pub fn attention_at(&self, t: f64) -> AttentionPlan {
+        if t > self.kappa || (self.kappa == 0.0 && t == 0.0) { self.attention } else { AttentionPlan::standard() }
+    }
+}
+
+/// The range of t ∈ [0, 1] where a term is applied: `start ≤ t ≤ stop`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// First t.
+    pub start: f64,
+    /// Last t.
+    pub stop: f64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self { start: 0.0, stop: 1.0 }
+    }
+}
+
+impl Window {
+    /// Whether t is inside.
+    pub fn contains(&self, t: f64) -> bool {
+        t >= self.start && t <= self.stop
+    }
+}
+
+/// One guidance term s·(D_pos − D_neg).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Term {
+    /// The negative branch.
+    pub negative: Branch,
+    /// s, the coefficient of (D_pos − D_neg); Eq. (10)'s guidance scale is w = 1 + s.
+    pub scale: f64,
+    /// Where in t the term applies.
+    #[serde(default)]
+    pub window: Window,
+}
+
+/// How positive and negative predictions are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Combiner {
+    /// Δ = D_pos + Σ s_i (D_pos − D_neg,i).
+    #[default]
+    Linear,
+    /// Adaptive projected guidance on clean estimates (Sadat et al. 2025).
+    Apg(Apg),
+}
+
+/// A guidance method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Guidance {
+    /// Short name for reports (`none`, `cfg`, `ierg`, ...).
+    pub name: String,
+    /// The positive branch's condition (`Null` for unconditional generation).
+    pub positive: Condition,
+    /// CADS noise on the positive condition's embedding.
+    #[serde(default)]
+    pub cads: Option<Cads>,
+    /// The guidance terms (empty = no guidance).
+    pub terms: Vec<Term>,
+    /// The combiner.
+    #[serde(default)]
+    pub combiner: Combiner,
+}
+
+impl Guidance {
+    /// No guidance: one prediction with the given condition (NFE 1).
+    pub fn none() -> Self {
+        Self { name: "none".into(), positive: Condition::Given, cads: None, terms: vec![], combiner: Combiner::Linear }
+    }
+
+    /// Unconditional sampling without guidance.
+    pub fn unconditional() -> Self {
+        Self { name: "uncond".into(), positive: Condition::Null, ..Self::none() }
+    }
+
+    /// Classifier-free guidance (Ho & Salimans 2021) with guidance scale w: one term with the null
+    /// condition and standard attention, s = w − 1.
+    pub fn cfg(guidance_scale: f64) -> Self {
+        Self { name: "cfg".into(), terms: vec![Term { negative: Branch::plain(Condition::Null), scale: guidance_scale - 1.0, window: Window::default() }], ..Self::none() }
+    }
+
+    /// I-ERG as the paper applies it to class-conditional models: CFG whose null-class branch has
+    /// rectified attention in blocks [l_min, l_max) when t > κ (Sec. 3.1, Appendix C).
+    pub fn i_erg(guidance_scale: f64, params: IErg) -> Self {
+        Self { name: "ierg".into(), terms: vec![Term { negative: params.branch(Condition::Null), scale: guidance_scale - 1.0, window: Window::default() }], ..Self::none() }
+    }
+
+    /// I-ERG with the negative conditioned on the same class as the positive (Eq. 10 with
+    /// φ_c^τ = φ_c): the branches differ only by the rectified attention.
+    pub fn i_erg_same_condition(guidance_scale: f64, params: IErg) -> Self {
+        let mut g = Self::i_erg(guidance_scale, params);
+        g.name = "ierg-same".into();
+        g.terms[0].negative.condition = Condition::Given;
+        g
+    }
+
+    /// Unconditional I-ERG: both branches use the null condition, the negative is rectified when
+    /// t > κ (so there is no guidance before κ).
+    pub fn i_erg_unconditional(guidance_scale: f64, params: IErg) -> Self {
+        let mut g = Self::i_erg(guidance_scale, params);
+        g.name = "ierg-uncond".into();
+        g.positive = Condition::Null;
+        g
+    }
+
+    /// Eq. (10)'s guidance scale of the first term, w = 1 + s (1 when there is none).
+    pub fn guidance_scale(&self) -> f64 {
+        self.terms.first().map(|t| 1.0 + t.scale).unwrap_or(1.0)
+    }
+
+    /// Whether any branch needs the weak model.
+    pub fn needs_weak_model(&self) -> bool {
+        self.terms.iter().any(|t| t.negative.model == ModelChoice::Weak)
+    }
+
+    /// Checks every hyperparameter against a model of `depth` blocks: finite scales, κ ∈ [0, 1],
+    /// windows with start ≤ stop inside [0, 1], non-empty block ranges for perturbations, valid
+    /// rectifier, SAG, CADS and APG settings.
+    pub fn validate(&self, depth: usize) -> Result<()> {
+        for (i, term) in self.terms.iter().enumerate() {
+            let n = &term.negative;
+            if !term.scale.is_finite() {
+                return Err(Error::hp(format!("term {i}: scale must be finite, got {}", term.scale)));
+            }
+            if !(0.0..=1.0).contains(&n.kappa) {
+                return Err(Error::hp(format!("term {i}: kappa must be in [0, 1], got {}", n.kappa)));
+            }
+            let w = term.window;
+            if !(0.0..=1.0).contains(&w.start) || !(0.0..=1.0).contains(&w.stop) || w.start > w.stop {
+                return Err(Error::hp(format!("term {i}: window must satisfy 0 <= start <= stop <= 1, got [{}, {}]", w.start, w.stop)));
+            }
+            n.attention.validate(depth)?;
+            if n.attention.rectifier != Rectifier::Standard && n.attention.l_min >= n.attention.l_max {
+                return Err(Error::hp(format!("term {i}: the perturbed block range [{}, {}) is empty", n.attention.l_min, n.attention.l_max)));
+            }
+            if let Some(s) = &n.sag {
+                s.validate(depth)?;
+            }
+        }
+        if let Some(c) = &self.cads {
+            c.validate()?;
+        }
+        if let Combiner::Apg(a) = &self.combiner {
+            a.validate()?;
+        }
+        Ok(())
+    }
+}
