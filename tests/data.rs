@@ -67,3 +67,16 @@ fn missing_data_files_say_how_to_rebuild() {
     let e = emoji::load("/nonexistent", 32).unwrap_err().to_string();
     assert!(e.contains("prepare.py"), "{e}");
 }
+
+#[test]
+fn datasets_from_unit_range_tensors() {
+    // the layout candle-datasets' hub loaders return: (N, 784) in [0, 1] and integer labels
+    let imgs = candle_core::Tensor::full(0.5f32, (3, 784), &Device::Cpu).unwrap();
+    let labels = candle_core::Tensor::new(&[0u8, 1, 2], &Device::Cpu).unwrap();
+    let classes: Vec<String> = (0..10).map(|d| d.to_string()).collect();
+    let d = erg::data::Dataset::from_unit_images(&imgs, &labels, classes.clone(), Some(28)).unwrap();
+    assert_eq!(d.images.dims(), &[3, 1, 28, 28]);
+    assert_eq!(d.images.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    assert!(erg::data::Dataset::from_unit_images(&imgs, &labels, classes[..2].to_vec(), Some(28)).is_err());
+    assert!(erg::data::Dataset::from_unit_images(&imgs, &labels, classes, None).is_err());
+}

@@ -25,6 +25,29 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// A data set from images in [0, 1], e.g. from `candle-datasets` (its hf-hub loaders give
+    /// MNIST/CIFAR as (N, 784) or (N, C, H, W) tensors in [0, 1] with u8/u32 labels).
+    /// `images`: (N, C, H, W) or (N, H·W) (then reshaped to (N, 1, H, W) with `side` = H = W);
+    /// `labels`: (N,) any integer dtype; `classes`: names (their count bounds the labels).
+    ///
+    /// Errors: shapes that disagree, labels out of range.
+    pub fn from_unit_images(images: &Tensor, labels: &Tensor, classes: Vec<String>, side: Option<usize>) -> Result<Self> {
+        let images = match (images.rank(), side) {
+            (4, _) => images.clone(),
+            (2, Some(s)) => images.reshape((images.dim(0)?, 1, s, s))?,
+            _ => return Err(Error::shape(format!("images must be (N, C, H, W), or (N, H*W) with `side`, got {:?}", images.dims()))),
+        };
+        let labels: Vec<u32> = labels.to_dtype(candle_core::DType::U32)?.to_device(&Device::Cpu)?.to_vec1()?;
+        if labels.len() != images.dim(0)? {
+            return Err(Error::shape(format!("{} labels for {} images", labels.len(), images.dim(0)?)));
+        }
+        if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes.len()) {
+            return Err(Error::shape(format!("label {bad} out of range for {} classes", classes.len())));
+        }
+        let images = ((images.to_dtype(candle_core::DType::F32)?.to_device(&Device::Cpu)? * 2.0)? - 1.0)?;
+        Ok(Self { images, labels, classes, captions: None })
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
