@@ -21,6 +21,7 @@ pub mod error;
 pub mod flow;
 pub mod guidance;
 pub mod imaging;
+pub mod metrics;
 pub mod models;
 pub mod nn;
 pub mod rng;
