@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod flow;
 pub mod guidance;
 pub mod imaging;

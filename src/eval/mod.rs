@@ -1,0 +1,7 @@
+//! Evaluation runs as in the ERG paper: metrics per run appended to a results file that survives
+//! interruptions, and hyperparameter selection by mean rank over all metrics (Appendix A.1).
+pub mod rank;
+pub mod results;
+
+pub use rank::{mean_ranks, select_best, Direction, MetricSpec};
+pub use results::{ResultsFile, RunRecord};

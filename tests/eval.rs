@@ -1,0 +1,58 @@
+//! Results file and mean-rank selection.
+use std::collections::BTreeMap;
+
+use erg::eval::{mean_ranks, select_best, Direction, MetricSpec, ResultsFile, RunRecord};
+
+fn record(key: &str, fid: f64) -> RunRecord {
+    RunRecord {
+        key: key.into(),
+        method: "cfg".into(),
+        guidance: serde_json::json!({"name": "cfg"}),
+        seed: 0,
+        steps: 50,
+        nfe_per_step: 2.0,
+        samples: 10,
+        wall_s: 1.0,
+        metrics: BTreeMap::from([("fid".to_string(), fid)]),
+    }
+}
+
+#[test]
+fn mean_rank_on_a_small_table() {
+    let metrics = vec![
+        MetricSpec { name: "fid".into(), direction: Direction::LowerIsBetter },
+        MetricSpec { name: "precision".into(), direction: Direction::HigherIsBetter },
+        MetricSpec { name: "recall".into(), direction: Direction::HigherIsBetter },
+    ];
+    // A: best FID, worst precision; B: middle everywhere; C: ties B on recall
+    let values = vec![vec![10.0, 50.0, 60.0], vec![12.0, 70.0, 50.0], vec![15.0, 80.0, 50.0]];
+    let r = mean_ranks(&values, &metrics);
+    // fid ranks 1,2,3; precision 3,2,1; recall 1, 2.5, 2.5
+    assert_eq!(r, vec![(1.0 + 3.0 + 1.0) / 3.0, (2.0 + 2.0 + 2.5) / 3.0, (3.0 + 1.0 + 2.5) / 3.0]);
+    assert_eq!(select_best(&values, &metrics), Some(0));
+    // a missing value ranks last
+    let r = mean_ranks(&[vec![f64::NAN], vec![3.0]], &metrics[..1]);
+    assert_eq!(r, vec![2.0, 1.0]);
+    assert_eq!(select_best(&[], &metrics), None);
+}
+
+#[test]
+fn results_file_survives_an_interrupted_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.jsonl");
+    let mut f = ResultsFile::open(&path).unwrap();
+    f.append(record("a", 1.0)).unwrap();
+    f.append(record("b", 2.0)).unwrap();
+    // a kill in the middle of the third write leaves a torn line
+    std::fs::OpenOptions::new().append(true).open(&path).map(|mut h| std::io::Write::write_all(&mut h, b"{\"key\":\"c\",\"meth")).unwrap().unwrap();
+    let mut f = ResultsFile::open(&path).unwrap();
+    assert_eq!(f.records().len(), 2);
+    assert!(f.contains("a") && f.contains("b") && !f.contains("c"));
+    f.append(record("c", 3.0)).unwrap();
+    let f = ResultsFile::open(&path).unwrap();
+    assert_eq!(f.records().iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
+    // corruption in the middle is an error, not silent loss
+    let text = std::fs::read_to_string(&path).unwrap().replacen("\"b\"", "\"b", 1);
+    std::fs::write(&path, text).unwrap();
+    assert!(matches!(ResultsFile::open(&path).err().unwrap(), erg::Error::Corrupt { .. }));
+}
