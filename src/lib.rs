@@ -19,6 +19,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod features;
 pub mod flow;
 pub mod guidance;
 pub mod imaging;

@@ -1,0 +1,32 @@
+//! The classifier used as feature extractor: learns MNIST-5k, saves and reloads identically.
+use candle_core::{Device, Tensor};
+use erg::features::classifier::{self, ClassifierConfig, SmallCnn};
+use erg::features::{consistency, FeatureExtractor};
+
+#[test]
+fn classifier_learns_and_round_trips() {
+    let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(1000)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clf.safetensors");
+    let cfg = ClassifierConfig { in_channels: 1, widths: vec![8, 16], num_classes: 10 };
+    let (model, card) = classifier::train(&cfg, &data, 120, 32, 3e-3, 0, &Device::Cpu, &path, false).unwrap();
+    assert!(card.heldout_accuracy > 50.0, "held-out accuracy {}", card.heldout_accuracy);
+    let (loaded, card2) = SmallCnn::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(card2.heldout_accuracy, card.heldout_accuracy);
+    let x = data.images.narrow(0, 0, 5).unwrap();
+    let (a, b) = (model.features(&x).unwrap(), loaded.features(&x).unwrap());
+    assert_eq!(a.dims(), &[5, 16]);
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    // a card whose config does not match the weights is a clear error
+    let mut bad = card.clone();
+    bad.config.widths = vec![8, 32];
+    std::fs::write(path.with_extension("json"), serde_json::to_string(&bad).unwrap()).unwrap();
+    assert!(SmallCnn::load(&path, &Device::Cpu).err().unwrap().to_string().contains("do not match"));
+}
+
+#[test]
+fn consistency_counts_hits() {
+    let logits = Tensor::new(&[[2.0f32, 1.0], [0.0, 3.0], [5.0, 1.0]], &Device::Cpu).unwrap();
+    let labels = Tensor::new(&[0u32, 1, 1], &Device::Cpu).unwrap();
+    assert!((consistency(&logits, &labels).unwrap() - 200.0 / 3.0).abs() < 1e-9);
+}
