@@ -32,6 +32,11 @@ fn mnist_5k_loads() {
     let mut counts = [0; 10];
     d.labels.iter().for_each(|&l| counts[l as usize] += 1);
     assert!(counts.iter().all(|&c| c > 350), "{counts:?}");
+    // a limited load keeps every class (the file is sorted by digit)
+    let d = mnist::load(mnist::DEFAULT_PATH, Some(50)).unwrap();
+    let mut counts = [0; 10];
+    d.labels.iter().for_each(|&l| counts[l as usize] += 1);
+    assert_eq!(counts, [5; 10]);
 }
 
 #[test]

@@ -56,3 +56,31 @@ fn results_file_survives_an_interrupted_sweep() {
     std::fs::write(&path, text).unwrap();
     assert!(matches!(ResultsFile::open(&path).err().unwrap(), erg::Error::Corrupt { .. }));
 }
+
+#[test]
+fn an_evaluation_run_computes_every_metric() {
+    use candle_core::Device;
+    use erg::eval::{evaluate, reference, run_key, EvalConfig};
+    use erg::features::classifier::{self, ClassifierConfig};
+    use erg::guidance::{preset, Models};
+    let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(300)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (clf, _) = classifier::train(&ClassifierConfig { in_channels: 1, widths: vec![4, 8], num_classes: 10 }, &data, 10, 16, 3e-3, 0, &Device::Cpu, &dir.path().join("c.safetensors"), false).unwrap();
+    let mut tc = erg::train::TrainConfig::new(erg::models::dit::DitConfig::test_tiny(), "mnist", 3, 0);
+    tc.batch_size = 8;
+    erg::train::train(&tc, &data, &Device::Cpu, &erg::train::RunPaths::new(dir.path().join("run")), false, None, false).unwrap();
+    let (model, _) = erg::checkpoint::load_dit(&dir.path().join("run/ema.safetensors"), &Device::Cpu).unwrap();
+    let r = reference(&clf, &data, Some(10), &Device::Cpu).unwrap();
+    assert_eq!(r.features.nrows(), 100);
+    let cfg = EvalConfig { samples_per_class: 2, num_steps: 3, batch_size: 32, ..Default::default() };
+    let rec = evaluate(Models::main(&model), &preset("cfg", 2.0, 2).unwrap(), &clf, &r, 10, &cfg, &Device::Cpu, |_, _| {}).unwrap();
+    assert_eq!(rec.samples, 20);
+    assert_eq!(rec.nfe_per_step, 2.0);
+    for m in ["fid", "precision", "recall", "density", "coverage", "consistency"] {
+        assert!(rec.metrics[m].is_finite(), "{m} = {}", rec.metrics[m]);
+    }
+    assert_eq!(rec.key, run_key(&preset("cfg", 2.0, 2).unwrap(), &cfg));
+    assert_ne!(rec.key, run_key(&preset("cfg", 3.0, 2).unwrap(), &cfg));
+    let unc = evaluate(Models::main(&model), &preset("uncond", 1.0, 2).unwrap(), &clf, &r, 10, &cfg, &Device::Cpu, |_, _| {}).unwrap();
+    assert!(unc.metrics["consistency"].is_nan());
+}

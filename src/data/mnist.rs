@@ -12,7 +12,8 @@ use crate::{Error, Result};
 /// Default location inside the crate.
 pub const DEFAULT_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist_5k.csv.gz");
 
-/// Loads the digits as (N, 1, 28, 28) in [−1, 1], `limit` = at most that many rows.
+/// Loads the digits as (N, 1, 28, 28) in [−1, 1]. `limit` keeps that many rows spread evenly
+/// over the file (which is sorted by digit), so every class stays represented.
 pub fn load(path: impl AsRef<Path>, limit: Option<usize>) -> Result<Dataset> {
     let path = path.as_ref();
     let f = std::fs::File::open(path).map_err(|_| Error::Missing {
@@ -23,10 +24,14 @@ pub fn load(path: impl AsRef<Path>, limit: Option<usize>) -> Result<Dataset> {
     flate2::read::GzDecoder::new(f).read_to_string(&mut text).map_err(|e| Error::corrupt(path, e))?;
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
-    for (i, line) in text.lines().filter(|l| !l.is_empty()).enumerate() {
-        if limit.is_some_and(|n| labels.len() >= n) {
-            break;
-        }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    let total = lines.len();
+    let keep: Vec<usize> = match limit {
+        Some(n) if n < total => (0..n).map(|i| i * total / n).collect(),
+        _ => (0..total).collect(),
+    };
+    for i in keep {
+        let line = lines[i];
         let vals: Vec<u32> = line
             .split(',')
             .map(|v| v.trim().parse::<u32>())

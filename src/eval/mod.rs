@@ -2,6 +2,8 @@
 //! interruptions, and hyperparameter selection by mean rank over all metrics (Appendix A.1).
 pub mod rank;
 pub mod results;
+pub mod run;
 
 pub use rank::{mean_ranks, select_best, Direction, MetricSpec};
 pub use results::{ResultsFile, RunRecord};
+pub use run::{evaluate, reference, run_key, EvalConfig, Reference};

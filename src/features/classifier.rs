@@ -2,7 +2,7 @@
 //! extractor (penultimate layer: global-average-pooled last conv, D = last width) and to score
 //! consistency (accuracy on the requested class).
 //!
-//! Architecture: [conv3×3 → ReLU → 2×2 average pool] for each width but the last, conv3×3 → ReLU,
+//! Architecture: [conv3×3 → ReLU → 2×2 max pool] for each width but the last, conv3×3 → ReLU,
 //! global average pool (features), linear head. Weight names: `convs.{i}`, `head`.
 use std::path::Path;
 
@@ -75,7 +75,7 @@ impl SmallCnn {
         for (i, conv) in self.convs.iter().enumerate() {
             h = conv.forward(&h)?.relu()?;
             if i + 1 < self.convs.len() {
-                h = h.avg_pool2d(2)?;
+                h = h.max_pool2d(2)?;
             }
         }
         Ok(h.mean(D::Minus1)?.mean(D::Minus1)?)
