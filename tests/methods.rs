@@ -161,7 +161,7 @@ fn nfe_per_step_of_every_method() {
     let expected = [
         ("none", 1), ("uncond", 1), ("cfg", 2), ("apg", 2), ("cads", 2), ("pag", 2), ("seg", 2), ("sag", 2), ("slg", 3), ("autoguidance", 2),
         ("ierg", 2), ("erg", 2), ("erg+apg", 2), ("erg+cads", 2), ("cfg+pag", 3), ("cfg+seg", 3), ("cfg+sag", 3), ("pag-uncond", 2),
-        ("seg-uncond", 2), ("sag-uncond", 2), ("ierg-uncond", 2),
+        ("seg-uncond", 2), ("sag-uncond", 2), ("autoguidance-uncond", 2), ("ierg-uncond", 2),
     ];
     assert_eq!(expected.len(), PRESET_NAMES.len());
     for (name, nfe) in expected {

@@ -18,7 +18,7 @@
 //! | `erg+apg` | c | as `ierg`, APG combiner | 2 |
 //! | `erg+cads` | c + CADS | as `ierg` | 2 |
 //! | `cfg+pag`, `cfg+seg`, `cfg+sag` | c | (∅, w − 1) and the perturbed term | 3 |
-//! | `pag-uncond`, `seg-uncond`, `sag-uncond`, `ierg-uncond` | ∅ | the perturbed term with ∅ | 2 |
+//! | `pag-uncond`, `seg-uncond`, `sag-uncond`, `autoguidance-uncond`, `ierg-uncond` | ∅ | the perturbed term with ∅ | 2 |
 //!
 //! For a class-conditional DiT there is no text encoder, so `erg` is I-ERG (C-ERG needs one).
 use serde::{Deserialize, Serialize};
@@ -63,7 +63,7 @@ impl IErg {
 /// Names accepted by [`preset`].
 pub const PRESET_NAMES: &[&str] = &[
     "none", "uncond", "cfg", "apg", "cads", "pag", "seg", "sag", "slg", "autoguidance", "ierg", "erg", "erg+apg", "erg+cads",
-    "cfg+pag", "cfg+seg", "cfg+sag", "pag-uncond", "seg-uncond", "sag-uncond", "ierg-uncond",
+    "cfg+pag", "cfg+seg", "cfg+sag", "pag-uncond", "seg-uncond", "sag-uncond", "autoguidance-uncond", "ierg-uncond",
 ];
 
 fn middle(depth: usize) -> (usize, usize) {
@@ -129,6 +129,7 @@ pub fn preset(name: &str, guidance_scale: f64, depth: usize) -> Result<Guidance>
         "pag-uncond" => uncond(pag_term(Condition::Null, depth)),
         "seg-uncond" => uncond(seg_term(Condition::Null, depth, f64::INFINITY)),
         "sag-uncond" => uncond(sag_term(Condition::Null, depth)),
+        "autoguidance-uncond" => uncond(term(Branch { model: ModelChoice::Weak, ..Branch::plain(Condition::Null) }, w - 1.0)),
         "ierg-uncond" => named(Guidance::i_erg_unconditional(w, IErg::unconditional_defaults(depth))),
         _ => return Err(Error::hp(format!("unknown guidance {name:?}; known: {}", PRESET_NAMES.join(", ")))),
     })

@@ -1,0 +1,117 @@
+//! The analogues of the ERG paper's Table 3 (class-conditional: none, CFG, PAG, SAG, SEG,
+//! AutoGuidance, APG, CADS, I-ERG, ERG+APG, ERG+CADS) and Table 2 (unconditional: none, PAG,
+//! SAG, SEG, AutoGuidance, I-ERG) on the shipped emoji DiT.
+//!
+//! ```text
+//! cargo run --release --example table3                               # Table 3 → results/table3.md
+//! cargo run --release --example table3 -- --table 2                  # Table 2 → results/table2.md
+//! cargo run --release --example table3 -- --samples-per-class 200    # larger runs suit a GPU
+//! ```
+//! Every run is appended to `<out>/results.jsonl`; a rerun skips the runs already there, so an
+//! interrupted table resumes. Features and consistency come from the shipped classifier
+//! (`data/checkpoints/emoji-classifier.safetensors`); FID here is the Fréchet distance of its
+//! features, not Inception's, and with a few hundred samples it is biased upwards: compare methods
+//! within one table, not with the paper's numbers.
+use std::path::PathBuf;
+
+use clap::Parser;
+use erg::checkpoint::load_dit;
+use erg::eval::{evaluate, reference, run_key, EvalConfig, ResultsFile};
+use erg::features::classifier::SmallCnn;
+use erg::guidance::{preset, Models};
+use erg::models::Denoiser;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// 3 (class-conditional) or 2 (unconditional).
+    #[arg(long, default_value_t = 3)]
+    table: u8,
+    /// Generated images per class.
+    #[arg(long, default_value_t = 25)]
+    samples_per_class: usize,
+    /// Euler steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Guidance scale w of the CFG-like terms.
+    #[arg(long, default_value_t = 3.0)]
+    guidance_scale: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Override the method list (comma-separated preset names).
+    #[arg(long, value_delimiter = ',')]
+    methods: Option<Vec<String>>,
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-ema.safetensors"))]
+    checkpoint: PathBuf,
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-weak.safetensors"))]
+    weak_checkpoint: PathBuf,
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-classifier.safetensors"))]
+    classifier: PathBuf,
+    /// Output folder.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let device = erg::device::best();
+    let (model, card) = load_dit(&a.checkpoint, &device)?;
+    let (weak, _) = load_dit(&a.weak_checkpoint, &device)?;
+    let (clf, clf_card) = SmallCnn::load(&a.classifier, &device)?;
+    let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, model.image_shape().1)?;
+    let names: Vec<String> = a.methods.clone().unwrap_or_else(|| {
+        let v: &[&str] = match a.table {
+            2 => &["uncond", "pag-uncond", "sag-uncond", "seg-uncond", "autoguidance-uncond", "ierg-uncond"],
+            _ => &["none", "cfg", "pag", "sag", "seg", "autoguidance", "apg", "cads", "ierg", "erg+apg", "erg+cads"],
+        };
+        v.iter().map(|s| s.to_string()).collect()
+    });
+    let reference = reference(&clf, &data, None, &device)?;
+    let cfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, ..Default::default() };
+    let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
+    let t0 = std::time::Instant::now();
+    let mut rows = Vec::new();
+    for name in &names {
+        let g = preset(name, a.guidance_scale, model.depth())?;
+        let key = run_key(&g, &cfg);
+        if !results.contains(&key) {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
+            bar.set_prefix(name.clone());
+            let rec = evaluate(Models { main: &model, weak: Some(&weak) }, &g, &clf, &reference, card.classes.len(), &cfg, &device, |d, t| {
+                bar.set_length(t as u64);
+                bar.set_position(d as u64);
+            })?;
+            bar.finish_and_clear();
+            eprintln!("{name:>20}: FID {:.2}, {:.0} s", rec.metrics["fid"], rec.wall_s);
+            results.append(rec)?;
+        } else {
+            eprintln!("{name:>20}: already in results.jsonl, skipped");
+        }
+        rows.push(results.records().iter().find(|r| r.key == key).cloned().expect("just appended"));
+    }
+    let fmt = |v: f64| if v.is_nan() { "–".to_string() } else { format!("{v:.2}") };
+    let mut md = format!(
+        "# Table {} analogue ({})\n\n{} samples per class × {} classes, {} Euler steps, seed {}, guidance scale {} (presets; see erg::guidance::presets). Reference: all {} training images. Features: the crate's classifier (held-out accuracy {:.1} %); FID = Fréchet distance of those features.\n\n| method | FID ↓ | precision ↑ | recall ↑ | density ↑ | coverage ↑ | consistency ↑ | NFE |\n|---|---|---|---|---|---|---|---|\n",
+        a.table,
+        if a.table == 2 { "unconditional" } else { "class-conditional" },
+        a.samples_per_class,
+        card.classes.len(),
+        a.steps,
+        a.seed,
+        a.guidance_scale,
+        data.len(),
+        clf_card.heldout_accuracy
+    );
+    for r in &rows {
+        let m = &r.metrics;
+        md.push_str(&format!("| {} | {} | {} | {} | {} | {} | {} | {:.0} |\n", r.method, fmt(m["fid"]), fmt(m["precision"]), fmt(m["recall"]), fmt(m["density"]), fmt(m["coverage"]), fmt(m["consistency"]), r.nfe_per_step * a.steps as f64));
+    }
+    md.push_str(&format!("\nWall time of this invocation: {:.0} s.\n", t0.elapsed().as_secs_f64()));
+    std::fs::create_dir_all(&a.out)?;
+    let path = a.out.join(format!("table{}.md", a.table));
+    std::fs::write(&path, &md)?;
+    println!("{md}");
+    eprintln!("→ {}", path.display());
+    Ok(())
+}
