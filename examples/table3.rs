@@ -47,6 +47,9 @@ struct Args {
     weak_checkpoint: PathBuf,
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-classifier.safetensors"))]
     classifier: PathBuf,
+    /// Settings selected by `sweep` (method → Guidance JSON); presets for methods not in it.
+    #[arg(long)]
+    selected: Option<PathBuf>,
     /// Output folder.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -67,12 +70,19 @@ fn main() -> anyhow::Result<()> {
         v.iter().map(|s| s.to_string()).collect()
     });
     let reference = reference(&clf, &data, None, &device)?;
+    let selected: std::collections::BTreeMap<String, erg::guidance::Guidance> = match &a.selected {
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+        None => Default::default(),
+    };
     let cfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
     let t0 = std::time::Instant::now();
     let mut rows = Vec::new();
     for name in &names {
-        let g = preset(name, a.guidance_scale, model.depth())?;
+        let g = match selected.get(name) {
+            Some(g) => g.clone(),
+            None => preset(name, a.guidance_scale, model.depth())?,
+        };
         let key = run_key(&g, &cfg);
         if !results.contains(&key) {
             let bar = indicatif::ProgressBar::new(0);
@@ -92,7 +102,7 @@ fn main() -> anyhow::Result<()> {
     }
     let fmt = |v: f64| if v.is_nan() { "–".to_string() } else { format!("{v:.2}") };
     let mut md = format!(
-        "# Table {} analogue ({})\n\n{} samples per class × {} classes, {} Euler steps, seed {}, guidance scale {} (presets; see erg::guidance::presets). Reference: all {} training images. Features: the crate's classifier (held-out accuracy {:.1} %); FID = Fréchet distance of those features.\n\n| method | FID ↓ | precision ↑ | recall ↑ | density ↑ | coverage ↑ | consistency ↑ | NFE |\n|---|---|---|---|---|---|---|---|\n",
+        "# Table {} analogue ({})\n\n{} samples per class × {} classes, {} Euler steps, seed {}, guidance scale {} ({}). Reference: all {} training images. Features: the crate's classifier (held-out accuracy {:.1} %); FID = Fréchet distance of those features.\n\n| method | FID ↓ | precision ↑ | recall ↑ | density ↑ | coverage ↑ | consistency ↑ | NFE |\n|---|---|---|---|---|---|---|---|\n",
         a.table,
         if a.table == 2 { "unconditional" } else { "class-conditional" },
         a.samples_per_class,
@@ -100,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         a.steps,
         a.seed,
         a.guidance_scale,
+        if selected.is_empty() { "presets, see erg::guidance::presets" } else { "settings selected by mean rank in `sweep` where available, presets otherwise" },
         data.len(),
         clf_card.heldout_accuracy
     );

@@ -12,7 +12,8 @@ use crate::{Error, Result};
 static FONT: &[u8] = include_bytes!("../data/fonts/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
-fn register_font() {
+/// Registers the embedded DejaVu Sans as plotters' "sans-serif" (once; needed for text layout).
+pub fn register_font() {
     REGISTER.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });

@@ -84,3 +84,40 @@ fn an_evaluation_run_computes_every_metric() {
     let unc = evaluate(Models::main(&model), &preset("uncond", 1.0, 2).unwrap(), &clf, &r, 10, &cfg, &Device::Cpu, |_, _| {}).unwrap();
     assert!(unc.metrics["consistency"].is_nan());
 }
+
+#[test]
+fn sweep_grids_selection_and_pareto_fronts() {
+    use erg::eval::sweep::{grid, pareto_front, plot_pareto, select_per_method};
+    assert_eq!(grid("cfg", 6, &[2.0, 3.0]).unwrap().len(), 2);
+    assert_eq!(grid("cads", 6, &[3.0]).unwrap().len(), 6);
+    assert_eq!(grid("ierg", 6, &[2.0, 3.0]).unwrap().len(), 18);
+    assert_eq!(grid("pag", 6, &[2.0, 3.0]).unwrap().len(), 3);
+    assert_eq!(grid("cfg+pag", 6, &[2.0, 3.0]).unwrap().len(), 6);
+    assert_eq!(grid("none", 6, &[2.0, 3.0]).unwrap().len(), 1);
+    for g in grid("cads", 6, &[3.0]).unwrap() {
+        g.validate(6).unwrap();
+    }
+    // Pareto front (maximise both): (1,3) and (3,1) and (2,2) are optimal, (1,1) and (2,1) are not
+    let pts = [(1.0, 3.0), (1.0, 1.0), (2.0, 2.0), (3.0, 1.0), (2.0, 1.0)];
+    assert_eq!(pareto_front(&pts), vec![0, 2, 3]);
+    // per-method selection by mean rank
+    let mk = |m: &str, key: &str, fid: f64, prec: f64| {
+        let mut r = record(key, fid);
+        r.method = m.into();
+        r.metrics.insert("precision".into(), prec);
+        r
+    };
+    let recs = vec![mk("cfg", "a", 10.0, 50.0), mk("cfg", "b", 8.0, 60.0), mk("pag", "c", 20.0, 40.0)];
+    let metrics = vec![
+        MetricSpec { name: "fid".into(), direction: Direction::LowerIsBetter },
+        MetricSpec { name: "precision".into(), direction: Direction::HigherIsBetter },
+    ];
+    let sel = select_per_method(&recs, &metrics);
+    assert_eq!(sel["cfg"].key, "b");
+    assert_eq!(sel["pag"].key, "c");
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("pareto.svg");
+    plot_pareto(&recs, &[("fid", "precision")], &svg).unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg") && text.contains("precision vs fid"));
+}

@@ -3,6 +3,7 @@
 pub mod rank;
 pub mod results;
 pub mod run;
+pub mod sweep;
 
 pub use rank::{mean_ranks, select_best, Direction, MetricSpec};
 pub use results::{ResultsFile, RunRecord};

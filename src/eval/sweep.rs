@@ -1,0 +1,140 @@
+//! Hyperparameter grids of each method (the paper's ranges), selection of each method's setting by
+//! mean rank over all metrics, and Pareto fronts (Fig. 2: quality vs diversity vs consistency).
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::rank::{select_best, MetricSpec};
+use super::RunRecord;
+use crate::attention::Rectifier;
+use crate::guidance::{preset, Guidance};
+use crate::{Error, Result};
+
+/// The grid of settings swept for `method` on a model of `depth` blocks, over guidance scales
+/// `scales`. Method-specific ranges follow the paper: CADS τ₁ ∈ {0.6, 0.8}, τ₂ ∈ {0.8, 1.0}
+/// (τ₁ < τ₂), s ∈ {0.25, 1.0}; I-ERG τ ∈ {0.01, 0.1, 0.5}, κ ∈ {0.2, 0.3, 0.4}; PAG/SEG/SAG/SLG
+/// their perturbation scale ∈ {1, 3, 5} (×0.25 for SAG); others the guidance scale alone.
+pub fn grid(method: &str, depth: usize, scales: &[f64]) -> Result<Vec<Guidance>> {
+    let mut out = Vec::new();
+    for &w in scales {
+        let base = preset(method, w, depth)?;
+        match method {
+            "cads" | "erg+cads" => {
+                for (t1, t2) in [(0.6, 0.8), (0.6, 1.0), (0.8, 1.0)] {
+                    for s in [0.25, 1.0] {
+                        let mut g = base.clone();
+                        let c = g.cads.as_mut().expect("CADS preset");
+                        (c.tau1, c.tau2, c.noise_scale) = (t1, t2, s);
+                        out.push(g);
+                    }
+                }
+            }
+            m if m.contains("erg") => {
+                for tau in [0.01, 0.1, 0.5] {
+                    for kappa in [0.2, 0.3, 0.4] {
+                        let mut g = base.clone();
+                        for t in &mut g.terms {
+                            t.negative.kappa = kappa;
+                            if let Rectifier::Energy(e) = &mut t.negative.attention.rectifier {
+                                e.tau = tau;
+                            }
+                        }
+                        out.push(g);
+                    }
+                }
+            }
+            m if ["pag", "seg", "sag", "slg", "cfg+pag", "cfg+seg", "cfg+sag", "pag-uncond", "seg-uncond", "sag-uncond"].contains(&m) => {
+                for s in [1.0, 3.0, 5.0] {
+                    let mut g = base.clone();
+                    let last = g.terms.last_mut().expect("perturbation term");
+                    last.scale = if m.contains("sag") { 0.25 * s } else { s };
+                    out.push(g);
+                }
+                if !method.starts_with("cfg+") && method != "slg" {
+                    break; // the guidance scale does not enter these methods
+                }
+            }
+            "none" | "uncond" => {
+                out.push(base);
+                break;
+            }
+            _ => out.push(base),
+        }
+    }
+    Ok(out)
+}
+
+/// For each method, the record with the lowest mean rank over `metrics` among that method's runs.
+pub fn select_per_method<'a>(records: &'a [RunRecord], metrics: &[MetricSpec]) -> BTreeMap<String, &'a RunRecord> {
+    let mut by: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
+    for r in records {
+        by.entry(r.method.clone()).or_default().push(r);
+    }
+    by.into_iter()
+        .filter_map(|(m, runs)| {
+            let values: Vec<Vec<f64>> = runs.iter().map(|r| metrics.iter().map(|s| r.metrics.get(&s.name).copied().unwrap_or(f64::NAN)).collect()).collect();
+            select_best(&values, metrics).map(|i| (m, runs[i]))
+        })
+        .collect()
+}
+
+/// Indices of the Pareto-optimal points when both coordinates are to be maximised.
+pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
+    let mut front: Vec<usize> = (0..points.len())
+        .filter(|&i| {
+            let (x, y) = points[i];
+            !x.is_nan() && !y.is_nan() && !points.iter().any(|&(a, b)| a >= x && b >= y && (a > x || b > y))
+        })
+        .collect();
+    front.sort_by(|&a, &b| points[a].0.partial_cmp(&points[b].0).unwrap());
+    front
+}
+
+/// Scatter plots of `records` (one colour per method) for metric pairs `pairs` (x, y), with each
+/// method's Pareto front dashed; written as SVG (headless, no fonts needed) to `path`.
+pub fn plot_pareto(records: &[RunRecord], pairs: &[(&str, &str)], path: &Path) -> Result<()> {
+    crate::imaging::register_font();
+    let err = |e: String| Error::Other(format!("plot {}: {e}", path.display()));
+    let root = SVGBackend::new(path, (480 * pairs.len() as u32, 440)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let panels = root.split_evenly((1, pairs.len()));
+    let mut methods: Vec<&str> = records.iter().map(|r| r.method.as_str()).collect();
+    methods.dedup();
+    methods.sort();
+    methods.dedup();
+    for (panel, (xm, ym)) in panels.iter().zip(pairs) {
+        let pts: Vec<(f64, f64)> = records.iter().map(|r| (r.metrics.get(*xm).copied().unwrap_or(f64::NAN), r.metrics.get(*ym).copied().unwrap_or(f64::NAN))).collect();
+        let finite: Vec<&(f64, f64)> = pts.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+        if finite.is_empty() {
+            continue;
+        }
+        let (x0, x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (y0, y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (px, py) = (((x1 - x0) * 0.1).max(1e-3), ((y1 - y0) * 0.1).max(1e-3));
+        let mut chart = ChartBuilder::on(panel)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .caption(format!("{ym} vs {xm}"), ("sans-serif", 18))
+            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
+            .map_err(|e| err(e.to_string()))?;
+        chart.configure_mesh().x_desc(*xm).y_desc(*ym).draw().map_err(|e| err(e.to_string()))?;
+        for (mi, m) in methods.iter().enumerate() {
+            let color = Palette99::pick(mi).to_rgba();
+            let mine: Vec<(f64, f64)> = records.iter().zip(&pts).filter(|(r, p)| r.method == *m && p.0.is_finite() && p.1.is_finite()).map(|(_, p)| *p).collect();
+            chart
+                .draw_series(mine.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(|e| err(e.to_string()))?
+                .label(m.to_string())
+                .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+            let front: Vec<(f64, f64)> = pareto_front(&mine).into_iter().map(|i| mine[i]).collect();
+            if front.len() > 1 {
+                chart.draw_series(DashedLineSeries::new(front, 4, 3, color.stroke_width(1))).map_err(|e| err(e.to_string()))?;
+            }
+        }
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(|e| err(e.to_string()))?;
+    }
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
