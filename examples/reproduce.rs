@@ -23,10 +23,10 @@ use serde::Serialize;
 #[command(about = "Sample the emoji DiT with none / CFG / I-ERG at the same seeds.")]
 struct Args {
     /// Model weights (safetensors with a JSON card beside it).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-ema.safetensors"))]
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_DIT)]
     checkpoint: PathBuf,
     /// The early checkpoint used as AutoGuidance's weak model.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-weak.safetensors"))]
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_WEAK)]
     weak_checkpoint: PathBuf,
     /// Comma-separated methods (see erg::guidance::presets): none, uncond, cfg, apg, cads, pag,
     /// seg, sag, slg, autoguidance, ierg, erg, erg+apg, erg+cads, cfg+pag, cfg+seg, cfg+sag,

@@ -12,11 +12,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
-use erg::checkpoint::load_dit;
 use erg::eval::sweep::{grid, plot_pareto, select_per_method};
-use erg::eval::{evaluate, reference, run_key, EvalConfig, MetricSpec, ResultsFile};
-use erg::features::classifier::SmallCnn;
-use erg::guidance::{Guidance, Models};
+use erg::eval::{run_key, Bench, EvalConfig, MetricSpec, ResultsFile};
+use erg::guidance::Guidance;
 use erg::models::Denoiser;
 
 #[derive(Parser, Debug)]
@@ -36,11 +34,11 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-ema.safetensors"))]
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_DIT)]
     checkpoint: PathBuf,
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-weak.safetensors"))]
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_WEAK)]
     weak_checkpoint: PathBuf,
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-classifier.safetensors"))]
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_CLASSIFIER)]
     classifier: PathBuf,
     /// Output folder.
     #[arg(long, default_value = "results")]
@@ -50,14 +48,10 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
-    let (model, card) = load_dit(&a.checkpoint, &device)?;
-    let (weak, _) = load_dit(&a.weak_checkpoint, &device)?;
-    let (clf, _) = SmallCnn::load(&a.classifier, &device)?;
-    let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, model.image_shape().1)?;
-    let reference = reference(&clf, &data, None, &device)?;
+    let bench = Bench::load(&a.checkpoint, &a.weak_checkpoint, &a.classifier, &device)?;
     let cfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
-    let runs: Vec<Guidance> = a.methods.iter().map(|m| grid(m, model.depth(), &a.scales)).collect::<Result<Vec<_>, _>>()?.concat();
+    let runs: Vec<Guidance> = a.methods.iter().map(|m| grid(m, bench.model.depth(), &a.scales)).collect::<Result<Vec<_>, _>>()?.concat();
     let todo = runs.iter().filter(|g| !results.contains(&run_key(g, &cfg))).count();
     eprintln!("{} settings, {} to run ({} already in results.jsonl)", runs.len(), todo, runs.len() - todo);
     let bar = indicatif::ProgressBar::new(todo as u64);
@@ -67,7 +61,7 @@ fn main() -> anyhow::Result<()> {
         let key = run_key(g, &cfg);
         if !results.contains(&key) {
             bar.set_message(g.name.clone());
-            let rec = evaluate(Models { main: &model, weak: Some(&weak) }, g, &clf, &reference, card.classes.len(), &cfg, &device, |_, _| {})?;
+            let rec = bench.evaluate(g, &cfg, &device, |_, _| {})?;
             results.append(rec)?;
             bar.inc(1);
         }

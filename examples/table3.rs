@@ -15,10 +15,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use erg::checkpoint::load_dit;
-use erg::eval::{evaluate, reference, run_key, EvalConfig, ResultsFile};
-use erg::features::classifier::SmallCnn;
-use erg::guidance::{preset, Models};
+use erg::eval::{run_key, Bench, EvalConfig, ResultsFile};
+use erg::guidance::preset;
 use erg::models::Denoiser;
 
 #[derive(Parser, Debug)]
@@ -41,11 +39,11 @@ struct Args {
     /// Override the method list (comma-separated preset names).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-ema.safetensors"))]
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_DIT)]
     checkpoint: PathBuf,
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-weak.safetensors"))]
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_WEAK)]
     weak_checkpoint: PathBuf,
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-classifier.safetensors"))]
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_CLASSIFIER)]
     classifier: PathBuf,
     /// Settings selected by `sweep` (method → Guidance JSON); presets for methods not in it.
     #[arg(long)]
@@ -58,10 +56,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
-    let (model, card) = load_dit(&a.checkpoint, &device)?;
-    let (weak, _) = load_dit(&a.weak_checkpoint, &device)?;
-    let (clf, clf_card) = SmallCnn::load(&a.classifier, &device)?;
-    let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, model.image_shape().1)?;
+    let bench = Bench::load(&a.checkpoint, &a.weak_checkpoint, &a.classifier, &device)?;
     let names: Vec<String> = a.methods.clone().unwrap_or_else(|| {
         let v: &[&str] = match a.table {
             2 => &["uncond", "pag-uncond", "sag-uncond", "seg-uncond", "autoguidance-uncond", "ierg-uncond"],
@@ -69,7 +64,6 @@ fn main() -> anyhow::Result<()> {
         };
         v.iter().map(|s| s.to_string()).collect()
     });
-    let reference = reference(&clf, &data, None, &device)?;
     let selected: std::collections::BTreeMap<String, erg::guidance::Guidance> = match &a.selected {
         Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
         None => Default::default(),
@@ -81,14 +75,14 @@ fn main() -> anyhow::Result<()> {
     for name in &names {
         let g = match selected.get(name) {
             Some(g) => g.clone(),
-            None => preset(name, a.guidance_scale, model.depth())?,
+            None => preset(name, a.guidance_scale, bench.model.depth())?,
         };
         let key = run_key(&g, &cfg);
         if !results.contains(&key) {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
             bar.set_prefix(name.clone());
-            let rec = evaluate(Models { main: &model, weak: Some(&weak) }, &g, &clf, &reference, card.classes.len(), &cfg, &device, |d, t| {
+            let rec = bench.evaluate(&g, &cfg, &device, |d, t| {
                 bar.set_length(t as u64);
                 bar.set_position(d as u64);
             })?;
@@ -106,13 +100,13 @@ fn main() -> anyhow::Result<()> {
         a.table,
         if a.table == 2 { "unconditional" } else { "class-conditional" },
         a.samples_per_class,
-        card.classes.len(),
+        bench.card.classes.len(),
         a.steps,
         a.seed,
         a.guidance_scale,
         if selected.is_empty() { "presets, see erg::guidance::presets" } else { "settings selected by mean rank in `sweep` where available, presets otherwise" },
-        data.len(),
-        clf_card.heldout_accuracy
+        bench.data.len(),
+        bench.classifier_card.heldout_accuracy
     );
     for r in &rows {
         let m = &r.metrics;

@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::models::dit::{Dit, DitConfig};
 use crate::{Error, Result};
 
+/// The shipped emoji DiT (EMA weights).
+pub const SHIPPED_EMOJI_DIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-ema.safetensors");
+/// The shipped early checkpoint of the same run (AutoGuidance's weak model).
+pub const SHIPPED_EMOJI_WEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-weak.safetensors");
+/// The shipped emoji classifier (features and consistency).
+pub const SHIPPED_EMOJI_CLASSIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-classifier.safetensors");
+
 /// The JSON sidecar of a model checkpoint (`<stem>.json` beside `<stem>.safetensors`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelCard {

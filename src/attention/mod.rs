@@ -87,7 +87,8 @@ pub enum Rectifier {
     SkipBlock,
 }
 
-mod inf_as_null {
+/// Serialises an `f64` with infinity as JSON `null` (σ = ∞ of SEG, r = ∞ of APG).
+pub(crate) mod inf_as_null {
     use serde::{Deserialize, Deserializer, Serializer};
     pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
         if v.is_infinite() { s.serialize_none() } else { s.serialize_some(v) }

@@ -129,3 +129,42 @@ pub fn evaluate<M: Denoiser>(
         metrics,
     })
 }
+
+/// Everything an evaluation of a class-conditional DiT on the emoji needs, loaded once: the model,
+/// its weak early checkpoint (AutoGuidance), the classifier, the data and its reference features.
+pub struct Bench {
+    /// The model being evaluated.
+    pub model: crate::models::dit::Dit,
+    /// Its card.
+    pub card: crate::checkpoint::ModelCard,
+    /// The weak model.
+    pub weak: crate::models::dit::Dit,
+    /// The feature extractor / consistency scorer.
+    pub classifier: SmallCnn,
+    /// Its card (held-out accuracy).
+    pub classifier_card: crate::features::classifier::ClassifierCard,
+    /// The training images (reference set).
+    pub data: Dataset,
+    /// Reference features.
+    pub reference: Reference,
+}
+
+impl Bench {
+    /// Loads the three checkpoints and the emoji data at the model's resolution.
+    pub fn load(checkpoint: &std::path::Path, weak: &std::path::Path, classifier: &std::path::Path, device: &Device) -> Result<Self> {
+        let (model, card) = crate::checkpoint::load_dit(checkpoint, device)?;
+        let (weak, _) = crate::checkpoint::load_dit(weak, device)?;
+        let (classifier, classifier_card) = SmallCnn::load(classifier, device)?;
+        let data = crate::data::emoji::load(crate::data::emoji::DEFAULT_DIR, model.image_shape().1)?;
+        let reference = reference(&classifier, &data, None, device)?;
+        Ok(Self { model, card, weak, classifier, classifier_card, data, reference })
+    }
+    /// The main and weak models.
+    pub fn models(&self) -> Models<'_, crate::models::dit::Dit> {
+        Models { main: &self.model, weak: Some(&self.weak) }
+    }
+    /// One evaluation run (see [`evaluate`]).
+    pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
+        evaluate(self.models(), guidance, &self.classifier, &self.reference, self.card.classes.len(), cfg, device, on_step)
+    }
+}

@@ -21,7 +21,7 @@ pub struct Apg {
     /// Momentum β (ERG paper: −0.5). 0 disables momentum.
     pub momentum: f64,
     /// Norm threshold r > 0 (ERG paper: 5.0); `f64::INFINITY` (JSON `null`) disables rescaling.
-    #[serde(with = "crate::guidance::apg::inf_as_null")]
+    #[serde(with = "crate::attention::inf_as_null")]
     pub norm_threshold: f64,
     /// Weight η of the parallel component (paper: 0).
     pub eta: f64,
@@ -30,16 +30,6 @@ pub struct Apg {
 impl Default for Apg {
     fn default() -> Self {
         Self { momentum: -0.5, norm_threshold: 5.0, eta: 0.0 }
-    }
-}
-
-pub(crate) mod inf_as_null {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_infinite() { s.serialize_none() } else { s.serialize_some(v) }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
     }
 }
 
