@@ -153,6 +153,22 @@ impl DitConfig {
         Ok(())
     }
 
+    /// Floating-point operations (multiply-adds × 2) of one forward pass of `batch` images:
+    /// the matrix products of patch embedding, attention (qkv, QKᵀ, AV, projection), MLP, adaLN
+    /// and the final layer. Elementwise work (norms, softmax, GELU) is not counted.
+    pub fn forward_flops(&self, batch: usize) -> f64 {
+        let (gh, gw) = self.grid();
+        let n = (gh * gw) as f64;
+        let d = self.hidden_size as f64;
+        let m = (self.mlp_ratio * self.hidden_size as f64).floor();
+        let b = batch as f64;
+        let p2c = (self.patch_size * self.patch_size * self.in_channels) as f64;
+        let per_block = b * n * (2.0 * d * 3.0 * d + 2.0 * d * d + 2.0 * 2.0 * d * m) + b * 2.0 * 2.0 * n * n * d + b * 2.0 * d * 6.0 * d;
+        let embed = b * n * 2.0 * p2c * d + b * 2.0 * (256.0 * d + d * d);
+        let fin = b * n * 2.0 * d * (self.patch_size * self.patch_size * self.out_channels()) as f64 + b * 2.0 * d * 2.0 * d;
+        embed + self.depth as f64 * per_block + fin
+    }
+
     /// Number of parameters.
     pub fn num_params(&self) -> usize {
         let d = self.hidden_size;
