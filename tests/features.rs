@@ -30,3 +30,24 @@ fn consistency_counts_hits() {
     let labels = Tensor::new(&[0u32, 1, 1], &Device::Cpu).unwrap();
     assert!((consistency(&logits, &labels).unwrap() - 200.0 / 3.0).abs() < 1e-9);
 }
+
+#[test]
+fn optimizer_state_never_holds_an_autograd_graph() {
+    // candle's conv2d backward returns gradients that track their inputs; AdamW's moments built
+    // from them would chain every step's graph and grow without bound (seen: 23 GB, OOM).
+    use erg::nn::{seeded_varbuilder, SeededVarMap};
+    let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(20)).unwrap();
+    let map = SeededVarMap::new(0);
+    let cfg = ClassifierConfig { in_channels: 1, widths: vec![4, 8], num_classes: 10 };
+    let model = SmallCnn::new(&cfg, seeded_varbuilder(&map, candle_core::DType::F32, &Device::Cpu)).unwrap();
+    let vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut opt = erg::train::AdamW::new(vars, Default::default()).unwrap();
+    let y = Tensor::new(&data.labels[..8], &Device::Cpu).unwrap();
+    for _ in 0..2 {
+        let loss = candle_nn::loss::cross_entropy(&model.logits(&data.images.narrow(0, 0, 8).unwrap()).unwrap(), &y).unwrap();
+        opt.apply(&loss.backward().unwrap()).unwrap();
+    }
+    for (name, t) in opt.state() {
+        assert!(!t.track_op(), "{name} tracks an autograd graph");
+    }
+}

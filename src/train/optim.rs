@@ -56,10 +56,13 @@ impl AdamW {
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var) else { continue };
-            let m = ((&self.m[i] * c.beta1)? + (g * (1.0 - c.beta1))?)?;
+            // Some backward ops (e.g. candle's conv2d) return gradients that still track their
+            // inputs; detach so the moments never hold a growing autograd graph.
+            let g = g.detach();
+            let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
-            let decayed = (var.as_tensor() * (1.0 - c.lr * c.weight_decay))?;
+            let decayed = (var.as_tensor().detach() * (1.0 - c.lr * c.weight_decay))?;
             var.set(&(decayed - (update * c.lr)?)?)?;
             self.m[i] = m;
             self.v[i] = v;
