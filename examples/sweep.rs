@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use erg::eval::sweep::{grid, plot_pareto, select_per_method};
-use erg::eval::{run_key, Bench, EvalConfig, MetricSpec, ResultsFile};
+use erg::eval::{run_key, Bench, BenchPaths, EvalConfig, MetricSpec, ResultsFile};
 use erg::guidance::Guidance;
 use erg::models::Denoiser;
 
@@ -34,12 +34,8 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_DIT)]
-    checkpoint: PathBuf,
-    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_WEAK)]
-    weak_checkpoint: PathBuf,
-    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_CLASSIFIER)]
-    classifier: PathBuf,
+    #[command(flatten)]
+    paths: BenchPaths,
     /// Output folder.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -48,7 +44,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
-    let bench = Bench::load(&a.checkpoint, &a.weak_checkpoint, &a.classifier, &device)?;
+    let bench = Bench::from_paths(&a.paths, &device)?;
     let cfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
     let runs: Vec<Guidance> = a.methods.iter().map(|m| grid(m, bench.model.depth(), &a.scales)).collect::<Result<Vec<_>, _>>()?.concat();

@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use erg::eval::{run_key, Bench, EvalConfig, ResultsFile};
+use erg::eval::{run_key, Bench, BenchPaths, EvalConfig, ResultsFile};
 use erg::guidance::preset;
 use erg::models::Denoiser;
 
@@ -39,12 +39,8 @@ struct Args {
     /// Override the method list (comma-separated preset names).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
-    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_DIT)]
-    checkpoint: PathBuf,
-    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_WEAK)]
-    weak_checkpoint: PathBuf,
-    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_CLASSIFIER)]
-    classifier: PathBuf,
+    #[command(flatten)]
+    paths: BenchPaths,
     /// Settings selected by `sweep` (method → Guidance JSON); presets for methods not in it.
     #[arg(long)]
     selected: Option<PathBuf>,
@@ -56,7 +52,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
-    let bench = Bench::load(&a.checkpoint, &a.weak_checkpoint, &a.classifier, &device)?;
+    let bench = Bench::from_paths(&a.paths, &device)?;
     let names: Vec<String> = a.methods.clone().unwrap_or_else(|| {
         let v: &[&str] = match a.table {
             2 => &["uncond", "pag-uncond", "sag-uncond", "seg-uncond", "autoguidance-uncond", "ierg-uncond"],

@@ -7,4 +7,4 @@ pub mod sweep;
 
 pub use rank::{mean_ranks, select_best, Direction, MetricSpec};
 pub use results::{ResultsFile, RunRecord};
-pub use run::{evaluate, reference, run_key, Bench, EvalConfig, Reference};
+pub use run::{evaluate, reference, run_key, Bench, BenchPaths, EvalConfig, Reference};

@@ -149,7 +149,26 @@ pub struct Bench {
     pub reference: Reference,
 }
 
+/// Command-line paths of the three checkpoints a [`Bench`] loads (shipped ones by default).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchPaths {
+    /// The model (EMA weights with its JSON card).
+    #[arg(long, default_value = crate::checkpoint::SHIPPED_EMOJI_DIT)]
+    pub checkpoint: std::path::PathBuf,
+    /// The weak model for AutoGuidance.
+    #[arg(long, default_value = crate::checkpoint::SHIPPED_EMOJI_WEAK)]
+    pub weak_checkpoint: std::path::PathBuf,
+    /// The classifier (features and consistency).
+    #[arg(long, default_value = crate::checkpoint::SHIPPED_EMOJI_CLASSIFIER)]
+    pub classifier: std::path::PathBuf,
+}
+
 impl Bench {
+    /// Loads what `paths` names (see [`Bench::load`]).
+    pub fn from_paths(paths: &BenchPaths, device: &Device) -> Result<Self> {
+        Self::load(&paths.checkpoint, &paths.weak_checkpoint, &paths.classifier, device)
+    }
+
     /// Loads the three checkpoints and the emoji data at the model's resolution.
     pub fn load(checkpoint: &std::path::Path, weak: &std::path::Path, classifier: &std::path::Path, device: &Device) -> Result<Self> {
         let (model, card) = crate::checkpoint::load_dit(checkpoint, device)?;
