@@ -82,7 +82,7 @@ pub fn sample<M: Denoiser>(
             },
         )?;
         if ci == 0 {
-            nfe_total = nfe;
+            nfe_total = nfe; // every chunk runs the same schedule, so the same NFE per sample
         }
         outs.push(x);
     }

@@ -23,7 +23,8 @@ pub fn softmax_last_dim(x: &Tensor, mode: OpMode) -> Result<Tensor> {
 }
 
 /// Layer norm over the last dimension without affine parameters (DiT's `elementwise_affine=False`).
-/// `x`: (..., D). `ones`/`zeros`: (D,) tensors used by the fused kernel.
+/// `x`: (..., D) → (..., D), ε = `eps`. `Infer` uses candle's fused kernel (no backward pass),
+/// `Train` the differentiable mean/variance composition.
 pub fn layer_norm_no_affine(x: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     Ok(match mode {
