@@ -22,6 +22,7 @@ pub mod eval;
 pub mod features;
 pub mod flow;
 pub mod guidance;
+pub mod hub;
 pub mod imaging;
 pub mod metrics;
 pub mod models;

@@ -21,7 +21,9 @@ pub fn load(path: impl AsRef<Path>, limit: Option<usize>) -> Result<Dataset> {
         hint: "the MNIST-5k file ships in data/; rebuild it with `python3 data/prepare.py`".into(),
     })?;
     let mut text = String::new();
-    flate2::read::GzDecoder::new(f).read_to_string(&mut text).map_err(|e| Error::corrupt(path, e))?;
+    flate2::read::GzDecoder::new(f)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::corrupt(path, e))?;
     let mut pixels = Vec::new();
     let mut labels = Vec::new();
     let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
@@ -38,7 +40,10 @@ pub fn load(path: impl AsRef<Path>, limit: Option<usize>) -> Result<Dataset> {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| Error::corrupt(path, format!("row {i}: {e}")))?;
         if vals.len() != 785 || vals[784] > 9 {
-            return Err(Error::corrupt(path, format!("row {i}: expected 784 pixels and a label 0-9")));
+            return Err(Error::corrupt(
+                path,
+                format!("row {i}: expected 784 pixels and a label 0-9"),
+            ));
         }
         pixels.extend(vals[..784].iter().map(|&p| p as f32 / 127.5 - 1.0));
         labels.push(vals[784]);

@@ -3,7 +3,9 @@
 //!
 //! candle-nn's `ops::softmax_last_dim`, `ops::layer_norm` (the `LayerNorm` fast path) and
 //! `ops::rms_norm` have no backward pass and silently stop gradients; [`OpMode::Train`] never
-//! uses them (tested in `tests/gradients.rs`).
+//! uses them (tested in `tests/gradients.rs`); it uses the fused kernels of [`fused`], which
+//! have backward passes (tested against candle's compositions in `tests/fused.rs`).
+pub mod fused;
 pub mod init;
 pub mod ops;
 

@@ -1,8 +1,25 @@
-//! Operations with two implementations: candle's fused kernels (fast, no backward) for sampling,
-//! and differentiable compositions for training. The choice is explicit in every forward pass.
+//! Operations with several implementations: candle's fused kernels (fast, no backward) for
+//! sampling, this crate's fused kernels with a backward pass ([`super::fused`], CPU f32) for
+//! training, and candle's differentiable compositions (everything else, and the reference the
+//! fused kernels are tested against). The mode is explicit in every forward pass.
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::{Tensor, D};
 
 use crate::Result;
+
+static FUSED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the crate's fused training kernels on or off process-wide (on by default); off gives
+/// candle's differentiable compositions. For benchmarks and tests that compare the two.
+pub fn set_fused_kernels(on: bool) {
+    FUSED.store(on, Ordering::Relaxed);
+}
+
+/// Whether the fused training kernels are on.
+pub fn fused_kernels() -> bool {
+    FUSED.load(Ordering::Relaxed)
+}
 
 /// Which kernels a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -18,13 +35,15 @@ pub enum OpMode {
 pub fn softmax_last_dim(x: &Tensor, mode: OpMode) -> Result<Tensor> {
     Ok(match mode {
         OpMode::Infer => candle_nn::ops::softmax_last_dim(x)?,
+        OpMode::Train if fused_kernels() => super::fused::softmax_last_dim(x)?,
         OpMode::Train => candle_nn::ops::softmax(x, D::Minus1)?,
     })
 }
 
 /// Layer norm over the last dimension without affine parameters (DiT's `elementwise_affine=False`).
 /// `x`: (..., D) → (..., D), ε = `eps`. `Infer` uses candle's fused kernel (no backward pass),
-/// `Train` the differentiable mean/variance composition.
+/// `Train` the fused kernel with a backward pass (or the differentiable mean/variance composition
+/// when fused kernels are off).
 pub fn layer_norm_no_affine(x: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     Ok(match mode {
@@ -33,6 +52,7 @@ pub fn layer_norm_no_affine(x: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor
             let zeros = Tensor::zeros(d, x.dtype(), x.device())?;
             candle_nn::ops::layer_norm(&x.contiguous()?, &ones, &zeros, eps as f32)?
         }
+        OpMode::Train if fused_kernels() => super::fused::layer_norm_no_affine(x, eps)?,
         OpMode::Train => {
             let mean = x.mean_keepdim(D::Minus1)?;
             let xc = x.broadcast_sub(&mean)?;
@@ -44,5 +64,16 @@ pub fn layer_norm_no_affine(x: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor
 
 /// adaLN modulation: `x * (1 + scale) + shift`; `x`: (B, N, D), `shift`/`scale`: (B, D).
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?.broadcast_add(&shift.unsqueeze(1)?)?)
+    Ok(x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?
+        .broadcast_add(&shift.unsqueeze(1)?)?)
+}
+
+/// Exact (erf) GELU: the crate's parallel fused kernel with a backward pass, or candle's
+/// `gelu_erf` when fused kernels are off (both differentiable, in every mode).
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if fused_kernels() {
+        super::fused::gelu_erf(x)
+    } else {
+        Ok(x.gelu_erf()?)
+    }
 }

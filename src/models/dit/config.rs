@@ -55,17 +55,29 @@ impl DitConfig {
         }
     }
     /// DiT-XL/2 (28 blocks, D = 1152, 16 heads, 675M parameters), 256² images → 32² latents.
-    pub fn xl_2() -> Self { Self::official(28, 1152, 16, 2) }
+    pub fn xl_2() -> Self {
+        Self::official(28, 1152, 16, 2)
+    }
     /// DiT-XL/4.
-    pub fn xl_4() -> Self { Self::official(28, 1152, 16, 4) }
+    pub fn xl_4() -> Self {
+        Self::official(28, 1152, 16, 4)
+    }
     /// DiT-L/2 (24 blocks, D = 1024, 16 heads).
-    pub fn l_2() -> Self { Self::official(24, 1024, 16, 2) }
+    pub fn l_2() -> Self {
+        Self::official(24, 1024, 16, 2)
+    }
     /// DiT-B/2 (12 blocks, D = 768, 12 heads).
-    pub fn b_2() -> Self { Self::official(12, 768, 12, 2) }
+    pub fn b_2() -> Self {
+        Self::official(12, 768, 12, 2)
+    }
     /// DiT-S/2 (12 blocks, D = 384, 6 heads).
-    pub fn s_2() -> Self { Self::official(12, 384, 6, 2) }
+    pub fn s_2() -> Self {
+        Self::official(12, 384, 6, 2)
+    }
     /// DiT-S/4.
-    pub fn s_4() -> Self { Self::official(12, 384, 6, 4) }
+    pub fn s_4() -> Self {
+        Self::official(12, 384, 6, 4)
+    }
 
     /// The crate's default emoji model: 32×32 RGB, patch 4 (64 tokens), D = 128, 6 blocks,
     /// 4 heads, 9 classes (≈1.8M parameters). Trains on 2 CPU cores.
@@ -122,12 +134,19 @@ impl DitConfig {
 
     /// Output channels of the final layer (2C with `learn_sigma`).
     pub fn out_channels(&self) -> usize {
-        if self.learn_sigma { 2 * self.in_channels } else { self.in_channels }
+        if self.learn_sigma {
+            2 * self.in_channels
+        } else {
+            self.in_channels
+        }
     }
 
     /// Token grid (H/p, W/p).
     pub fn grid(&self) -> (usize, usize) {
-        (self.input_size.0 / self.patch_size, self.input_size.1 / self.patch_size)
+        (
+            self.input_size.0 / self.patch_size,
+            self.input_size.1 / self.patch_size,
+        )
     }
 
     /// Head dimension D / heads.
@@ -138,14 +157,30 @@ impl DitConfig {
     /// Checks divisibility and non-zero sizes.
     pub fn validate(&self) -> Result<()> {
         let (h, w) = self.input_size;
-        if self.patch_size == 0 || h % self.patch_size != 0 || w % self.patch_size != 0 || h == 0 || w == 0 {
-            return Err(Error::hp(format!("input size {h}x{w} must be a non-zero multiple of patch size {}", self.patch_size)));
+        if self.patch_size == 0
+            || h % self.patch_size != 0
+            || w % self.patch_size != 0
+            || h == 0
+            || w == 0
+        {
+            return Err(Error::hp(format!(
+                "input size {h}x{w} must be a non-zero multiple of patch size {}",
+                self.patch_size
+            )));
         }
-        if self.num_heads == 0 || self.hidden_size % self.num_heads != 0 || (self.hidden_size / self.num_heads) % 2 != 0 {
-            return Err(Error::hp(format!("hidden size {} must split into {} heads of even size", self.hidden_size, self.num_heads)));
+        if self.num_heads == 0
+            || self.hidden_size % self.num_heads != 0
+            || (self.hidden_size / self.num_heads) % 2 != 0
+        {
+            return Err(Error::hp(format!(
+                "hidden size {} must split into {} heads of even size",
+                self.hidden_size, self.num_heads
+            )));
         }
         if self.hidden_size % 4 != 0 {
-            return Err(Error::hp("hidden size must be a multiple of 4 (2-D sin-cos positions)"));
+            return Err(Error::hp(
+                "hidden size must be a multiple of 4 (2-D sin-cos positions)",
+            ));
         }
         if self.depth == 0 || self.in_channels == 0 || self.mlp_ratio <= 0.0 {
             return Err(Error::hp("depth, channels and mlp_ratio must be positive"));
@@ -163,9 +198,13 @@ impl DitConfig {
         let m = (self.mlp_ratio * self.hidden_size as f64).floor();
         let b = batch as f64;
         let p2c = (self.patch_size * self.patch_size * self.in_channels) as f64;
-        let per_block = b * n * (2.0 * d * 3.0 * d + 2.0 * d * d + 2.0 * 2.0 * d * m) + b * 2.0 * 2.0 * n * n * d + b * 2.0 * d * 6.0 * d;
+        let per_block = b * n * (2.0 * d * 3.0 * d + 2.0 * d * d + 2.0 * 2.0 * d * m)
+            + b * 2.0 * 2.0 * n * n * d
+            + b * 2.0 * d * 6.0 * d;
         let embed = b * n * 2.0 * p2c * d + b * 2.0 * (256.0 * d + d * d);
-        let fin = b * n * 2.0 * d * (self.patch_size * self.patch_size * self.out_channels()) as f64 + b * 2.0 * d * 2.0 * d;
+        let fin =
+            b * n * 2.0 * d * (self.patch_size * self.patch_size * self.out_channels()) as f64
+                + b * 2.0 * d * 2.0 * d;
         embed + self.depth as f64 * per_block + fin
     }
 
@@ -174,11 +213,17 @@ impl DitConfig {
         let d = self.hidden_size;
         let m = (self.mlp_ratio * d as f64) as usize;
         let p2c = self.patch_size * self.patch_size * self.in_channels;
-        let block = (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d) + (d * 6 * d + 6 * d);
+        let block =
+            (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d) + (d * 6 * d + 6 * d);
         let fin = d * self.patch_size * self.patch_size * self.out_channels()
             + self.patch_size * self.patch_size * self.out_channels()
             + d * 2 * d
             + 2 * d;
-        p2c * d + d + (256 * d + d + d * d + d) + (self.num_classes + 1) * d + self.depth * block + fin
+        p2c * d
+            + d
+            + (256 * d + d + d * d + d)
+            + (self.num_classes + 1) * d
+            + self.depth * block
+            + fin
     }
 }

@@ -1,0 +1,290 @@
+//! Fused, row-parallel CPU kernels for the hot elementwise/row operations of the transformers,
+//! each with a backward pass (unlike candle-nn's fused `softmax_last_dim` / `layer_norm`), so the
+//! same fast kernel serves sampling and training:
+//! - [`softmax_last_dim`]: y = exp(x − max) / Σ exp(x − max); ∂x = y ⊙ (∂y − Σ ∂y ⊙ y);
+//! - [`layer_norm_no_affine`]: x̂ = (x − μ)·r, r = (σ² + ε)^−½;
+//!   ∂x = r·(∂x̂ − mean(∂x̂) − x̂ ⊙ mean(∂x̂ ⊙ x̂)) (Ba et al. 2016);
+//! - [`gelu_erf`]: y = x·Φ(x); ∂x = ∂y·(Φ(x) + x·φ(x)).
+//!
+//! candle runs elementwise ops on one thread; these run rows in parallel with rayon and make one
+//! pass over memory. They apply to contiguous f32 tensors on the CPU; anything else (CUDA, f16,
+//! strided views) takes the differentiable candle composition, which gives the same values.
+//! The backward kernels are themselves fused custom ops without a second derivative.
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
+use rayon::prelude::*;
+
+use crate::Result;
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    let v = match s {
+        CpuStorage::F32(v) => v,
+        _ => candle_core::bail!("{op}: f32 only"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{op}: contiguous input only"),
+    }
+}
+
+fn fast_path(xs: &[&Tensor]) -> bool {
+    xs.iter()
+        .all(|x| x.device().is_cpu() && x.dtype() == DType::F32)
+}
+
+/// Rows per rayon task, so that tiny rows do not drown in scheduling.
+fn rows_per_task(d: usize) -> usize {
+    (4096 / d.max(1)).max(1)
+}
+
+struct Softmax;
+struct SoftmaxBwd;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "erg-softmax-last-dim"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let d = l.dims()[l.dims().len() - 1];
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(d * rows_per_task(d))
+            .zip(x.par_chunks(d * rows_per_task(d)))
+            .for_each(|(yc, xc)| {
+                for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                    let m = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for (o, &v) in yr.iter_mut().zip(xr) {
+                        *o = (v - m).exp();
+                        sum += *o;
+                    }
+                    let inv = 1.0 / sum;
+                    yr.iter_mut().for_each(|o| *o *= inv);
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            res.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxBwd)?,
+        ))
+    }
+}
+
+impl CustomOp2 for SoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "erg-softmax-last-dim-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (y, g) = (
+            f32_slice(s1, l1, self.name())?,
+            f32_slice(s2, l2, self.name())?,
+        );
+        let d = l1.dims()[l1.dims().len() - 1];
+        let k = d * rows_per_task(d);
+        let mut dx = vec![0f32; y.len()];
+        dx.par_chunks_mut(k)
+            .zip(y.par_chunks(k).zip(g.par_chunks(k)))
+            .for_each(|(oc, (yc, gc))| {
+                for ((o, yr), gr) in oc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
+                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                    for ((o, &a), &b) in o.iter_mut().zip(yr).zip(gr) {
+                        *o = a * (b - dot);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension with a backward pass; `x` (..., D).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    if !fast_path(&[x]) {
+        return Ok(candle_nn::ops::softmax(x, D::Minus1)?);
+    }
+    Ok(x.contiguous()?.apply_op1(Softmax)?)
+}
+
+struct LayerNorm {
+    eps: f32,
+}
+struct LayerNormBwd {
+    eps: f32,
+}
+
+/// Mean and reciprocal standard deviation of a row.
+fn moments(r: &[f32], eps: f32) -> (f32, f32) {
+    let n = r.len() as f32;
+    let mean = r.iter().sum::<f32>() / n;
+    let var = r.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp1 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "erg-layer-norm-no-affine"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let d = l.dims()[l.dims().len() - 1];
+        let k = d * rows_per_task(d);
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(k)
+            .zip(x.par_chunks(k))
+            .for_each(|(yc, xc)| {
+                for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                    let (m, r) = moments(xr, self.eps);
+                    for (o, &v) in yr.iter_mut().zip(xr) {
+                        *o = (v - m) * r;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &LayerNormBwd { eps: self.eps },
+        )?))
+    }
+}
+
+impl CustomOp2 for LayerNormBwd {
+    fn name(&self) -> &'static str {
+        "erg-layer-norm-no-affine-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            f32_slice(s1, l1, self.name())?,
+            f32_slice(s2, l2, self.name())?,
+        );
+        let d = l1.dims()[l1.dims().len() - 1];
+        let k = d * rows_per_task(d);
+        let n = d as f32;
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(k)
+            .zip(x.par_chunks(k).zip(g.par_chunks(k)))
+            .for_each(|(oc, (xc, gc))| {
+                for ((o, xr), gr) in oc.chunks_mut(d).zip(xc.chunks(d)).zip(gc.chunks(d)) {
+                    let (m, r) = moments(xr, self.eps);
+                    let (mut mg, mut mgx) = (0f32, 0f32);
+                    for (&v, &gv) in xr.iter().zip(gr) {
+                        mg += gv;
+                        mgx += gv * (v - m) * r;
+                    }
+                    let (mg, mgx) = (mg / n, mgx / n);
+                    for ((o, &v), &gv) in o.iter_mut().zip(xr).zip(gr) {
+                        *o = r * (gv - mg - (v - m) * r * mgx);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// Layer norm over the last dimension without affine parameters, with a backward pass;
+/// `x` (..., D) → (..., D), ε = `eps`.
+pub fn layer_norm_no_affine(x: &Tensor, eps: f64) -> Result<Tensor> {
+    if !fast_path(&[x]) {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        return Ok(xc.broadcast_div(&(var + eps)?.sqrt()?)?);
+    }
+    Ok(x.contiguous()?.apply_op1(LayerNorm { eps: eps as f32 })?)
+}
+
+struct GeluErf;
+struct GeluErfBwd;
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// Elements per rayon task of the elementwise kernels.
+const CHUNK: usize = 16 * 1024;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "erg-gelu-erf"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s, l, self.name())?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(yc, xc)| {
+                for (o, &v) in yc.iter_mut().zip(xc) {
+                    *o = 0.5 * v * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
+                }
+            });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(
+            arg.apply_op2_no_bwd(&grad_res.contiguous()?, &GeluErfBwd)?,
+        ))
+    }
+}
+
+impl CustomOp2 for GeluErfBwd {
+    fn name(&self) -> &'static str {
+        "erg-gelu-erf-bwd"
+    }
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            f32_slice(s1, l1, self.name())?,
+            f32_slice(s2, l2, self.name())?,
+        );
+        let mut dx = vec![0f32; x.len()];
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+            .for_each(|(oc, (xc, gc))| {
+                for ((o, &v), &gv) in oc.iter_mut().zip(xc).zip(gc) {
+                    let cdf = 0.5 * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
+                    let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
+                    *o = gv * (cdf + v * pdf);
+                }
+            });
+        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+    }
+}
+
+/// GELU with the exact (erf) form, with a backward pass.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if !fast_path(&[x]) {
+        return Ok(x.gelu_erf()?);
+    }
+    Ok(x.contiguous()?.apply_op1(GeluErf)?)
+}
