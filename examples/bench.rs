@@ -32,11 +32,7 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     steps: usize,
     /// Methods.
-    #[arg(
-        long,
-        default_value = "none,cfg,ierg,apg,cads,pag,seg,sag,slg,autoguidance,cfg+seg,cfg+pag,erg+apg,erg+cads",
-        value_delimiter = ','
-    )]
+    #[arg(long, default_value = "none,cfg,ierg,apg,cads,pag,seg,sag,slg,autoguidance,cfg+seg,cfg+pag,erg+apg,erg+cads", value_delimiter = ',')]
     methods: Vec<String>,
     /// Training steps timed.
     #[arg(long, default_value_t = 5)]
@@ -63,35 +59,19 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 /// Runs the PyTorch reference (same card, batch); `None` with the reason when it cannot.
-fn torch_reference(
-    python: &str,
-    card: &std::path::Path,
-    batch: usize,
-    reps: usize,
-) -> Result<serde_json::Value, String> {
+fn torch_reference(python: &str, card: &std::path::Path, batch: usize, reps: usize) -> Result<serde_json::Value, String> {
     if python == "none" {
         return Err("skipped (--python none)".into());
     }
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/dit_reference.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/dit_reference.py");
     let out = std::process::Command::new(python)
         .arg(&script)
-        .args([
-            "--card",
-            &card.display().to_string(),
-            "--batch",
-            &batch.to_string(),
-            "--reps",
-            &reps.to_string(),
-        ])
+        .args(["--card", &card.display().to_string(), "--batch", &batch.to_string(), "--reps", &reps.to_string()])
         .output()
         .map_err(|e| format!("{python}: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!(
-            "PyTorch reference not run: {}",
-            err.lines().last().unwrap_or("failed")
-        ));
+        return Err(format!("PyTorch reference not run: {}", err.lines().last().unwrap_or("failed")));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("reference output: {e}"))
 }
@@ -108,10 +88,7 @@ fn main() -> anyhow::Result<()> {
         a.steps = a.steps.min(2);
         a.train_steps = a.train_steps.min(3);
         if a.methods.len() > 6 {
-            a.methods = ["none", "cfg", "ierg", "pag", "seg", "cfg+seg"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            a.methods = ["none", "cfg", "ierg", "pag", "seg", "cfg+seg"].iter().map(|s| s.to_string()).collect();
         }
     }
     let device = erg::device::best();
@@ -121,24 +98,11 @@ fn main() -> anyhow::Result<()> {
     let (c, h, w) = model.image_shape();
     let mut r = erg::rng::stream(0, 0);
     let x = erg::rng::randn(&mut r, &[a.batch, c, h, w], &device)?;
-    let y = Tensor::new(
-        (0..a.batch as u32)
-            .map(|i| i % cfg.num_classes as u32)
-            .collect::<Vec<_>>()
-            .as_slice(),
-        &device,
-    )?;
-    let methods: Vec<_> = a
-        .methods
-        .iter()
-        .map(|m| preset(m, 3.0, model.depth()))
-        .collect::<Result<_, _>>()?;
+    let y = Tensor::new((0..a.batch as u32).map(|i| i % cfg.num_classes as u32).collect::<Vec<_>>().as_slice(), &device)?;
+    let methods: Vec<_> = a.methods.iter().map(|m| preset(m, 3.0, model.depth())).collect::<Result<_, _>>()?;
     let mut times: Vec<Vec<f64>> = vec![vec![]; methods.len()];
     let mut nfe = vec![0.0; methods.len()];
-    let models = Models {
-        main: &model,
-        weak: Some(&weak),
-    };
+    let models = Models { main: &model, weak: Some(&weak) };
     for round in 0..=a.rounds {
         for (i, g) in methods.iter().enumerate() {
             let mut guider = Guider::new(g, models, 0)?;
@@ -162,10 +126,7 @@ fn main() -> anyhow::Result<()> {
     // Matmul ceiling at the model's MLP shape: (B·N × D) @ (D × M).
     let (gh, gw) = cfg.grid();
     let rows = a.batch * 2 * gh * gw;
-    let (d, m) = (
-        cfg.hidden_size,
-        (cfg.mlp_ratio * cfg.hidden_size as f64) as usize,
-    );
+    let (d, m) = (cfg.hidden_size, (cfg.mlp_ratio * cfg.hidden_size as f64) as usize);
     let lhs = erg::rng::randn(&mut r, &[rows, d], &device)?;
     let rhs = erg::rng::randn(&mut r, &[d, m], &device)?;
     lhs.matmul(&rhs)?;
@@ -174,8 +135,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..reps {
         lhs.matmul(&rhs)?.sum_all()?.to_scalar::<f32>()?;
     }
-    let matmul_gflops =
-        2.0 * (rows * d * m) as f64 * reps as f64 / t0.elapsed().as_secs_f64() / 1e9;
+    let matmul_gflops = 2.0 * (rows * d * m) as f64 * reps as f64 / t0.elapsed().as_secs_f64() / 1e9;
     let cfg_time = cfg_i.map(|i| per_step[i]);
     let fwd_gflops = cfg_time.map(|t| cfg.forward_flops(2 * a.batch) / t / 1e9);
 
@@ -187,40 +147,22 @@ fn main() -> anyhow::Result<()> {
     let train_step = |fused: bool| -> anyhow::Result<f64> {
         erg::nn::ops::set_fused_kernels(fused);
         let dir = std::env::temp_dir().join(format!("erg-bench-{}-{fused}", std::process::id()));
-        let rep = erg::train::train(
-            &tc,
-            &data,
-            &device,
-            &erg::train::RunPaths::new(&dir),
-            false,
-            None,
-            false,
-        )?;
+        let rep = erg::train::train(&tc, &data, &device, &erg::train::RunPaths::new(&dir), false, None, false)?;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(rep.s_per_step)
     };
     let unfused_s = train_step(false)?;
     let fused_s = train_step(true)?;
     let train_gflops = 3.0 * cfg.forward_flops(tc.batch_size) / fused_s / 1e9;
-    let torch = torch_reference(
-        &a.python,
-        &a.checkpoint.with_extension("json"),
-        a.batch,
-        if a.quick { 2 } else { 5 },
-    );
+    let torch = torch_reference(&a.python, &a.checkpoint.with_extension("json"), a.batch, if a.quick { 2 } else { 5 });
 
     let mut md = format!(
         "# erg benchmark\n\nDevice: {}; model: {} blocks, D = {}, {} tokens, {:.2}M parameters; sampling batch {} ({} rounds × {} steps, median).\n\n| method | NFE / step | s / step | ratio to CFG |\n|---|---|---|---|\n",
         erg::device::describe(&device), cfg.depth, cfg.hidden_size, gh * gw, cfg.num_params() as f64 / 1e6, a.batch, a.rounds, a.steps
     );
     for (i, name) in a.methods.iter().enumerate() {
-        let ratio = cfg_time
-            .map(|c| format!("{:.3}", per_step[i] / c))
-            .unwrap_or_else(|| "–".into());
-        md.push_str(&format!(
-            "| {name} | {:.2} | {:.4} | {ratio} |\n",
-            nfe[i], per_step[i]
-        ));
+        let ratio = cfg_time.map(|c| format!("{:.3}", per_step[i] / c)).unwrap_or_else(|| "–".into());
+        md.push_str(&format!("| {name} | {:.2} | {:.4} | {ratio} |\n", nfe[i], per_step[i]));
     }
     md.push_str(&format!(
         "\nMatmul ceiling ({rows}×{d} @ {d}×{m}, f32): {matmul_gflops:.1} GFLOP/s. CFG forward (batch {}): {}; fraction of the ceiling: {}.\n\nTraining step (batch {}, AdamW, EMA): {fused_s:.3} s with the fused kernels, {unfused_s:.3} s with candle's compositions (ratio {:.2}); ≈ {train_gflops:.1} GFLOP/s effective (3 × forward FLOPs).\n",
@@ -234,14 +176,9 @@ fn main() -> anyhow::Result<()> {
         Ok(t) => {
             let f = |k: &str| t.get(k).and_then(|v| v.as_f64());
             md.push_str(&format!("\nPyTorch {} ({} threads), same DiT and batch (`benches/reference/dit_reference.py`):\n\n| | candle (erg) s | PyTorch eager s | candle / eager | torch.compile s | candle / compile |\n|---|---|---|---|---|---|\n", t["torch"].as_str().unwrap_or("?"), t["threads"]));
-            for (what, ours, key) in [
-                ("training step", fused_s, "train_step_s"),
-                (
-                    "sampling step (CFG, 2 × batch rows)",
-                    cfg_time.unwrap_or(f64::NAN),
-                    "sample_step_s",
-                ),
-            ] {
+            for (what, ours, key) in
+                [("training step", fused_s, "train_step_s"), ("sampling step (CFG, 2 × batch rows)", cfg_time.unwrap_or(f64::NAN), "sample_step_s")]
+            {
                 let e = f(&format!("eager_{key}")).unwrap_or(f64::NAN);
                 let c = f(&format!("compile_{key}"));
                 md.push_str(&format!(
@@ -258,9 +195,7 @@ fn main() -> anyhow::Result<()> {
         Err(e) => md.push_str(&format!("\nPyTorch reference: {e}\n")),
     }
     if let Some(p) = peak_rss_mib() {
-        md.push_str(&format!(
-            "\nPeak resident memory of the benchmark process: {p:.0} MiB.\n"
-        ));
+        md.push_str(&format!("\nPeak resident memory of the benchmark process: {p:.0} MiB.\n"));
     }
     std::fs::create_dir_all(&a.out)?;
     std::fs::write(a.out.join("bench.md"), &md)?;

@@ -38,20 +38,11 @@ fn main() -> anyhow::Result<()> {
         d => anyhow::bail!("unknown --dtype {d}: f16 or f32"),
     };
     let (tensors, mut card) = match a.which.as_str() {
-        "ema" => (
-            load_tensors(&paths.ema(), &Device::Cpu)?,
-            load_card(&paths.ema())?,
-        ),
-        "weak" => (
-            load_tensors(&paths.weak(), &Device::Cpu)?,
-            load_card(&paths.weak())?,
-        ),
+        "ema" => (load_tensors(&paths.ema(), &Device::Cpu)?, load_card(&paths.ema())?),
+        "weak" => (load_tensors(&paths.weak(), &Device::Cpu)?, load_card(&paths.weak())?),
         "raw" => {
             let st = load_tensors(&paths.state(), &Device::Cpu)?;
-            let raw: HashMap<_, _> = st
-                .iter()
-                .filter_map(|(k, v)| k.strip_prefix("model.").map(|n| (n.to_string(), v.clone())))
-                .collect();
+            let raw: HashMap<_, _> = st.iter().filter_map(|(k, v)| k.strip_prefix("model.").map(|n| (n.to_string(), v.clone()))).collect();
             let mut card = load_card(&paths.ema())?;
             card.ema = false;
             card.step = st["meta.step"].to_vec1::<i64>()?[0] as u64;
@@ -61,12 +52,6 @@ fn main() -> anyhow::Result<()> {
     };
     card.ema = a.which != "raw";
     save_dit(&tensors, &card, &a.to, dtype)?;
-    eprintln!(
-        "wrote {} ({} tensors, step {}, {:?})",
-        a.to.display(),
-        tensors.len(),
-        card.step,
-        dtype
-    );
+    eprintln!("wrote {} ({} tensors, step {}, {:?})", a.to.display(), tensors.len(), card.step, dtype);
     Ok(())
 }

@@ -98,25 +98,12 @@ fn title(g: &Guidance) -> String {
                 erg::attention::Rectifier::Energy(e) => e.tau,
                 _ => 1.0,
             };
-            format!(
-                "{}, w = {}, τ = {tau}, κ = {}",
-                n.to_uppercase(),
-                g.guidance_scale(),
-                t.kappa
-            )
+            format!("{}, w = {}, τ = {tau}, κ = {}", n.to_uppercase(), g.guidance_scale(), t.kappa)
         }
-        n if g.terms.first().is_some_and(|t| {
-            t.negative.condition == erg::guidance::Condition::Null
-                && g.positive == erg::guidance::Condition::Given
-        }) =>
-        {
+        n if g.terms.first().is_some_and(|t| t.negative.condition == erg::guidance::Condition::Null && g.positive == erg::guidance::Condition::Given) => {
             format!("{}, w = {}", n.to_uppercase(), g.guidance_scale())
         }
-        n => format!(
-            "{}, s = {}",
-            n.to_uppercase(),
-            g.terms.last().map(|t| t.scale).unwrap_or(0.0)
-        ),
+        n => format!("{}, s = {}", n.to_uppercase(), g.terms.last().map(|t| t.scale).unwrap_or(0.0)),
     }
 }
 
@@ -128,18 +115,10 @@ fn main() -> anyhow::Result<()> {
 
     let checkpoint = if args.train {
         let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, 32)?;
-        let cfg = erg::train::TrainConfig::new(
-            erg::models::dit::DitConfig::emoji_tiny(),
-            "emoji",
-            args.train_steps,
-            args.seed,
-        );
+        let cfg = erg::train::TrainConfig::new(erg::models::dit::DitConfig::emoji_tiny(), "emoji", args.train_steps, args.seed);
         let paths = erg::train::RunPaths::new(args.out.join("train"));
         let r = erg::train::train(&cfg, &data, &device, &paths, true, None, true)?;
-        eprintln!(
-            "trained {} steps, final loss {:.4}, {:.0} s",
-            r.step, r.final_loss, r.wall_s
-        );
+        eprintln!("trained {} steps, final loss {:.4}, {:.0} s", r.step, r.final_loss, r.wall_s);
         paths.ema()
     } else {
         args.checkpoint.clone()
@@ -147,26 +126,11 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR: methods
     let (model, card) = load_dit(&checkpoint, &device)?;
     let depth = model.depth();
-    let methods: Vec<Guidance> = args
-        .guidance
-        .iter()
-        .map(|name| method(name, &args, depth))
-        .collect::<anyhow::Result<_>>()?;
-    let weak = if methods.iter().any(|g| g.needs_weak_model()) {
-        Some(load_dit(&args.weak_checkpoint, &device)?.0)
-    } else {
-        None
-    };
-    let models = Models {
-        main: &model,
-        weak: weak.as_ref(),
-    };
+    let methods: Vec<Guidance> = args.guidance.iter().map(|name| method(name, &args, depth)).collect::<anyhow::Result<_>>()?;
+    let weak = if methods.iter().any(|g| g.needs_weak_model()) { Some(load_dit(&args.weak_checkpoint, &device)?.0) } else { None };
+    let models = Models { main: &model, weak: weak.as_ref() };
     let labels = class_grid_labels(card.classes.len(), args.samples, &device)?;
-    let cfg = SampleConfig {
-        num_steps: args.steps,
-        seed: args.seed,
-        batch_size: 96,
-    };
+    let cfg = SampleConfig { num_steps: args.steps, seed: args.seed, batch_size: 96 };
     // ANCHOR_END: methods
 
     let mut panels = Vec::new();
@@ -174,13 +138,7 @@ fn main() -> anyhow::Result<()> {
     let mut finals = Vec::new();
     for g in &methods {
         let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>6} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}",
-            )
-            .unwrap()
-            .progress_chars("=> "),
-        );
+        bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>6} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}").unwrap().progress_chars("=> "));
         bar.set_prefix(g.name.clone());
         let t0 = Instant::now();
         // ANCHOR: sample
@@ -194,41 +152,15 @@ fn main() -> anyhow::Result<()> {
         // ANCHOR_END: sample
         let file = format!("grid_{}.png", g.name);
         save_png(&img, &args.out.join(&file))?;
-        eprintln!(
-            "{:>12}: {:.1} s, {:.2} NFE/step → {}",
-            g.name,
-            wall_s,
-            s.nfe_per_step,
-            args.out.join(&file).display()
-        );
-        panels.push(Panel {
-            title: title(g),
-            image: img,
-        });
-        reports.push(MethodReport {
-            method: g.name.clone(),
-            guidance: g.clone(),
-            nfe_per_step: s.nfe_per_step,
-            wall_s,
-            grid: file,
-        });
+        eprintln!("{:>12}: {:.1} s, {:.2} NFE/step → {}", g.name, wall_s, s.nfe_per_step, args.out.join(&file).display());
+        panels.push(Panel { title: title(g), image: img });
+        reports.push(MethodReport { method: g.name.clone(), guidance: g.clone(), nfe_per_step: s.nfe_per_step, wall_s, grid: file });
         finals.push(s.images);
     }
     // Mean absolute difference of each method's samples from the first method's (same seeds).
-    let diffs: Vec<f32> = finals
-        .iter()
-        .map(|f| (f - &finals[0])?.abs()?.mean_all()?.to_scalar::<f32>())
-        .collect::<Result<_, _>>()?;
-    let cfg_vs_ierg = match (
-        args.guidance.iter().position(|n| n == "cfg"),
-        args.guidance.iter().position(|n| n == "ierg" || n == "erg"),
-    ) {
-        (Some(a), Some(b)) => Some(
-            (&finals[a] - &finals[b])?
-                .abs()?
-                .mean_all()?
-                .to_scalar::<f32>()?,
-        ),
+    let diffs: Vec<f32> = finals.iter().map(|f| (f - &finals[0])?.abs()?.mean_all()?.to_scalar::<f32>()).collect::<Result<_, _>>()?;
+    let cfg_vs_ierg = match (args.guidance.iter().position(|n| n == "cfg"), args.guidance.iter().position(|n| n == "ierg" || n == "erg")) {
+        (Some(a), Some(b)) => Some((&finals[a] - &finals[b])?.abs()?.mean_all()?.to_scalar::<f32>()?),
         _ => None,
     };
     let row = (card.config.input_size.0 as u32) * 2 + 2;
@@ -240,10 +172,22 @@ fn main() -> anyhow::Result<()> {
     md.push_str("# erg reproduce: no guidance vs CFG vs I-ERG\n\n");
     md.push_str(&format!(
         "Checkpoint `{}` ({} step {}, {} blocks, trained on {}), {} classes × {} seeds, {} Euler steps, seed {}, device {}.\n\n",
-        checkpoint.display(), card.model, card.step, depth, card.dataset, card.classes.len(), args.samples, args.steps, args.seed, erg::device::describe(&device)
+        checkpoint.display(),
+        card.model,
+        card.step,
+        depth,
+        card.dataset,
+        card.classes.len(),
+        args.samples,
+        args.steps,
+        args.seed,
+        erg::device::describe(&device)
     ));
     md.push_str(&format!("Guidance scale w = {} for the CFG-like term of every method; I-ERG: τ = {}, κ = {} (Table 7 class-conditional defaults, blocks 12–15 of 28 scaled to {depth}). Full settings of each method: `summary.json`.\n\n", args.guidance_scale, args.tau, args.kappa));
-    md.push_str(&format!("| method | NFE / step | wall time (s) | s / step | mean abs. diff. from {} | grid |\n|---|---|---|---|---|---|\n", reports[0].method));
+    md.push_str(&format!(
+        "| method | NFE / step | wall time (s) | s / step | mean abs. diff. from {} | grid |\n|---|---|---|---|---|---|\n",
+        reports[0].method
+    ));
     for (r, d) in reports.iter().zip(&diffs) {
         md.push_str(&format!(
             "| {} | {:.2} | {:.1} | {:.3} | {:.4} | [{}]({}) |\n",
@@ -259,9 +203,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(d) = cfg_vs_ierg {
         md.push_str(&format!("\nMean absolute pixel difference between the CFG and I-ERG samples at the same seeds: {d:.4} (images in [−1, 1]).\n"));
     }
-    md.push_str(&format!(
-        "\nTotal wall time: {total_s:.1} s. Side by side: ![comparison](comparison.png)\n"
-    ));
+    md.push_str(&format!("\nTotal wall time: {total_s:.1} s. Side by side: ![comparison](comparison.png)\n"));
     std::fs::write(args.out.join("summary.md"), &md)?;
     std::fs::write(
         args.out.join("summary.json"),

@@ -55,27 +55,8 @@ fn main() -> anyhow::Result<()> {
     let bench = Bench::from_paths(&a.paths, &device)?;
     let names: Vec<String> = a.methods.clone().unwrap_or_else(|| {
         let v: &[&str] = match a.table {
-            2 => &[
-                "uncond",
-                "pag-uncond",
-                "sag-uncond",
-                "seg-uncond",
-                "autoguidance-uncond",
-                "ierg-uncond",
-            ],
-            _ => &[
-                "none",
-                "cfg",
-                "pag",
-                "sag",
-                "seg",
-                "autoguidance",
-                "apg",
-                "cads",
-                "ierg",
-                "erg+apg",
-                "erg+cads",
-            ],
+            2 => &["uncond", "pag-uncond", "sag-uncond", "seg-uncond", "autoguidance-uncond", "ierg-uncond"],
+            _ => &["none", "cfg", "pag", "sag", "seg", "autoguidance", "apg", "cads", "ierg", "erg+apg", "erg+cads"],
         };
         v.iter().map(|s| s.to_string()).collect()
     });
@@ -83,13 +64,7 @@ fn main() -> anyhow::Result<()> {
         Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
         None => Default::default(),
     };
-    let cfg = EvalConfig {
-        samples_per_class: a.samples_per_class,
-        num_steps: a.steps,
-        seed: a.seed,
-        features: bench.features_key(),
-        ..Default::default()
-    };
+    let cfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
     let t0 = std::time::Instant::now();
     let mut rows = Vec::new();
@@ -101,35 +76,19 @@ fn main() -> anyhow::Result<()> {
         let key = run_key(&g, &cfg);
         if !results.contains(&key) {
             let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{prefix:>20} [{bar:30}] {pos}/{len} steps eta {eta}",
-                )
-                .unwrap()
-                .progress_chars("=> "),
-            );
+            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>20} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
             bar.set_prefix(name.clone());
             let rec = bench.evaluate(&g, &cfg, &device, |d, t| {
                 bar.set_length(t as u64);
                 bar.set_position(d as u64);
             })?;
             bar.finish_and_clear();
-            eprintln!(
-                "{name:>20}: FID {:.2}, {:.0} s",
-                rec.metrics["fid"], rec.wall_s
-            );
+            eprintln!("{name:>20}: FID {:.2}, {:.0} s", rec.metrics["fid"], rec.wall_s);
             results.append(rec)?;
         } else {
             eprintln!("{name:>20}: already in results.jsonl, skipped");
         }
-        rows.push(
-            results
-                .records()
-                .iter()
-                .find(|r| r.key == key)
-                .cloned()
-                .expect("just appended"),
-        );
+        rows.push(results.records().iter().find(|r| r.key == key).cloned().expect("just appended"));
     }
     let fmt = |v: f64| {
         if v.is_nan() {
@@ -169,10 +128,7 @@ fn main() -> anyhow::Result<()> {
             r.nfe_per_step * a.steps as f64
         ));
     }
-    md.push_str(&format!(
-        "\nWall time of this invocation: {:.0} s.\n",
-        t0.elapsed().as_secs_f64()
-    ));
+    md.push_str(&format!("\nWall time of this invocation: {:.0} s.\n", t0.elapsed().as_secs_f64()));
     std::fs::create_dir_all(&a.out)?;
     let path = a.out.join(format!("table{}.md", a.table));
     std::fs::write(&path, &md)?;

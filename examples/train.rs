@@ -67,9 +67,7 @@ fn main() -> anyhow::Result<()> {
     let data: Dataset = match args.data.as_str() {
         "emoji" => emoji::load(emoji::DEFAULT_DIR, size)?,
         "mnist" => mnist::load(mnist::DEFAULT_PATH, None)?,
-        s if s.starts_with("imagenet:") => {
-            imagenet::load(&s["imagenet:".len()..], size, args.max_per_class)?
-        }
+        s if s.starts_with("imagenet:") => imagenet::load(&s["imagenet:".len()..], size, args.max_per_class)?,
         s => anyhow::bail!("unknown --data {s:?}: use emoji, mnist or imagenet:<folder>"),
     };
     model.num_classes = data.classes.len();
@@ -95,15 +93,7 @@ fn main() -> anyhow::Result<()> {
         erg::device::describe(&device)
     );
     // ANCHOR: train
-    let report = train(
-        &cfg,
-        &data,
-        &device,
-        &RunPaths::new(&args.out),
-        args.resume,
-        None,
-        true,
-    )?;
+    let report = train(&cfg, &data, &device, &RunPaths::new(&args.out), args.resume, None, true)?;
     // ANCHOR_END: train
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("EMA weights: {}", RunPaths::new(&args.out).ema().display());

@@ -44,24 +44,10 @@ fn main() -> anyhow::Result<()> {
         "mnist" => erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, None)?,
         d => anyhow::bail!("unknown --data {d}"),
     };
-    let cfg = ClassifierConfig {
-        in_channels: data.image_shape()?.0,
-        widths: a.widths.clone(),
-        num_classes: data.classes.len(),
-    };
+    let cfg = ClassifierConfig { in_channels: data.image_shape()?.0, widths: a.widths.clone(), num_classes: data.classes.len() };
     let device = erg::device::best();
     let t0 = std::time::Instant::now();
-    let (_, card) = train(
-        &cfg,
-        &data,
-        a.steps,
-        a.batch_size,
-        a.lr,
-        a.seed,
-        &device,
-        &a.out,
-        true,
-    )?;
+    let (_, card) = train(&cfg, &data, a.steps, a.batch_size, a.lr, a.seed, &device, &a.out, true)?;
     println!(
         "{}: held-out accuracy {:.1} % (train {:.1} %), {} steps, {:.0} s → {}",
         a.data,

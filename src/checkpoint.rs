@@ -12,20 +12,11 @@ use crate::models::dit::{Dit, DitConfig};
 use crate::{Error, Result};
 
 /// The shipped emoji DiT (EMA weights).
-pub const SHIPPED_EMOJI_DIT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/data/checkpoints/emoji-dit-ema.safetensors"
-);
+pub const SHIPPED_EMOJI_DIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-ema.safetensors");
 /// The shipped early checkpoint of the same run (AutoGuidance's weak model).
-pub const SHIPPED_EMOJI_WEAK: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/data/checkpoints/emoji-dit-weak.safetensors"
-);
+pub const SHIPPED_EMOJI_WEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-dit-weak.safetensors");
 /// The shipped emoji classifier (features and consistency).
-pub const SHIPPED_EMOJI_CLASSIFIER: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/data/checkpoints/emoji-classifier.safetensors"
-);
+pub const SHIPPED_EMOJI_CLASSIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-classifier.safetensors");
 
 /// The JSON sidecar of a model checkpoint (`<stem>.json` beside `<stem>.safetensors`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,11 +62,7 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path, dtype: DType
     let converted: HashMap<String, Tensor> = tensors
         .iter()
         .map(|(k, v)| {
-            let v = if v.dtype().is_float() {
-                v.to_dtype(dtype)?
-            } else {
-                v.clone()
-            };
+            let v = if v.dtype().is_float() { v.to_dtype(dtype)? } else { v.clone() };
             Ok((k.clone(), v.to_device(&Device::Cpu)?))
         })
         .collect::<Result<_>>()?;
@@ -92,13 +79,9 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path, dtype: DType
 /// Loads all tensors of a safetensors file onto `device`, with errors that name the file.
 pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     if !path.exists() {
-        return Err(Error::Missing {
-            path: path.into(),
-            hint: "train one with `cargo run --release --example train` or pass the path of a checkpoint".into(),
-        });
+        return Err(Error::Missing { path: path.into(), hint: "train one with `cargo run --release --example train` or pass the path of a checkpoint".into() });
     }
-    candle_core::safetensors::load(path, device)
-        .map_err(|e| Error::corrupt(path, format!("not a readable safetensors file ({e})")))
+    candle_core::safetensors::load(path, device).map_err(|e| Error::corrupt(path, format!("not a readable safetensors file ({e})")))
 }
 
 /// The sidecar path of a weights file: `x.safetensors` → `x.json`.
@@ -107,12 +90,7 @@ pub fn card_path(weights: &Path) -> PathBuf {
 }
 
 /// Saves a DiT's weights (as `dtype`) and its card atomically.
-pub fn save_dit(
-    tensors: &HashMap<String, Tensor>,
-    card: &ModelCard,
-    weights: &Path,
-    dtype: DType,
-) -> Result<()> {
+pub fn save_dit(tensors: &HashMap<String, Tensor>, card: &ModelCard, weights: &Path, dtype: DType) -> Result<()> {
     save_tensors(tensors, weights, dtype)?;
     let json = serde_json::to_vec_pretty(card).map_err(|e| Error::Other(e.to_string()))?;
     write_atomic(&card_path(weights), &json)
@@ -121,10 +99,7 @@ pub fn save_dit(
 /// Reads a model card.
 pub fn load_card(weights: &Path) -> Result<ModelCard> {
     let p = card_path(weights);
-    let text = std::fs::read_to_string(&p).map_err(|_| Error::Missing {
-        path: p.clone(),
-        hint: "every checkpoint needs its JSON card beside it".into(),
-    })?;
+    let text = std::fs::read_to_string(&p).map_err(|_| Error::Missing { path: p.clone(), hint: "every checkpoint needs its JSON card beside it".into() })?;
     serde_json::from_str(&text).map_err(|e| Error::corrupt(&p, e))
 }
 
@@ -135,14 +110,7 @@ pub fn load_dit(weights: &Path, device: &Device) -> Result<(Dit, ModelCard)> {
     let card = load_card(weights)?;
     let tensors = load_tensors(weights, device)?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    let model = Dit::new(&card.config, vb).map_err(|e| {
-        Error::corrupt(
-            weights,
-            format!(
-                "weights do not match the config in {}: {e}",
-                card_path(weights).display()
-            ),
-        )
-    })?;
+    let model =
+        Dit::new(&card.config, vb).map_err(|e| Error::corrupt(weights, format!("weights do not match the config in {}: {e}", card_path(weights).display())))?;
     Ok((model, card))
 }

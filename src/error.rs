@@ -38,9 +38,6 @@ impl Error {
         Error::Shape(msg.into())
     }
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
-        Error::Corrupt {
-            path: path.into(),
-            reason: reason.to_string(),
-        }
+        Error::Corrupt { path: path.into(), reason: reason.to_string() }
     }
 }

@@ -44,14 +44,9 @@ pub fn clean_from_velocity(x_t: &Tensor, v: &Tensor, t: &Tensor) -> Result<Tenso
 /// Velocity from a clean estimate, v = (x̂₁ − x_t)/(1 − t). Requires t < 1 (the Euler sampler
 /// never evaluates at t = 1); errors otherwise.
 pub fn velocity_from_clean(x_t: &Tensor, x1_hat: &Tensor, t: &Tensor) -> Result<Tensor> {
-    let tmax = t
-        .max(0)?
-        .to_dtype(candle_core::DType::F64)?
-        .to_scalar::<f64>()?;
+    let tmax = t.max(0)?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
     if tmax >= 1.0 {
-        return Err(Error::hp(format!(
-            "velocity_from_clean needs t < 1, got {tmax}"
-        )));
+        return Err(Error::hp(format!("velocity_from_clean needs t < 1, got {tmax}")));
     }
     let t = bcast(t, x_t.rank())?;
     Ok((x1_hat - x_t)?.broadcast_div(&(1.0 - &t)?)?)
@@ -76,10 +71,7 @@ pub enum TimeSampling {
 
 impl Default for TimeSampling {
     fn default() -> Self {
-        TimeSampling::LogitNormal {
-            mean: 0.0,
-            std: 1.0,
-        }
+        TimeSampling::LogitNormal { mean: 0.0, std: 1.0 }
     }
 }
 
@@ -93,9 +85,7 @@ impl TimeSampling {
             }
             TimeSampling::LogitNormal { mean, std } => {
                 let d = Normal::new(mean, std.max(1e-6)).unwrap();
-                (0..n)
-                    .map(|_| (1.0 / (1.0 + (-d.sample(rng)).exp())) as f32)
-                    .collect()
+                (0..n).map(|_| (1.0 / (1.0 + (-d.sample(rng)).exp())) as f32).collect()
             }
         }
     }
@@ -103,13 +93,7 @@ impl TimeSampling {
 
 /// Rectified-flow loss ‖v_θ(x_t, t, c) − (x₁ − ε)‖², mean over all elements (differentiable).
 /// `x1`, `eps`: (B, C, H, W); `t`: (B,); `cond`: the model's conditioning.
-pub fn loss<M: Denoiser>(
-    model: &M,
-    x1: &Tensor,
-    eps: &Tensor,
-    t: &Tensor,
-    cond: &Tensor,
-) -> Result<Tensor> {
+pub fn loss<M: Denoiser>(model: &M, x1: &Tensor, eps: &Tensor, t: &Tensor, cond: &Tensor) -> Result<Tensor> {
     let x_t = interpolate(x1, eps, t)?;
     let v = model.velocity(&x_t, t, cond, &ForwardPlan::train(x1.dim(0)?))?;
     let target = velocity_target(x1, eps)?;
@@ -118,9 +102,7 @@ pub fn loss<M: Denoiser>(
 
 /// Uniform time grid t_i = i/n, i = 0..=n (n + 1 points from noise to data).
 pub fn uniform_schedule(num_steps: usize) -> Vec<f64> {
-    (0..=num_steps)
-        .map(|i| i as f64 / num_steps as f64)
-        .collect()
+    (0..=num_steps).map(|i| i as f64 / num_steps as f64).collect()
 }
 
 /// What the sampler tells the callback after each step.
@@ -148,25 +130,13 @@ pub fn euler(
     mut velocity: impl FnMut(&Tensor, f64, usize) -> Result<Tensor>,
     mut callback: impl FnMut(&StepInfo) -> Result<()>,
 ) -> Result<Tensor> {
-    if schedule.len() < 2
-        || schedule.windows(2).any(|w| w[1] <= w[0])
-        || schedule[0] < 0.0
-        || schedule[schedule.len() - 1] > 1.0
-    {
-        return Err(Error::hp(
-            "the time schedule must increase strictly within [0, 1] and have >= 2 points",
-        ));
+    if schedule.len() < 2 || schedule.windows(2).any(|w| w[1] <= w[0]) || schedule[0] < 0.0 || schedule[schedule.len() - 1] > 1.0 {
+        return Err(Error::hp("the time schedule must increase strictly within [0, 1] and have >= 2 points"));
     }
     let mut x = x0;
     for (i, w) in schedule.windows(2).enumerate() {
         let v = velocity(&x, w[0], i)?;
-        callback(&StepInfo {
-            step: i,
-            t: w[0],
-            t_next: w[1],
-            x: &x,
-            v: &v,
-        })?;
+        callback(&StepInfo { step: i, t: w[0], t_next: w[1], x: &x, v: &v })?;
         x = (&x + (v * (w[1] - w[0]))?)?;
     }
     Ok(x)

@@ -36,30 +36,20 @@ impl FromStr for WeightSource {
         };
         let parts: Vec<&str> = rest.splitn(3, '/').collect();
         if parts.len() < 3 || parts.iter().any(|p| p.is_empty()) {
-            return Err(Error::Hyperparameter(format!(
-                "{s:?}: a Hub source is hf://org/name[@revision]/file"
-            )));
+            return Err(Error::Hyperparameter(format!("{s:?}: a Hub source is hf://org/name[@revision]/file")));
         }
         let (name, revision) = match parts[1].split_once('@') {
             Some((n, r)) => (n, r.to_string()),
             None => (parts[1], "main".to_string()),
         };
-        Ok(Self::Hub {
-            repo: format!("{}/{}", parts[0], name),
-            revision,
-            file: parts[2].to_string(),
-        })
+        Ok(Self::Hub { repo: format!("{}/{}", parts[0], name), revision, file: parts[2].to_string() })
     }
 }
 
 impl WeightSource {
     /// A file of a Hub model repository at `main`.
     pub fn hub(repo: &str, file: &str) -> Self {
-        Self::Hub {
-            repo: repo.into(),
-            revision: "main".into(),
-            file: file.into(),
-        }
+        Self::Hub { repo: repo.into(), revision: "main".into(), file: file.into() }
     }
 
     /// The local path of the file: the path itself, or the hf-hub cache entry (downloading it if
@@ -67,20 +57,11 @@ impl WeightSource {
     pub fn resolve(&self) -> Result<PathBuf> {
         match self {
             Self::Local(p) if p.exists() => Ok(p.clone()),
-            Self::Local(p) => Err(Error::Missing {
-                path: p.clone(),
-                hint: "pass an existing weight file, or hf://org/name/file to fetch it with hf-hub"
-                    .into(),
-            }),
-            Self::Hub {
-                repo,
-                revision,
-                file,
-            } => {
-                let api = ApiBuilder::from_env()
-                    .with_progress(true)
-                    .build()
-                    .map_err(|e| Error::Other(format!("hf-hub: {e}")))?;
+            Self::Local(p) => {
+                Err(Error::Missing { path: p.clone(), hint: "pass an existing weight file, or hf://org/name/file to fetch it with hf-hub".into() })
+            }
+            Self::Hub { repo, revision, file } => {
+                let api = ApiBuilder::from_env().with_progress(true).build().map_err(|e| Error::Other(format!("hf-hub: {e}")))?;
                 api.repo(Repo::with_revision(repo.clone(), RepoType::Model, revision.clone())).get(file).map_err(|e| Error::Missing {
                     path: PathBuf::from(format!("hf://{repo}@{revision}/{file}")),
                     hint: format!("hf-hub could not fetch it ({e}); offline, put it in the hf-hub cache (see erg::hub::populate_cache) or pass a local path"),
@@ -94,28 +75,16 @@ impl WeightSource {
 /// (the `hub` folder, e.g. `$HF_HOME/hub`) as model `repo` at `revision`, under snapshot
 /// `commit`, and points the revision's ref at it. Existing files are overwritten atomically.
 /// Afterwards `WeightSource::Hub` resolves them without network.
-pub fn populate_cache(
-    cache_dir: &Path,
-    repo: &str,
-    revision: &str,
-    commit: &str,
-    files: &[(&str, &Path)],
-) -> Result<()> {
+pub fn populate_cache(cache_dir: &Path, repo: &str, revision: &str, commit: &str, files: &[(&str, &Path)]) -> Result<()> {
     let cache = Cache::new(cache_dir.to_path_buf());
     let r = Repo::with_revision(repo.to_string(), RepoType::Model, revision.to_string());
-    let snapshot = cache_dir
-        .join(r.folder_name())
-        .join("snapshots")
-        .join(commit);
+    let snapshot = cache_dir.join(r.folder_name()).join("snapshots").join(commit);
     for (name, src) in files {
         let dst = snapshot.join(name);
         if let Some(parent) = dst.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let bytes = std::fs::read(src).map_err(|e| Error::Missing {
-            path: src.to_path_buf(),
-            hint: format!("source of {repo}/{name}: {e}"),
-        })?;
+        let bytes = std::fs::read(src).map_err(|e| Error::Missing { path: src.to_path_buf(), hint: format!("source of {repo}/{name}: {e}") })?;
         crate::checkpoint::write_atomic(&dst, &bytes)?;
     }
     cache.repo(r).create_ref(commit)?;

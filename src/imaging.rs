@@ -23,9 +23,7 @@ pub fn register_font() {
 pub fn to_rgb8(images: &Tensor) -> Result<Vec<RgbImage>> {
     let (n, c, h, w) = images.dims4()?;
     if c != 1 && c != 3 {
-        return Err(Error::shape(format!(
-            "images must have 1 or 3 channels, got {c}"
-        )));
+        return Err(Error::shape(format!("images must have 1 or 3 channels, got {c}")));
     }
     let x = ((images.to_dtype(DType::F32)?.clamp(-1.0, 1.0)? + 1.0)? * 127.5)?.round()?;
     let x = x.permute((0, 2, 3, 1))?.contiguous()?.to_dtype(DType::U8)?; // (N, H, W, C)
@@ -48,23 +46,13 @@ pub fn to_rgb8(images: &Tensor) -> Result<Vec<RgbImage>> {
 /// Tiles `images` row-major into `cols` columns, each upscaled ×`scale` (nearest), `pad` pixels
 /// of white between tiles.
 pub fn grid(images: &[RgbImage], cols: usize, pad: u32, scale: u32) -> RgbImage {
-    let (w, h) = images
-        .first()
-        .map(|i| (i.width() * scale, i.height() * scale))
-        .unwrap_or((1, 1));
+    let (w, h) = images.first().map(|i| (i.width() * scale, i.height() * scale)).unwrap_or((1, 1));
     let cols = cols.max(1);
     let rows = images.len().div_ceil(cols).max(1);
-    let mut out = RgbImage::from_pixel(
-        cols as u32 * (w + pad) + pad,
-        rows as u32 * (h + pad) + pad,
-        Rgb([255, 255, 255]),
-    );
+    let mut out = RgbImage::from_pixel(cols as u32 * (w + pad) + pad, rows as u32 * (h + pad) + pad, Rgb([255, 255, 255]));
     for (i, img) in images.iter().enumerate() {
         let tile = image::imageops::resize(img, w, h, image::imageops::FilterType::Nearest);
-        let (x, y) = (
-            (i % cols) as u32 * (w + pad) + pad,
-            (i / cols) as u32 * (h + pad) + pad,
-        );
+        let (x, y) = ((i % cols) as u32 * (w + pad) + pad, (i / cols) as u32 * (h + pad) + pad);
         image::imageops::overlay(&mut out, &tile, x as i64, y as i64);
     }
     out
@@ -81,61 +69,36 @@ pub struct Panel {
 /// Panels of equal size with their titles on top, `per_row` panels to a row, and optional row
 /// labels on the left of each row of panels (one per band of `row_height` pixels starting
 /// `first_row_offset` pixels into the panel, e.g. class names beside a class × seed grid).
-pub fn labelled_comparison(
-    panels: &[Panel],
-    row_labels: &[String],
-    row_height: u32,
-    first_row_offset: u32,
-    per_row: usize,
-) -> Result<RgbImage> {
+pub fn labelled_comparison(panels: &[Panel], row_labels: &[String], row_height: u32, first_row_offset: u32, per_row: usize) -> Result<RgbImage> {
     register_font();
     let title_h = 30u32;
     let label_w = if row_labels.is_empty() { 0 } else { 150 };
     let gap = 16u32;
     let per_row = per_row.max(1).min(panels.len().max(1));
-    let (pw, ph) = panels.iter().fold((0, 0), |(w, h), p| {
-        (w.max(p.image.width()), h.max(p.image.height()))
-    });
+    let (pw, ph) = panels.iter().fold((0, 0), |(w, h), p| (w.max(p.image.width()), h.max(p.image.height())));
     let bands = panels.len().div_ceil(per_row).max(1) as u32;
     let width = label_w + per_row as u32 * (pw + gap) + gap;
     let height = bands * (title_h + ph + gap);
     let mut canvas = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
-    let origin = |i: usize| {
-        (
-            label_w + gap + (i % per_row) as u32 * (pw + gap),
-            (i / per_row) as u32 * (title_h + ph + gap),
-        )
-    };
+    let origin = |i: usize| (label_w + gap + (i % per_row) as u32 * (pw + gap), (i / per_row) as u32 * (title_h + ph + gap));
     for (i, p) in panels.iter().enumerate() {
         let (x, y) = origin(i);
         image::imageops::overlay(&mut canvas, &p.image, x as i64, (y + title_h) as i64);
     }
     {
         let mut buf = canvas.as_flat_samples_mut();
-        let root =
-            BitMapBackend::with_buffer(buf.as_mut_slice(), (width, height)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(buf.as_mut_slice(), (width, height)).into_drawing_area();
         let title_style = TextStyle::from(("sans-serif", 17).into_font()).color(&BLACK);
         let label_style = TextStyle::from(("sans-serif", 15).into_font()).color(&BLACK);
         let err = |e: plotters::drawing::DrawingAreaErrorKind<_>| Error::Other(e.to_string());
         for (i, p) in panels.iter().enumerate() {
             let (x, y) = origin(i);
-            root.draw(&Text::new(
-                p.title.clone(),
-                (x as i32 + 4, y as i32 + 6),
-                title_style.clone(),
-            ))
-            .map_err(err)?;
+            root.draw(&Text::new(p.title.clone(), (x as i32 + 4, y as i32 + 6), title_style.clone())).map_err(err)?;
         }
         for band in 0..bands {
             for (i, l) in row_labels.iter().enumerate() {
-                let y = band * (title_h + ph + gap)
-                    + title_h
-                    + first_row_offset
-                    + i as u32 * row_height
-                    + row_height / 2
-                    - 8;
-                root.draw(&Text::new(l.clone(), (6, y as i32), label_style.clone()))
-                    .map_err(err)?;
+                let y = band * (title_h + ph + gap) + title_h + first_row_offset + i as u32 * row_height + row_height / 2 - 8;
+                root.draw(&Text::new(l.clone(), (6, y as i32), label_style.clone())).map_err(err)?;
             }
         }
         root.present().map_err(err)?;
@@ -148,6 +111,5 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d)?;
     }
-    img.save(path)
-        .map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))
+    img.save(path).map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))
 }

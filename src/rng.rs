@@ -10,9 +10,7 @@ use crate::Result;
 /// A generator seeded from a base seed and a stream label (e.g. the training step), so that
 /// any step's randomness can be reproduced without replaying earlier steps.
 pub fn stream(seed: u64, label: u64) -> StdRng {
-    StdRng::seed_from_u64(splitmix(
-        seed ^ splitmix(label.wrapping_add(0x9E37_79B9_7F4A_7C15)),
-    ))
+    StdRng::seed_from_u64(splitmix(seed ^ splitmix(label.wrapping_add(0x9E37_79B9_7F4A_7C15))))
 }
 
 /// A generator for a named stream (FNV-1a hash of the name), e.g. one per weight tensor.
@@ -40,13 +38,7 @@ pub fn randn(rng: &mut StdRng, shape: &[usize], device: &Device) -> Result<Tenso
 }
 
 /// Uniform tensor in [lo, hi) of `shape` (f32) drawn from `rng`.
-pub fn rand_uniform(
-    rng: &mut StdRng,
-    lo: f64,
-    hi: f64,
-    shape: &[usize],
-    device: &Device,
-) -> Result<Tensor> {
+pub fn rand_uniform(rng: &mut StdRng, lo: f64, hi: f64, shape: &[usize], device: &Device) -> Result<Tensor> {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi) as f32).collect();
     Ok(Tensor::from_vec(v, shape, device)?)
@@ -54,13 +46,7 @@ pub fn rand_uniform(
 
 /// Per-sample noise for a batch: sample `i` uses the stream `(seed, first + i)`, so a sample's
 /// noise does not depend on the batch it is drawn in. Shape `(n, dims...)`.
-pub fn per_sample_noise(
-    seed: u64,
-    first: u64,
-    n: usize,
-    dims: &[usize],
-    device: &Device,
-) -> Result<Tensor> {
+pub fn per_sample_noise(seed: u64, first: u64, n: usize, dims: &[usize], device: &Device) -> Result<Tensor> {
     let mut rows = Vec::with_capacity(n);
     for i in 0..n {
         let mut r = stream(seed, first + i as u64);

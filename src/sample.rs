@@ -22,11 +22,7 @@ pub struct SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        Self {
-            num_steps: 50,
-            seed: 0,
-            batch_size: 64,
-        }
+        Self { num_steps: 50, seed: 0, batch_size: 64 }
     }
 }
 
@@ -68,20 +64,10 @@ pub fn sample<M: Denoiser>(
     let mut nfe_total = 0usize;
     for (ci, start) in (0..n).step_by(cfg.batch_size).enumerate() {
         let len = cfg.batch_size.min(n - start);
-        let x0 = per_sample_noise(
-            cfg.seed,
-            first_index + start as u64,
-            len,
-            &[c, h, w],
-            device,
-        )?;
+        let x0 = per_sample_noise(cfg.seed, first_index + start as u64, len, &[c, h, w], device)?;
         let cond_chunk = cond.narrow(0, start, len)?;
         let mut nfe = 0usize;
-        let mut guider = Guider::new(
-            guidance,
-            models,
-            crate::rng::stream(cfg.seed, first_index + start as u64).next_u64(),
-        )?;
+        let mut guider = Guider::new(guidance, models, crate::rng::stream(cfg.seed, first_index + start as u64).next_u64())?;
         let x = euler(
             x0,
             &schedule,
@@ -100,18 +86,12 @@ pub fn sample<M: Denoiser>(
         }
         outs.push(x);
     }
-    Ok(Samples {
-        images: Tensor::cat(&outs, 0)?,
-        nfe: nfe_total,
-        nfe_per_step: nfe_total as f64 / cfg.num_steps as f64,
-    })
+    Ok(Samples { images: Tensor::cat(&outs, 0)?, nfe: nfe_total, nfe_per_step: nfe_total as f64 / cfg.num_steps as f64 })
 }
 
 /// Labels for a class × seed grid: class c repeated `per_class` times, classes in order.
 /// Returns (num_classes·per_class,) u32.
 pub fn class_grid_labels(num_classes: usize, per_class: usize, device: &Device) -> Result<Tensor> {
-    let v: Vec<u32> = (0..num_classes as u32)
-        .flat_map(|c| std::iter::repeat_n(c, per_class))
-        .collect();
+    let v: Vec<u32> = (0..num_classes as u32).flat_map(|c| std::iter::repeat_n(c, per_class)).collect();
     Ok(Tensor::new(v.as_slice(), device)?)
 }

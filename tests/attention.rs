@@ -16,10 +16,7 @@ fn qkv(seed: u64) -> (Tensor, Tensor, Tensor) {
 
 fn reference(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Tensor {
     let logits = (q.matmul(&k.t().unwrap()).unwrap() * scale).unwrap();
-    candle_nn::ops::softmax(&logits, D::Minus1)
-        .unwrap()
-        .matmul(v)
-        .unwrap()
+    candle_nn::ops::softmax(&logits, D::Minus1).unwrap().matmul(v).unwrap()
 }
 
 #[test]
@@ -40,49 +37,20 @@ fn energy_with_unit_parameters_is_standard_attention() {
     let (q, _, _) = qkv(2);
     let (k, v) = (q.clone(), q.clone()); // self-attention: Q and V have one shape
     let std = attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap();
-    let e = Energy {
-        tau: 1.0,
-        alpha: 1.0 + 1e-12,
-        gamma: 1.0,
-        steps: 1,
-    }; // forces the update path
+    let e = Energy { tau: 1.0, alpha: 1.0 + 1e-12, gamma: 1.0, steps: 1 }; // forces the update path
     let upd = attention(&q, &k, &v, &Rectifier::Energy(e), OpMode::Infer, None).unwrap();
-    assert!(
-        max_abs_diff(&upd, &std) < 1e-6,
-        "{}",
-        max_abs_diff(&upd, &std)
-    );
+    assert!(max_abs_diff(&upd, &std) < 1e-6, "{}", max_abs_diff(&upd, &std));
 }
 
 #[test]
 fn tau_to_zero_gives_uniform_average_of_values() {
     let (q, k, v) = qkv(3);
-    let out = attention(
-        &q,
-        &k,
-        &v,
-        &Rectifier::temperature(1e-9),
-        OpMode::Infer,
-        None,
-    )
-    .unwrap();
-    let mean = v
-        .mean_keepdim(2)
-        .unwrap()
-        .broadcast_as(out.shape())
-        .unwrap();
+    let out = attention(&q, &k, &v, &Rectifier::temperature(1e-9), OpMode::Infer, None).unwrap();
+    let mean = v.mean_keepdim(2).unwrap().broadcast_as(out.shape()).unwrap();
     assert!(max_abs_diff(&out, &mean) < 1e-5);
     // and a small τ lies between: further from standard attention than τ = 0.5 is.
     let std = attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap();
-    let half = attention(
-        &q,
-        &k,
-        &v,
-        &Rectifier::temperature(0.5),
-        OpMode::Infer,
-        None,
-    )
-    .unwrap();
+    let half = attention(&q, &k, &v, &Rectifier::temperature(0.5), OpMode::Infer, None).unwrap();
     assert!(max_abs_diff(&out, &std) > max_abs_diff(&half, &std));
 }
 
@@ -90,12 +58,7 @@ fn tau_to_zero_gives_uniform_average_of_values() {
 fn algorithm_1_matches_its_explicit_loop() {
     let (x, _, _) = qkv(4);
     let (q, k, v) = (x.clone(), (&x * 0.7).unwrap(), (&x * -1.3).unwrap());
-    let e = Energy {
-        tau: 0.3,
-        alpha: 0.8,
-        gamma: 1.5,
-        steps: 3,
-    };
+    let e = Energy { tau: 0.3, alpha: 0.8, gamma: 1.5, steps: 3 };
     let got = attention(&q, &k, &v, &Rectifier::Energy(e), OpMode::Train, None).unwrap();
     let beta = 1.0 / 8f64.sqrt();
     let mut state = q.clone();
@@ -105,15 +68,7 @@ fn algorithm_1_matches_its_explicit_loop() {
     }
     assert!(max_abs_diff(&got, &state) < 1e-5);
     // K = 1 differs from K = 3.
-    let one = attention(
-        &q,
-        &k,
-        &v,
-        &Rectifier::Energy(Energy { steps: 1, ..e }),
-        OpMode::Train,
-        None,
-    )
-    .unwrap();
+    let one = attention(&q, &k, &v, &Rectifier::Energy(Energy { steps: 1, ..e }), OpMode::Train, None).unwrap();
     assert!(max_abs_diff(&one, &got) > 1e-3);
 }
 
@@ -121,26 +76,11 @@ fn algorithm_1_matches_its_explicit_loop() {
 fn invalid_hyperparameters_are_rejected() {
     let (q, k, v) = qkv(5);
     for e in [
-        Energy {
-            tau: 0.0,
-            ..Energy::temperature(1.0)
-        },
-        Energy {
-            tau: -1.0,
-            ..Energy::temperature(1.0)
-        },
-        Energy {
-            gamma: 0.0,
-            ..Energy::temperature(1.0)
-        },
-        Energy {
-            steps: 0,
-            ..Energy::temperature(1.0)
-        },
-        Energy {
-            alpha: f64::NAN,
-            ..Energy::temperature(1.0)
-        },
+        Energy { tau: 0.0, ..Energy::temperature(1.0) },
+        Energy { tau: -1.0, ..Energy::temperature(1.0) },
+        Energy { gamma: 0.0, ..Energy::temperature(1.0) },
+        Energy { steps: 0, ..Energy::temperature(1.0) },
+        Energy { alpha: f64::NAN, ..Energy::temperature(1.0) },
     ] {
         let err = attention(&q, &k, &v, &Rectifier::Energy(e), OpMode::Infer, None).unwrap_err();
         assert!(matches!(err, erg::Error::Hyperparameter(_)), "{err}");
@@ -148,14 +88,8 @@ fn invalid_hyperparameters_are_rejected() {
     let bad = AttentionPlan::blocks(Rectifier::temperature(0.1), 3, 2);
     assert!(bad.validate(6).unwrap_err().to_string().contains("l_min"));
     let beyond = AttentionPlan::blocks(Rectifier::temperature(0.1), 2, 7);
-    assert!(beyond
-        .validate(6)
-        .unwrap_err()
-        .to_string()
-        .contains("beyond the model depth"));
-    assert!(AttentionPlan::blocks(Rectifier::temperature(0.1), 2, 6)
-        .validate(6)
-        .is_ok());
+    assert!(beyond.validate(6).unwrap_err().to_string().contains("beyond the model depth"));
+    assert!(AttentionPlan::blocks(Rectifier::temperature(0.1), 2, 6).validate(6).is_ok());
 }
 
 #[test]
@@ -164,34 +98,16 @@ fn split_batch_plan_equals_separate_calls() {
     let rect = AttentionPlan::blocks(Rectifier::temperature(0.05), 1, 2);
     let plan = ForwardPlan::new(vec![(1, AttentionPlan::standard()), (1, rect)]);
     let both = plan.attend(1, &q, &k, &v, None).unwrap();
-    let first = attention(
-        &q.narrow(0, 0, 1).unwrap(),
-        &k.narrow(0, 0, 1).unwrap(),
-        &v.narrow(0, 0, 1).unwrap(),
-        &Rectifier::Standard,
-        OpMode::Infer,
-        None,
-    )
-    .unwrap();
-    let second = attention(
-        &q.narrow(0, 1, 1).unwrap(),
-        &k.narrow(0, 1, 1).unwrap(),
-        &v.narrow(0, 1, 1).unwrap(),
-        &Rectifier::temperature(0.05),
-        OpMode::Infer,
-        None,
-    )
-    .unwrap();
+    let first =
+        attention(&q.narrow(0, 0, 1).unwrap(), &k.narrow(0, 0, 1).unwrap(), &v.narrow(0, 0, 1).unwrap(), &Rectifier::Standard, OpMode::Infer, None).unwrap();
+    let second =
+        attention(&q.narrow(0, 1, 1).unwrap(), &k.narrow(0, 1, 1).unwrap(), &v.narrow(0, 1, 1).unwrap(), &Rectifier::temperature(0.05), OpMode::Infer, None)
+            .unwrap();
     assert!(max_abs_diff(&both.narrow(0, 0, 1).unwrap(), &first) < 1e-6);
     assert!(max_abs_diff(&both.narrow(0, 1, 1).unwrap(), &second) < 1e-6);
     // outside [l_min, l_max) both rows are standard
     let b0 = plan.attend(0, &q, &k, &v, None).unwrap();
-    assert!(
-        max_abs_diff(
-            &b0,
-            &attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap()
-        ) < 1e-6
-    );
+    assert!(max_abs_diff(&b0, &attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap()) < 1e-6);
 }
 
 #[test]

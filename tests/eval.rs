@@ -20,35 +20,15 @@ fn record(key: &str, fid: f64) -> RunRecord {
 #[test]
 fn mean_rank_on_a_small_table() {
     let metrics = vec![
-        MetricSpec {
-            name: "fid".into(),
-            direction: Direction::LowerIsBetter,
-        },
-        MetricSpec {
-            name: "precision".into(),
-            direction: Direction::HigherIsBetter,
-        },
-        MetricSpec {
-            name: "recall".into(),
-            direction: Direction::HigherIsBetter,
-        },
+        MetricSpec { name: "fid".into(), direction: Direction::LowerIsBetter },
+        MetricSpec { name: "precision".into(), direction: Direction::HigherIsBetter },
+        MetricSpec { name: "recall".into(), direction: Direction::HigherIsBetter },
     ];
     // A: best FID, worst precision; B: middle everywhere; C: ties B on recall
-    let values = vec![
-        vec![10.0, 50.0, 60.0],
-        vec![12.0, 70.0, 50.0],
-        vec![15.0, 80.0, 50.0],
-    ];
+    let values = vec![vec![10.0, 50.0, 60.0], vec![12.0, 70.0, 50.0], vec![15.0, 80.0, 50.0]];
     let r = mean_ranks(&values, &metrics);
     // fid ranks 1,2,3; precision 3,2,1; recall 1, 2.5, 2.5
-    assert_eq!(
-        r,
-        vec![
-            (1.0 + 3.0 + 1.0) / 3.0,
-            (2.0 + 2.0 + 2.5) / 3.0,
-            (3.0 + 1.0 + 2.5) / 3.0
-        ]
-    );
+    assert_eq!(r, vec![(1.0 + 3.0 + 1.0) / 3.0, (2.0 + 2.0 + 2.5) / 3.0, (3.0 + 1.0 + 2.5) / 3.0]);
     assert_eq!(select_best(&values, &metrics), Some(0));
     // a missing value ranks last
     let r = mean_ranks(&[vec![f64::NAN], vec![3.0]], &metrics[..1]);
@@ -64,33 +44,17 @@ fn results_file_survives_an_interrupted_sweep() {
     f.append(record("a", 1.0)).unwrap();
     f.append(record("b", 2.0)).unwrap();
     // a kill in the middle of the third write leaves a torn line
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&path)
-        .map(|mut h| std::io::Write::write_all(&mut h, b"{\"key\":\"c\",\"meth"))
-        .unwrap()
-        .unwrap();
+    std::fs::OpenOptions::new().append(true).open(&path).map(|mut h| std::io::Write::write_all(&mut h, b"{\"key\":\"c\",\"meth")).unwrap().unwrap();
     let mut f = ResultsFile::open(&path).unwrap();
     assert_eq!(f.records().len(), 2);
     assert!(f.contains("a") && f.contains("b") && !f.contains("c"));
     f.append(record("c", 3.0)).unwrap();
     let f = ResultsFile::open(&path).unwrap();
-    assert_eq!(
-        f.records()
-            .iter()
-            .map(|r| r.key.as_str())
-            .collect::<Vec<_>>(),
-        vec!["a", "b", "c"]
-    );
+    assert_eq!(f.records().iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
     // corruption in the middle is an error, not silent loss
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("\"b\"", "\"b", 1);
+    let text = std::fs::read_to_string(&path).unwrap().replacen("\"b\"", "\"b", 1);
     std::fs::write(&path, text).unwrap();
-    assert!(matches!(
-        ResultsFile::open(&path).err().unwrap(),
-        erg::Error::Corrupt { .. }
-    ));
+    assert!(matches!(ResultsFile::open(&path).err().unwrap(), erg::Error::Corrupt { .. }));
 }
 
 #[test]
@@ -102,11 +66,7 @@ fn an_evaluation_run_computes_every_metric() {
     let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(300)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (clf, _) = classifier::train(
-        &ClassifierConfig {
-            in_channels: 1,
-            widths: vec![4, 8],
-            num_classes: 10,
-        },
+        &ClassifierConfig { in_channels: 1, widths: vec![4, 8], num_classes: 10 },
         &data,
         10,
         16,
@@ -117,67 +77,22 @@ fn an_evaluation_run_computes_every_metric() {
         false,
     )
     .unwrap();
-    let mut tc =
-        erg::train::TrainConfig::new(erg::models::dit::DitConfig::test_tiny(), "mnist", 3, 0);
+    let mut tc = erg::train::TrainConfig::new(erg::models::dit::DitConfig::test_tiny(), "mnist", 3, 0);
     tc.batch_size = 8;
-    erg::train::train(
-        &tc,
-        &data,
-        &Device::Cpu,
-        &erg::train::RunPaths::new(dir.path().join("run")),
-        false,
-        None,
-        false,
-    )
-    .unwrap();
-    let (model, _) =
-        erg::checkpoint::load_dit(&dir.path().join("run/ema.safetensors"), &Device::Cpu).unwrap();
+    erg::train::train(&tc, &data, &Device::Cpu, &erg::train::RunPaths::new(dir.path().join("run")), false, None, false).unwrap();
+    let (model, _) = erg::checkpoint::load_dit(&dir.path().join("run/ema.safetensors"), &Device::Cpu).unwrap();
     let r = reference(&clf, &data, Some(10), &Device::Cpu).unwrap();
     assert_eq!(r.features.nrows(), 100);
-    let cfg = EvalConfig {
-        samples_per_class: 2,
-        num_steps: 3,
-        batch_size: 32,
-        ..Default::default()
-    };
-    let rec = evaluate(
-        Models::main(&model),
-        &preset("cfg", 2.0, 2).unwrap(),
-        &clf,
-        &clf,
-        &r,
-        10,
-        &cfg,
-        &Device::Cpu,
-        |_, _| {},
-    )
-    .unwrap();
+    let cfg = EvalConfig { samples_per_class: 2, num_steps: 3, batch_size: 32, ..Default::default() };
+    let rec = evaluate(Models::main(&model), &preset("cfg", 2.0, 2).unwrap(), &clf, &clf, &r, 10, &cfg, &Device::Cpu, |_, _| {}).unwrap();
     assert_eq!(rec.samples, 20);
     assert_eq!(rec.nfe_per_step, 2.0);
-    for m in [
-        "fid",
-        "precision",
-        "recall",
-        "density",
-        "coverage",
-        "consistency",
-    ] {
+    for m in ["fid", "precision", "recall", "density", "coverage", "consistency"] {
         assert!(rec.metrics[m].is_finite(), "{m} = {}", rec.metrics[m]);
     }
     assert_eq!(rec.key, run_key(&preset("cfg", 2.0, 2).unwrap(), &cfg));
     assert_ne!(rec.key, run_key(&preset("cfg", 3.0, 2).unwrap(), &cfg));
-    let unc = evaluate(
-        Models::main(&model),
-        &preset("uncond", 1.0, 2).unwrap(),
-        &clf,
-        &clf,
-        &r,
-        10,
-        &cfg,
-        &Device::Cpu,
-        |_, _| {},
-    )
-    .unwrap();
+    let unc = evaluate(Models::main(&model), &preset("uncond", 1.0, 2).unwrap(), &clf, &clf, &r, 10, &cfg, &Device::Cpu, |_, _| {}).unwrap();
     assert!(unc.metrics["consistency"].is_nan());
 }
 
@@ -203,20 +118,10 @@ fn sweep_grids_selection_and_pareto_fronts() {
         r.metrics.insert("precision".into(), prec);
         r
     };
-    let recs = vec![
-        mk("cfg", "a", 10.0, 50.0),
-        mk("cfg", "b", 8.0, 60.0),
-        mk("pag", "c", 20.0, 40.0),
-    ];
+    let recs = vec![mk("cfg", "a", 10.0, 50.0), mk("cfg", "b", 8.0, 60.0), mk("pag", "c", 20.0, 40.0)];
     let metrics = vec![
-        MetricSpec {
-            name: "fid".into(),
-            direction: Direction::LowerIsBetter,
-        },
-        MetricSpec {
-            name: "precision".into(),
-            direction: Direction::HigherIsBetter,
-        },
+        MetricSpec { name: "fid".into(), direction: Direction::LowerIsBetter },
+        MetricSpec { name: "precision".into(), direction: Direction::HigherIsBetter },
     ];
     let sel = select_per_method(&recs, &metrics);
     assert_eq!(sel["cfg"].key, "b");

@@ -8,40 +8,20 @@ fn classifier_learns_and_round_trips() {
     let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(1000)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clf.safetensors");
-    let cfg = ClassifierConfig {
-        in_channels: 1,
-        widths: vec![16, 32, 64],
-        num_classes: 10,
-    };
-    let (model, card) =
-        classifier::train(&cfg, &data, 150, 32, 3e-3, 0, &Device::Cpu, &path, false).unwrap();
-    assert!(
-        card.heldout_accuracy > 40.0,
-        "held-out accuracy {}",
-        card.heldout_accuracy
-    );
+    let cfg = ClassifierConfig { in_channels: 1, widths: vec![16, 32, 64], num_classes: 10 };
+    let (model, card) = classifier::train(&cfg, &data, 150, 32, 3e-3, 0, &Device::Cpu, &path, false).unwrap();
+    assert!(card.heldout_accuracy > 40.0, "held-out accuracy {}", card.heldout_accuracy);
     let (loaded, card2) = SmallCnn::load(&path, &Device::Cpu).unwrap();
     assert_eq!(card2.heldout_accuracy, card.heldout_accuracy);
     let x = data.images.narrow(0, 0, 5).unwrap();
     let (a, b) = (model.features(&x).unwrap(), loaded.features(&x).unwrap());
     assert_eq!(a.dims(), &[5, 64]);
-    assert_eq!(
-        a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        b.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    );
+    assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     // a card whose config does not match the weights is a clear error
     let mut bad = card.clone();
     bad.config.widths = vec![16, 32, 32];
-    std::fs::write(
-        path.with_extension("json"),
-        serde_json::to_string(&bad).unwrap(),
-    )
-    .unwrap();
-    assert!(SmallCnn::load(&path, &Device::Cpu)
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("do not match"));
+    std::fs::write(path.with_extension("json"), serde_json::to_string(&bad).unwrap()).unwrap();
+    assert!(SmallCnn::load(&path, &Device::Cpu).err().unwrap().to_string().contains("do not match"));
 }
 
 #[test]
@@ -58,32 +38,13 @@ fn optimizer_state_never_holds_an_autograd_graph() {
     use erg::nn::{seeded_varbuilder, SeededVarMap};
     let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(20)).unwrap();
     let map = SeededVarMap::new(0);
-    let cfg = ClassifierConfig {
-        in_channels: 1,
-        widths: vec![4, 8],
-        num_classes: 10,
-    };
-    let model = SmallCnn::new(
-        &cfg,
-        seeded_varbuilder(&map, candle_core::DType::F32, &Device::Cpu),
-    )
-    .unwrap();
-    let vars: Vec<_> = map
-        .varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let cfg = ClassifierConfig { in_channels: 1, widths: vec![4, 8], num_classes: 10 };
+    let model = SmallCnn::new(&cfg, seeded_varbuilder(&map, candle_core::DType::F32, &Device::Cpu)).unwrap();
+    let vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut opt = erg::train::AdamW::new(vars, Default::default()).unwrap();
     let y = Tensor::new(&data.labels[..8], &Device::Cpu).unwrap();
     for _ in 0..2 {
-        let loss = candle_nn::loss::cross_entropy(
-            &model.logits(&data.images.narrow(0, 0, 8).unwrap()).unwrap(),
-            &y,
-        )
-        .unwrap();
+        let loss = candle_nn::loss::cross_entropy(&model.logits(&data.images.narrow(0, 0, 8).unwrap()).unwrap(), &y).unwrap();
         opt.apply(&loss.backward().unwrap()).unwrap();
     }
     for (name, t) in opt.state() {

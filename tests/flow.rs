@@ -17,22 +17,11 @@ fn interpolation_endpoints_and_velocity() {
     let (x1, eps, _) = data();
     let zeros = Tensor::new(&[0f32; 3], &Device::Cpu).unwrap();
     let ones = Tensor::new(&[1f32; 3], &Device::Cpu).unwrap();
-    assert_eq!(
-        max_abs_diff(&interpolate(&x1, &eps, &zeros).unwrap(), &eps),
-        0.0
-    );
-    assert_eq!(
-        max_abs_diff(&interpolate(&x1, &eps, &ones).unwrap(), &x1),
-        0.0
-    );
+    assert_eq!(max_abs_diff(&interpolate(&x1, &eps, &zeros).unwrap(), &eps), 0.0);
+    assert_eq!(max_abs_diff(&interpolate(&x1, &eps, &ones).unwrap(), &x1), 0.0);
     // dx_t/dt = x1 − eps: finite difference
     let a = interpolate(&x1, &eps, &Tensor::new(&[0.5f32; 3], &Device::Cpu).unwrap()).unwrap();
-    let b = interpolate(
-        &x1,
-        &eps,
-        &Tensor::new(&[0.75f32; 3], &Device::Cpu).unwrap(),
-    )
-    .unwrap();
+    let b = interpolate(&x1, &eps, &Tensor::new(&[0.75f32; 3], &Device::Cpu).unwrap()).unwrap();
     let fd = ((b - a).unwrap() / 0.25).unwrap();
     assert!(max_abs_diff(&fd, &velocity_target(&x1, &eps).unwrap()) < 1e-5);
 }
@@ -69,26 +58,14 @@ fn euler_integrates_the_true_velocity_exactly() {
     assert!(max_abs_diff(&out, &x1) < 1e-5);
     assert_eq!(seen.len(), 7);
     assert_eq!(seen[0], (0, 0.0, 1.0 / 7.0));
-    assert!(euler(
-        eps.clone(),
-        &[0.0, 0.5, 0.4, 1.0],
-        |_, _, _| Ok(v.clone()),
-        |_| Ok(())
-    )
-    .is_err());
+    assert!(euler(eps.clone(), &[0.0, 0.5, 0.4, 1.0], |_, _, _| Ok(v.clone()), |_| Ok(())).is_err());
     assert!(euler(eps, &[0.0, 1.5], |_, _, _| Ok(v.clone()), |_| Ok(())).is_err());
 }
 
 #[test]
 fn time_sampling_stays_in_the_unit_interval() {
     let mut r = erg::rng::stream(3, 0);
-    for ts in [
-        TimeSampling::Uniform,
-        TimeSampling::LogitNormal {
-            mean: 0.0,
-            std: 1.0,
-        },
-    ] {
+    for ts in [TimeSampling::Uniform, TimeSampling::LogitNormal { mean: 0.0, std: 1.0 }] {
         let s = ts.sample(&mut r, 2000);
         assert!(s.iter().all(|&t| (0.0..=1.0).contains(&t)));
         let mean = s.iter().sum::<f32>() / s.len() as f32;

@@ -16,40 +16,22 @@ fn value_and_grad(x: &Tensor, w: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> (Ten
     let v = Var::from_tensor(x).unwrap();
     let y = f(v.as_tensor());
     let g = (&y * w).unwrap().sum_all().unwrap().backward().unwrap();
-    (
-        y,
-        g.get(v.as_tensor())
-            .expect("gradient reaches the input")
-            .clone(),
-    )
+    (y, g.get(v.as_tensor()).expect("gradient reaches the input").clone())
 }
 
 #[test]
 fn fused_softmax_matches_candle_values_and_gradients() {
-    for (shape, scale) in [
-        (vec![3, 4, 17, 33], 3.0),
-        (vec![2, 64, 64], 30.0),
-        (vec![5, 1], 1.0),
-    ] {
+    for (shape, scale) in [(vec![3, 4, 17, 33], 3.0), (vec![2, 64, 64], 30.0), (vec![5, 1], 1.0)] {
         let x = input(&shape, 1, scale);
         let w = input(&shape, 2, 1.0);
         let (ya, ga) = value_and_grad(&x, &w, |x| fused::softmax_last_dim(x).unwrap());
         let (yb, gb) = value_and_grad(&x, &w, |x| candle_nn::ops::softmax(x, D::Minus1).unwrap());
         assert!(max_abs_diff(&ya, &yb) < 1e-6, "{shape:?}: values");
-        assert!(
-            max_abs_diff(&ga, &gb) < 1e-5,
-            "{shape:?}: gradients {}",
-            max_abs_diff(&ga, &gb)
-        );
+        assert!(max_abs_diff(&ga, &gb) < 1e-5, "{shape:?}: gradients {}", max_abs_diff(&ga, &gb));
     }
     // A strided view takes the contiguous copy, same result.
     let x = input(&[4, 6], 3, 1.0).t().unwrap();
-    assert!(
-        max_abs_diff(
-            &fused::softmax_last_dim(&x).unwrap(),
-            &candle_nn::ops::softmax_last_dim(&x.contiguous().unwrap()).unwrap()
-        ) < 1e-6
-    );
+    assert!(max_abs_diff(&fused::softmax_last_dim(&x).unwrap(), &candle_nn::ops::softmax_last_dim(&x.contiguous().unwrap()).unwrap()) < 1e-6);
 }
 
 #[test]
@@ -59,27 +41,11 @@ fn fused_layer_norm_matches_candle_values_and_gradients() {
         let w = input(&shape, 5, 1.0);
         let (ya, ga) = value_and_grad(&x, &w, |x| fused::layer_norm_no_affine(x, 1e-6).unwrap());
         let (yb, gb) = value_and_grad(&x, &w, |x| {
-            let xc = x
-                .broadcast_sub(&x.mean_keepdim(D::Minus1).unwrap())
-                .unwrap();
-            xc.broadcast_div(
-                &(xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6)
-                    .unwrap()
-                    .sqrt()
-                    .unwrap(),
-            )
-            .unwrap()
+            let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1).unwrap()).unwrap();
+            xc.broadcast_div(&(xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6).unwrap().sqrt().unwrap()).unwrap()
         });
-        assert!(
-            max_abs_diff(&ya, &yb) < 1e-5,
-            "{shape:?}: values {}",
-            max_abs_diff(&ya, &yb)
-        );
-        assert!(
-            max_abs_diff(&ga, &gb) < 1e-4,
-            "{shape:?}: gradients {}",
-            max_abs_diff(&ga, &gb)
-        );
+        assert!(max_abs_diff(&ya, &yb) < 1e-5, "{shape:?}: values {}", max_abs_diff(&ya, &yb));
+        assert!(max_abs_diff(&ga, &gb) < 1e-4, "{shape:?}: gradients {}", max_abs_diff(&ga, &gb));
     }
 }
 
@@ -89,16 +55,8 @@ fn fused_gelu_matches_candle_values_and_gradients() {
     let w = input(&[3, 50, 70], 7, 1.0);
     let (ya, ga) = value_and_grad(&x, &w, |x| fused::gelu_erf(x).unwrap());
     let (yb, gb) = value_and_grad(&x, &w, |x| x.gelu_erf().unwrap());
-    assert!(
-        max_abs_diff(&ya, &yb) < 1e-5,
-        "values {}",
-        max_abs_diff(&ya, &yb)
-    );
-    assert!(
-        max_abs_diff(&ga, &gb) < 1e-4,
-        "gradients {}",
-        max_abs_diff(&ga, &gb)
-    );
+    assert!(max_abs_diff(&ya, &yb) < 1e-5, "values {}", max_abs_diff(&ya, &yb));
+    assert!(max_abs_diff(&ga, &gb) < 1e-4, "gradients {}", max_abs_diff(&ga, &gb));
 }
 
 #[test]

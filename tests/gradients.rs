@@ -21,16 +21,8 @@ fn every_parameter_gets_a_nonzero_gradient() {
     names.sort();
     assert!(names.len() > 20);
     for n in names {
-        let g = grads
-            .get(data[&n].as_tensor())
-            .unwrap_or_else(|| panic!("{n} has no gradient"));
-        let norm = g
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let g = grads.get(data[&n].as_tensor()).unwrap_or_else(|| panic!("{n} has no gradient"));
+        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(norm > 0.0 && norm.is_finite(), "{n}: gradient norm {norm}");
     }
 }

@@ -18,16 +18,9 @@ fn ierg() -> IErg {
     IErg::class_conditional_defaults(2) // blocks [0, 2) of the 2-block model, κ = 0.3, τ = 0.01
 }
 
-fn forward(
-    m: &erg::models::dit::Dit,
-    x: &Tensor,
-    t: f32,
-    y: &Tensor,
-    plan: AttentionPlan,
-) -> Tensor {
+fn forward(m: &erg::models::dit::Dit, x: &Tensor, t: f32, y: &Tensor, plan: AttentionPlan) -> Tensor {
     let tt = Tensor::new(&vec![t; x.dim(0).unwrap()][..], &Device::Cpu).unwrap();
-    m.velocity(x, &tt, y, &ForwardPlan::uniform(x.dim(0).unwrap(), plan))
-        .unwrap()
+    m.velocity(x, &tt, y, &ForwardPlan::uniform(x.dim(0).unwrap(), plan)).unwrap()
 }
 
 #[test]
@@ -45,13 +38,7 @@ fn guidance_scale_one_is_the_positive_prediction() {
 fn cfg_is_eq_10_with_the_null_class() {
     let (m, x, y) = setup();
     let pos = forward(&m, &x, 0.5, &y, AttentionPlan::standard());
-    let neg = forward(
-        &m,
-        &x,
-        0.5,
-        &m.null_condition(&y).unwrap(),
-        AttentionPlan::standard(),
-    );
+    let neg = forward(&m, &x, 0.5, &m.null_condition(&y).unwrap(), AttentionPlan::standard());
     let want = ((&pos * 3.0).unwrap() + (&neg * -2.0).unwrap()).unwrap();
     let (v, nfe) = guided_velocity(&m, &Guidance::cfg(3.0), &x, 0.5, &y).unwrap();
     assert!(max_abs_diff(&v, &want) < 1e-4); // one batched forward vs two separate ones
@@ -63,24 +50,13 @@ fn i_erg_uses_standard_attention_until_kappa() {
     let (m, x, y) = setup();
     let (cfg_v, _) = guided_velocity(&m, &Guidance::cfg(3.0), &x, 0.3, &y).unwrap();
     let (ierg_v, _) = guided_velocity(&m, &Guidance::i_erg(3.0, ierg()), &x, 0.3, &y).unwrap();
-    assert_eq!(
-        max_abs_diff(&cfg_v, &ierg_v),
-        0.0,
-        "t = κ: the negative is not rectified"
-    );
+    assert_eq!(max_abs_diff(&cfg_v, &ierg_v), 0.0, "t = κ: the negative is not rectified");
     let (cfg_v, _) = guided_velocity(&m, &Guidance::cfg(3.0), &x, 0.31, &y).unwrap();
     let (ierg_v, _) = guided_velocity(&m, &Guidance::i_erg(3.0, ierg()), &x, 0.31, &y).unwrap();
-    assert!(
-        max_abs_diff(&cfg_v, &ierg_v) > 1e-3,
-        "t > κ: the negative is rectified"
-    );
+    assert!(max_abs_diff(&cfg_v, &ierg_v) > 1e-3, "t > κ: the negative is rectified");
     // the rectified negative equals a separate forward with the rectified plan
     let p = ierg();
-    let plan = AttentionPlan::blocks(
-        erg::attention::Rectifier::Energy(p.energy),
-        p.l_min,
-        p.l_max,
-    );
+    let plan = AttentionPlan::blocks(erg::attention::Rectifier::Energy(p.energy), p.l_min, p.l_max);
     let pos = forward(&m, &x, 0.8, &y, AttentionPlan::standard());
     let neg = forward(&m, &x, 0.8, &m.null_condition(&y).unwrap(), plan);
     let want = ((&pos * 3.0).unwrap() + (&neg * -2.0).unwrap()).unwrap();
@@ -106,44 +82,26 @@ fn unconditional_i_erg_has_no_guidance_before_kappa() {
 fn same_condition_variant_is_one_field_away() {
     let (m, x, y) = setup();
     let same = Guidance::i_erg_same_condition(3.0, ierg());
-    assert_eq!(
-        same.terms[0].negative.condition,
-        erg::guidance::Condition::Given
-    );
+    assert_eq!(same.terms[0].negative.condition, erg::guidance::Condition::Given);
     let (a, _) = guided_velocity(&m, &same, &x, 0.8, &y).unwrap();
     let (b, _) = guided_velocity(&m, &Guidance::i_erg(3.0, ierg()), &x, 0.8, &y).unwrap();
     assert!(max_abs_diff(&a, &b) > 1e-4);
     // before κ the same-condition negative equals the positive: no guidance, one NFE
     let (v, nfe) = guided_velocity(&m, &same, &x, 0.2, &y).unwrap();
     assert_eq!(nfe, 1);
-    assert_eq!(
-        max_abs_diff(&v, &forward(&m, &x, 0.2, &y, AttentionPlan::standard())),
-        0.0
-    );
+    assert_eq!(max_abs_diff(&v, &forward(&m, &x, 0.2, &y, AttentionPlan::standard())), 0.0);
 }
 
 #[test]
 fn invalid_guidance_is_rejected() {
     let mut p = ierg();
     p.kappa = 1.5;
-    assert!(Guidance::i_erg(3.0, p)
-        .validate(2)
-        .unwrap_err()
-        .to_string()
-        .contains("kappa"));
+    assert!(Guidance::i_erg(3.0, p).validate(2).unwrap_err().to_string().contains("kappa"));
     let mut p = ierg();
     p.l_max = 3;
-    assert!(Guidance::i_erg(3.0, p)
-        .validate(2)
-        .unwrap_err()
-        .to_string()
-        .contains("depth"));
+    assert!(Guidance::i_erg(3.0, p).validate(2).unwrap_err().to_string().contains("depth"));
     let mut p = ierg();
     p.energy.tau = 0.0;
-    assert!(Guidance::i_erg(3.0, p)
-        .validate(2)
-        .unwrap_err()
-        .to_string()
-        .contains("tau"));
+    assert!(Guidance::i_erg(3.0, p).validate(2).unwrap_err().to_string().contains("tau"));
     assert!(Guidance::cfg(f64::NAN).validate(2).is_err());
 }

@@ -4,10 +4,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use common::{max_abs_diff, random_dit};
 use erg::attention::{attention, smooth, AttentionPlan, ForwardPlan, Rectifier};
-use erg::guidance::{
-    guided_velocity, preset, Apg, Cads, Combiner, Guidance, Guider, Models, Sag, Window,
-    PRESET_NAMES,
-};
+use erg::guidance::{guided_velocity, preset, Apg, Cads, Combiner, Guidance, Guider, Models, Sag, Window, PRESET_NAMES};
 use erg::models::{dit::DitConfig, Denoiser};
 use erg::nn::OpMode;
 
@@ -27,73 +24,31 @@ fn setup() -> (erg::models::dit::Dit, erg::models::dit::Dit, Tensor, Tensor) {
 fn apg_update_on_a_hand_computed_case() {
     // x_pos = (1, 0), x_neg = (0, -1): d = (1, 1); parallel to x_pos (1, 0), orthogonal (0, 1).
     let (p, n) = (t(&[1.0, 0.0], &[1, 2]), t(&[0.0, -1.0], &[1, 2]));
-    let apg = Apg {
-        momentum: 0.0,
-        norm_threshold: f64::INFINITY,
-        eta: 0.0,
-    };
-    let u = apg
-        .update(&p, &n, &mut None)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
+    let apg = Apg { momentum: 0.0, norm_threshold: f64::INFINITY, eta: 0.0 };
+    let u = apg.update(&p, &n, &mut None).unwrap().to_vec2::<f32>().unwrap();
     assert_eq!(u, vec![vec![0.0, 1.0]]);
-    let with_eta = Apg { eta: 0.5, ..apg }
-        .update(&p, &n, &mut None)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
+    let with_eta = Apg { eta: 0.5, ..apg }.update(&p, &n, &mut None).unwrap().to_vec2::<f32>().unwrap();
     assert_eq!(with_eta, vec![vec![0.5, 1.0]]);
     // rescaling: ‖d‖ = √2 > r = 1 ⇒ d/√2, orthogonal part 1/√2
-    let clipped = Apg {
-        norm_threshold: 1.0,
-        ..apg
-    }
-    .update(&p, &n, &mut None)
-    .unwrap()
-    .to_vec2::<f32>()
-    .unwrap();
+    let clipped = Apg { norm_threshold: 1.0, ..apg }.update(&p, &n, &mut None).unwrap().to_vec2::<f32>().unwrap();
     assert!((clipped[0][1] - 0.5f32.sqrt()).abs() < 1e-6);
     // momentum: second step uses d + β·d_prev = (1,1) − 0.5·(1,1) = (0.5, 0.5)
     let mut buf = None;
-    let m = Apg {
-        momentum: -0.5,
-        ..apg
-    };
+    let m = Apg { momentum: -0.5, ..apg };
     m.update(&p, &n, &mut buf).unwrap();
-    let second = m
-        .update(&p, &n, &mut buf)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
+    let second = m.update(&p, &n, &mut buf).unwrap().to_vec2::<f32>().unwrap();
     assert_eq!(second, vec![vec![0.0, 0.5]]);
-    assert!(Apg {
-        norm_threshold: 0.0,
-        ..apg
-    }
-    .validate()
-    .is_err());
+    assert!(Apg { norm_threshold: 0.0, ..apg }.validate().is_err());
 }
 
 #[test]
 fn apg_without_momentum_clipping_or_projection_is_cfg() {
     let (m, _, x, y) = setup();
-    let apg = Guidance {
-        combiner: Combiner::Apg(Apg {
-            momentum: 0.0,
-            norm_threshold: f64::INFINITY,
-            eta: 1.0,
-        }),
-        ..Guidance::cfg(4.0)
-    };
+    let apg = Guidance { combiner: Combiner::Apg(Apg { momentum: 0.0, norm_threshold: f64::INFINITY, eta: 1.0 }), ..Guidance::cfg(4.0) };
     for time in [0.0, 0.5, 0.9] {
         let (a, _) = guided_velocity(&m, &apg, &x, time, &y).unwrap();
         let (c, _) = guided_velocity(&m, &Guidance::cfg(4.0), &x, time, &y).unwrap();
-        assert!(
-            max_abs_diff(&a, &c) < 1e-3,
-            "t = {time}: {}",
-            max_abs_diff(&a, &c)
-        );
+        assert!(max_abs_diff(&a, &c) < 1e-3, "t = {time}: {}", max_abs_diff(&a, &c));
     }
     // the paper's APG (η = 0, r = 5, β = −0.5) is not CFG
     let (a, _) = guided_velocity(&m, &preset("apg", 4.0, 2).unwrap(), &x, 0.5, &y).unwrap();
@@ -110,32 +65,15 @@ fn cads_schedule_and_noise() {
     assert!(c.gamma(0.2) < c.gamma(0.3), "γ grows as noise decreases");
     let y = t(&[1.0, 2.0, 3.0, 4.0], &[1, 4]);
     let n = t(&[1.0, -1.0, 1.0, -1.0], &[1, 4]);
-    assert_eq!(
-        max_abs_diff(&c.apply(&y, 0.5, &n).unwrap(), &y),
-        0.0,
-        "γ = 1 leaves the condition unchanged"
-    );
+    assert_eq!(max_abs_diff(&c.apply(&y, 0.5, &n).unwrap(), &y), 0.0, "γ = 1 leaves the condition unchanged");
     // ψ = 0, γ = 0.5: √0.5·y + 0.25·√0.5·n
-    let raw = Cads { psi: 0.0, ..c }
-        .apply(&y, 0.25, &n)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap();
+    let raw = Cads { psi: 0.0, ..c }.apply(&y, 0.25, &n).unwrap().to_vec2::<f32>().unwrap();
     let h = 0.5f32.sqrt();
-    assert!(
-        (raw[0][0] - (h + 0.25 * h)).abs() < 1e-6
-            && (raw[0][1] - (2.0 * h - 0.25 * h)).abs() < 1e-6
-    );
+    assert!((raw[0][0] - (h + 0.25 * h)).abs() < 1e-6 && (raw[0][1] - (2.0 * h - 0.25 * h)).abs() < 1e-6);
     // ψ = 1: rescaled to y's mean and std
     let r = c.apply(&y, 0.25, &n).unwrap();
     assert!((r.mean_all().unwrap().to_scalar::<f32>().unwrap() - 2.5).abs() < 1e-5);
-    assert!(Cads {
-        tau1: 0.9,
-        tau2: 0.6,
-        ..c
-    }
-    .validate()
-    .is_err());
+    assert!(Cads { tau1: 0.9, tau2: 0.6, ..c }.validate().is_err());
 }
 
 #[test]
@@ -161,34 +99,15 @@ fn seg_blur_regimes() {
     let mut r = erg::rng::stream(5, 5);
     let q = erg::rng::randn(&mut r, &[1, 2, 2 * 3 + 2, 4], &Device::Cpu).unwrap();
     let s = smooth::smooth_queries(&q, (2, 3), f64::INFINITY).unwrap();
-    let mean = q
-        .narrow(2, 0, 6)
-        .unwrap()
-        .mean_keepdim(2)
-        .unwrap()
-        .broadcast_as((1, 2, 6, 4))
-        .unwrap();
+    let mean = q.narrow(2, 0, 6).unwrap().mean_keepdim(2).unwrap().broadcast_as((1, 2, 6, 4)).unwrap();
     assert!(max_abs_diff(&s.narrow(2, 0, 6).unwrap(), &mean) < 1e-6);
-    assert_eq!(
-        max_abs_diff(&s.narrow(2, 6, 2).unwrap(), &q.narrow(2, 6, 2).unwrap()),
-        0.0
-    );
+    assert_eq!(max_abs_diff(&s.narrow(2, 6, 2).unwrap(), &q.narrow(2, 6, 2).unwrap()), 0.0);
     // σ → 0 through the attention function equals standard attention
     let k = q.clone();
-    let a = attention(
-        &q,
-        &k,
-        &k,
-        &Rectifier::SmoothedQueries { sigma: 1e-6 },
-        OpMode::Infer,
-        Some((2, 3)),
-    )
-    .unwrap();
+    let a = attention(&q, &k, &k, &Rectifier::SmoothedQueries { sigma: 1e-6 }, OpMode::Infer, Some((2, 3))).unwrap();
     let b = attention(&q, &k, &k, &Rectifier::Standard, OpMode::Infer, None).unwrap();
     assert!(max_abs_diff(&a, &b) < 1e-6);
-    assert!(Rectifier::SmoothedQueries { sigma: -1.0 }
-        .validate()
-        .is_err());
+    assert!(Rectifier::SmoothedQueries { sigma: -1.0 }.validate().is_err());
 }
 
 #[test]
@@ -197,52 +116,23 @@ fn pag_is_identity_attention_in_the_perturbed_blocks_only() {
     let q = erg::rng::randn(&mut r, &[2, 2, 6, 4], &Device::Cpu).unwrap();
     let v = erg::rng::randn(&mut r, &[2, 2, 6, 4], &Device::Cpu).unwrap();
     let plan = ForwardPlan::uniform(2, AttentionPlan::blocks(Rectifier::Identity, 1, 2));
-    assert_eq!(
-        max_abs_diff(&plan.attend(1, &q, &q, &v, None).unwrap(), &v),
-        0.0
-    );
+    assert_eq!(max_abs_diff(&plan.attend(1, &q, &q, &v, None).unwrap(), &v), 0.0);
     let std = attention(&q, &q, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap();
-    assert_eq!(
-        max_abs_diff(&plan.attend(0, &q, &q, &v, None).unwrap(), &std),
-        0.0
-    );
+    assert_eq!(max_abs_diff(&plan.attend(0, &q, &q, &v, None).unwrap(), &std), 0.0);
 }
 
 #[test]
 fn slg_skips_blocks_for_its_rows_only() {
     let (m, _, x, y) = setup();
     let tt = Tensor::new(&[0.5f32, 0.5], &Device::Cpu).unwrap();
-    let all = m
-        .forward(
-            &x,
-            &tt,
-            &y,
-            &ForwardPlan::uniform(2, AttentionPlan::blocks(Rectifier::SkipBlock, 0, 2)),
-        )
-        .unwrap();
-    let none = m
-        .forward(
-            &x,
-            &tt,
-            &y,
-            &ForwardPlan::uniform(2, AttentionPlan::standard()),
-        )
-        .unwrap();
+    let all = m.forward(&x, &tt, &y, &ForwardPlan::uniform(2, AttentionPlan::blocks(Rectifier::SkipBlock, 0, 2))).unwrap();
+    let none = m.forward(&x, &tt, &y, &ForwardPlan::uniform(2, AttentionPlan::standard())).unwrap();
     assert!(max_abs_diff(&all, &none) > 1e-3);
     let xx = Tensor::cat(&[&x, &x], 0).unwrap();
     let t4 = Tensor::new(&[0.5f32; 4], &Device::Cpu).unwrap();
     let yy = Tensor::cat(&[&y, &y], 0).unwrap();
-    let mixed = m
-        .forward(
-            &xx,
-            &t4,
-            &yy,
-            &ForwardPlan::new(vec![
-                (2, AttentionPlan::standard()),
-                (2, AttentionPlan::blocks(Rectifier::SkipBlock, 0, 2)),
-            ]),
-        )
-        .unwrap();
+    let mixed =
+        m.forward(&xx, &t4, &yy, &ForwardPlan::new(vec![(2, AttentionPlan::standard()), (2, AttentionPlan::blocks(Rectifier::SkipBlock, 0, 2))])).unwrap();
     assert!(max_abs_diff(&mixed.narrow(0, 0, 2).unwrap(), &none) < 1e-5);
     assert!(max_abs_diff(&mixed.narrow(0, 2, 2).unwrap(), &all) < 1e-5);
 }
@@ -251,15 +141,9 @@ fn slg_skips_blocks_for_its_rows_only() {
 fn sag_mask_and_degradation() {
     // attention received: token 0 gets 1.5, token 1 gets 0.5 ⇒ mask (1, 0)
     let a = t(&[0.9, 0.1, 0.6, 0.4], &[1, 2, 2]);
-    assert_eq!(
-        Sag::mask(&a).unwrap().to_vec2::<f32>().unwrap(),
-        vec![vec![1.0, 0.0]]
-    );
+    assert_eq!(Sag::mask(&a).unwrap().to_vec2::<f32>().unwrap(), vec![vec![1.0, 0.0]]);
     // a constant image is unchanged by the blur; at t the degraded input re-noises x̂₁ with ε̂
-    let sag = Sag {
-        block: 0,
-        blur_sigma: 1.0,
-    };
+    let sag = Sag { block: 0, blur_sigma: 1.0 };
     let x1 = Tensor::full(0.3f32, (1, 1, 4, 4), &Device::Cpu).unwrap();
     assert!(max_abs_diff(&sag.blur(&x1).unwrap(), &x1) < 1e-6);
     let eps = Tensor::full(-1.0f32, (1, 1, 4, 4), &Device::Cpu).unwrap();
@@ -302,15 +186,7 @@ fn nfe_per_step_of_every_method() {
     assert_eq!(expected.len(), PRESET_NAMES.len());
     for (name, nfe) in expected {
         let g = preset(name, 3.0, 2).unwrap();
-        let mut guider = Guider::new(
-            &g,
-            Models {
-                main: &m,
-                weak: Some(&weak),
-            },
-            0,
-        )
-        .unwrap();
+        let mut guider = Guider::new(&g, Models { main: &m, weak: Some(&weak) }, 0).unwrap();
         let (v, k) = guider.velocity(&x, 0.5, 0, &y).unwrap();
         assert_eq!(k, nfe, "{name}");
         assert_eq!(v.dims(), x.dims());
@@ -326,22 +202,10 @@ fn nfe_per_step_of_every_method() {
 #[test]
 fn guidance_scale_one_gives_the_positive_for_linear_methods() {
     let (m, weak, x, y) = setup();
-    let none = guided_velocity(&m, &Guidance::none(), &x, 0.6, &y)
-        .unwrap()
-        .0;
+    let none = guided_velocity(&m, &Guidance::none(), &x, 0.6, &y).unwrap().0;
     for name in ["cfg", "ierg", "erg", "autoguidance"] {
         let g = preset(name, 1.0, 2).unwrap();
-        let (v, nfe) = Guider::new(
-            &g,
-            Models {
-                main: &m,
-                weak: Some(&weak),
-            },
-            0,
-        )
-        .unwrap()
-        .velocity(&x, 0.6, 0, &y)
-        .unwrap();
+        let (v, nfe) = Guider::new(&g, Models { main: &m, weak: Some(&weak) }, 0).unwrap().velocity(&x, 0.6, 0, &y).unwrap();
         assert_eq!(max_abs_diff(&v, &none), 0.0, "{name}");
         assert_eq!(nfe, 1, "{name}");
     }
@@ -352,18 +216,11 @@ fn unconditional_perturbation_guidance_is_not_cfg() {
     // The perturbed pass must use the positive's (null) condition: unconditional PAG/SEG differ
     // from unconditional sampling and from CFG (diffusers silently reduces them to CFG).
     let (m, _, x, y) = setup();
-    let uncond = guided_velocity(&m, &Guidance::unconditional(), &x, 0.5, &y)
-        .unwrap()
-        .0;
-    let cfg = guided_velocity(&m, &Guidance::cfg(3.0), &x, 0.5, &y)
-        .unwrap()
-        .0;
+    let uncond = guided_velocity(&m, &Guidance::unconditional(), &x, 0.5, &y).unwrap().0;
+    let cfg = guided_velocity(&m, &Guidance::cfg(3.0), &x, 0.5, &y).unwrap().0;
     for name in ["pag-uncond", "seg-uncond", "sag-uncond"] {
         let (v, _) = guided_velocity(&m, &preset(name, 3.0, 2).unwrap(), &x, 0.5, &y).unwrap();
-        assert!(
-            max_abs_diff(&v, &uncond) > 1e-4,
-            "{name} equals unconditional sampling"
-        );
+        assert!(max_abs_diff(&v, &uncond) > 1e-4, "{name} equals unconditional sampling");
         assert!(max_abs_diff(&v, &cfg) > 1e-4, "{name} equals CFG");
     }
 }
@@ -372,10 +229,7 @@ fn unconditional_perturbation_guidance_is_not_cfg() {
 fn windows_switch_terms_on_and_off() {
     let (m, _, x, y) = setup();
     let mut g = Guidance::cfg(3.0);
-    g.terms[0].window = Window {
-        start: 0.2,
-        stop: 0.4,
-    };
+    g.terms[0].window = Window { start: 0.2, stop: 0.4 };
     assert_eq!(guided_velocity(&m, &g, &x, 0.1, &y).unwrap().1, 1);
     assert_eq!(guided_velocity(&m, &g, &x, 0.3, &y).unwrap().1, 2);
     assert_eq!(guided_velocity(&m, &g, &x, 0.5, &y).unwrap().1, 1);
@@ -385,10 +239,7 @@ fn windows_switch_terms_on_and_off() {
 fn invalid_configurations_are_clear_errors() {
     let (m, _, x, y) = setup();
     let mut g = Guidance::cfg(3.0);
-    g.terms[0].window = Window {
-        start: 0.6,
-        stop: 0.4,
-    };
+    g.terms[0].window = Window { start: 0.6, stop: 0.4 };
     assert!(g.validate(2).unwrap_err().to_string().contains("window"));
     let mut g = preset("pag", 3.0, 2).unwrap();
     g.terms[0].negative.attention.l_max = g.terms[0].negative.attention.l_min;
@@ -396,37 +247,20 @@ fn invalid_configurations_are_clear_errors() {
     let mut g = preset("seg", 3.0, 2).unwrap();
     g.terms[0].negative.attention.rectifier = Rectifier::SmoothedQueries { sigma: -2.0 };
     assert!(g.validate(2).unwrap_err().to_string().contains("sigma"));
-    let e = Guider::new(
-        &preset("autoguidance", 3.0, 2).unwrap(),
-        Models::main(&m),
-        0,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    let e = Guider::new(&preset("autoguidance", 3.0, 2).unwrap(), Models::main(&m), 0).err().unwrap().to_string();
     assert!(e.contains("weak model"), "{e}");
     let mut g = preset("cads", 3.0, 2).unwrap();
     g.cads.as_mut().unwrap().tau1 = 0.95;
-    assert!(guided_velocity(&m, &g, &x, 0.5, &y)
-        .unwrap_err()
-        .to_string()
-        .contains("tau1"));
-    assert!(preset("magic", 3.0, 2)
-        .unwrap_err()
-        .to_string()
-        .contains("known"));
+    assert!(guided_velocity(&m, &g, &x, 0.5, &y).unwrap_err().to_string().contains("tau1"));
+    assert!(preset("magic", 3.0, 2).unwrap_err().to_string().contains("known"));
 }
 
 #[test]
 fn every_method_stays_finite_on_the_shipped_model() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/checkpoints/emoji-dit-ema.safetensors");
-    let weak_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data/checkpoints/emoji-dit-weak.safetensors");
-    let (m, card) =
-        erg::checkpoint::load_dit(&path, &Device::Cpu).expect("the shipped checkpoint loads");
-    let (weak, _) = erg::checkpoint::load_dit(&weak_path, &Device::Cpu)
-        .expect("the shipped weak checkpoint loads");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/checkpoints/emoji-dit-ema.safetensors");
+    let weak_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/checkpoints/emoji-dit-weak.safetensors");
+    let (m, card) = erg::checkpoint::load_dit(&path, &Device::Cpu).expect("the shipped checkpoint loads");
+    let (weak, _) = erg::checkpoint::load_dit(&weak_path, &Device::Cpu).expect("the shipped weak checkpoint loads");
     let n = card.classes.len() as u32;
     let y = Tensor::new(&[0u32, n / 2, n - 1], &Device::Cpu).unwrap();
     let mut r = erg::rng::stream(8, 8);
@@ -434,25 +268,11 @@ fn every_method_stays_finite_on_the_shipped_model() {
     for name in PRESET_NAMES {
         for w in [0.0, 5.0, 20.0] {
             let g = preset(name, w, m.depth()).unwrap();
-            let mut guider = Guider::new(
-                &g,
-                Models {
-                    main: &m,
-                    weak: Some(&weak),
-                },
-                1,
-            )
-            .unwrap();
+            let mut guider = Guider::new(&g, Models { main: &m, weak: Some(&weak) }, 1).unwrap();
             let mut x = x0.clone();
             for (step, time) in [0.0, 0.35, 0.7, 0.95].into_iter().enumerate() {
                 let (v, _) = guider.velocity(&x, time, step, &y).unwrap();
-                let s = v
-                    .abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let s = v.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
                 assert!(s.is_finite(), "{name} at w = {w}, t = {time} is not finite");
                 x = (x + (v * 0.2).unwrap()).unwrap();
             }

@@ -14,31 +14,17 @@ use erg::features::FeatureExtractor;
 use erg::nn::{seeded_varbuilder, SeededVarMap};
 
 /// Builds a model with seeded random weights, writes them to `path`, returns the tensors.
-fn write_random<T>(
-    path: &Path,
-    seed: u64,
-    build: impl Fn(VarBuilder) -> erg::Result<T>,
-) -> HashMap<String, Tensor> {
+fn write_random<T>(path: &Path, seed: u64, build: impl Fn(VarBuilder) -> erg::Result<T>) -> HashMap<String, Tensor> {
     let map = SeededVarMap::new(seed);
     build(seeded_varbuilder(&map, DType::F32, &Device::Cpu)).unwrap();
-    let tensors: HashMap<String, Tensor> = map
-        .varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let tensors: HashMap<String, Tensor> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     erg::checkpoint::save_tensors(&tensors, path, DType::F32).unwrap();
     tensors
 }
 
 fn images(n: usize, c: usize, s: usize, seed: u64) -> Tensor {
     let mut r = erg::rng::stream(seed, 0);
-    erg::rng::randn(&mut r, &[n, c, s, s], &Device::Cpu)
-        .unwrap()
-        .tanh()
-        .unwrap()
+    erg::rng::randn(&mut r, &[n, c, s, s], &Device::Cpu).unwrap().tanh().unwrap()
 }
 
 #[test]
@@ -86,32 +72,10 @@ fn bicubic_matches_pytorch_interpolate() {
         0.99189025,
         -0.5522493,
     ];
-    let x = (Tensor::arange(0f32, 8.0, &Device::Cpu)
-        .unwrap()
-        .sqr()
-        .unwrap()
-        / 10.0)
-        .unwrap()
-        .reshape((1, 1, 1, 8))
-        .unwrap();
-    let a = bicubic(&x, 1, 19, None)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let y = Tensor::arange(0f32, 37.0, &Device::Cpu)
-        .unwrap()
-        .sin()
-        .unwrap()
-        .reshape((1, 1, 1, 37))
-        .unwrap();
-    let b = bicubic(&y, 1, 16, Some((1.0, 37.0 / 16.1)))
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let x = (Tensor::arange(0f32, 8.0, &Device::Cpu).unwrap().sqr().unwrap() / 10.0).unwrap().reshape((1, 1, 1, 8)).unwrap();
+    let a = bicubic(&x, 1, 19, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let y = Tensor::arange(0f32, 37.0, &Device::Cpu).unwrap().sin().unwrap().reshape((1, 1, 1, 37)).unwrap();
+    let b = bicubic(&y, 1, 16, Some((1.0, 37.0 / 16.1))).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     for (got, want) in [(a, &a_ref[..]), (b, &b_ref[..])] {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
@@ -122,12 +86,7 @@ fn bicubic_matches_pytorch_interpolate() {
     let x = images(2, 3, 16, 1);
     assert!(max_abs_diff(&bicubic(&x, 16, 16, None).unwrap(), &x) < 1e-6);
     let c = Tensor::full(0.3f32, (1, 2, 9, 7), &Device::Cpu).unwrap();
-    assert!(
-        max_abs_diff(
-            &bicubic(&c, 20, 5, None).unwrap(),
-            &Tensor::full(0.3f32, (1, 2, 20, 5), &Device::Cpu).unwrap()
-        ) < 1e-6
-    );
+    assert!(max_abs_diff(&bicubic(&c, 20, 5, None).unwrap(), &Tensor::full(0.3f32, (1, 2, 20, 5), &Device::Cpu).unwrap()) < 1e-6);
     let m = bicubic_matrix(37, 16, 37.0 / 16.1);
     assert!((0..16).all(|i| (m[i * 37..(i + 1) * 37].iter().sum::<f64>() - 1.0).abs() < 1e-12));
 }
@@ -136,21 +95,12 @@ fn bicubic_matches_pytorch_interpolate() {
 fn fid_average_pool_excludes_padding() {
     let ones = Tensor::ones((1, 1, 4, 5), DType::F32, &Device::Cpu).unwrap();
     let p = erg::features::inception::avg_pool_3x3_exclude_pad(&ones).unwrap();
-    assert!(
-        max_abs_diff(&p, &ones) < 1e-6,
-        "corners average 4 real taps, not 4/9"
-    );
-    let x = Tensor::arange(0f32, 9.0, &Device::Cpu)
-        .unwrap()
-        .reshape((1, 1, 3, 3))
-        .unwrap();
+    assert!(max_abs_diff(&p, &ones) < 1e-6, "corners average 4 real taps, not 4/9");
+    let x = Tensor::arange(0f32, 9.0, &Device::Cpu).unwrap().reshape((1, 1, 3, 3)).unwrap();
     let p = erg::features::inception::avg_pool_3x3_exclude_pad(&x).unwrap();
     // corner (0,0): mean of 0,1,3,4 = 2; centre: mean of 0..9 = 4.
     let v = p.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert!(
-        (v[0] - 2.0).abs() < 1e-6 && (v[4] - 4.0).abs() < 1e-6,
-        "{v:?}"
-    );
+    assert!((v[0] - 2.0).abs() < 1e-6 && (v[4] - 4.0).abs() < 1e-6, "{v:?}");
 }
 
 #[test]
@@ -165,48 +115,25 @@ fn inception_loads_pytorch_fid_layout_and_names_missing_keys() {
     let f = net.features(&x).unwrap();
     assert_eq!(f.dims(), &[2, 2048]);
     let v = f.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert!(
-        v.iter().all(|a| a.is_finite() && *a >= 0.0),
-        "pool3 of ReLU outputs is finite and ≥ 0"
-    );
-    assert!(
-        max_abs_diff(&f.i(0).unwrap(), &f.i(1).unwrap()) > 0.0,
-        "different images, different features"
-    );
+    assert!(v.iter().all(|a| a.is_finite() && *a >= 0.0), "pool3 of ReLU outputs is finite and ≥ 0");
+    assert!(max_abs_diff(&f.i(0).unwrap(), &f.i(1).unwrap()) > 0.0, "different images, different features");
     // A missing tensor is named in the error.
     tensors.remove("Mixed_6b.branch7x7_2.bn.running_mean");
     erg::checkpoint::save_tensors(&tensors, &path, DType::F32).unwrap();
-    let err = erg::features::inception::FidInception::load(&path, &Device::Cpu)
-        .err()
-        .expect("missing key must fail")
-        .to_string();
-    assert!(
-        err.contains("Mixed_6b.branch7x7_2.bn.running_mean"),
-        "{err}"
-    );
+    let err = erg::features::inception::FidInception::load(&path, &Device::Cpu).err().expect("missing key must fail").to_string();
+    assert!(err.contains("Mixed_6b.branch7x7_2.bn.running_mean"), "{err}");
 }
 
 #[test]
 fn dinov2_matches_candle_transformers_on_the_same_weights() {
     use erg::features::dinov2::{Dinov2, Dinov2Config};
-    let cfg = Dinov2Config {
-        depth: 2,
-        dim: 32,
-        heads: 2,
-        ..Dinov2Config::vit_small()
-    };
+    let cfg = Dinov2Config { depth: 2, dim: 32, heads: 2, ..Dinov2Config::vit_small() };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dinov2.safetensors");
     let mut tensors = write_random(&path, 5, |vb| Dinov2::new(&cfg, vb));
     // candle-transformers' model also wants its linear head.
-    tensors.insert(
-        "head.weight".into(),
-        Tensor::zeros((1000, 64), DType::F32, &Device::Cpu).unwrap(),
-    );
-    tensors.insert(
-        "head.bias".into(),
-        Tensor::zeros(1000, DType::F32, &Device::Cpu).unwrap(),
-    );
+    tensors.insert("head.weight".into(), Tensor::zeros((1000, 64), DType::F32, &Device::Cpu).unwrap());
+    tensors.insert("head.bias".into(), Tensor::zeros(1000, DType::F32, &Device::Cpu).unwrap());
     let ours = Dinov2::load(&cfg, &path, &Device::Cpu).unwrap();
     let theirs = candle_transformers::models::dinov2::DinoVisionTransformer::new(
         VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
@@ -219,24 +146,14 @@ fn dinov2_matches_candle_transformers_on_the_same_weights() {
     // reference's erf-GELU and LayerNorm ε = 1e-6 (candle-transformers: tanh-GELU, 1e-5).
     let x = images(1, 3, 518, 6);
     let a = ours.forward_tokens(&x).unwrap().i((.., 1..)).unwrap(); // (1, 1369, 32)
-    let b = theirs
-        .get_intermediate_layers(&x, &[cfg.depth - 1], false, false, true)
-        .unwrap()
-        .i(0)
-        .unwrap(); // (1, 1369, 32)
+    let b = theirs.get_intermediate_layers(&x, &[cfg.depth - 1], false, false, true).unwrap().i(0).unwrap(); // (1, 1369, 32)
     assert_eq!(a.dims(), b.dims());
     let d = max_abs_diff(&a, &b);
     assert!(d < 2e-2, "patch tokens differ by {d}");
     // Features at 224 (interpolated position embedding): CLS (N, D), finite, input-dependent.
     let f = ours.features(&images(2, 3, 32, 7)).unwrap();
     assert_eq!(f.dims(), &[2, 32]);
-    assert!(f
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .iter()
-        .all(|v| v.is_finite()));
+    assert!(f.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite()));
     assert!(max_abs_diff(&f.i(0).unwrap(), &f.i(1).unwrap()) > 1e-4);
 }
 
@@ -275,9 +192,7 @@ fn clip_score_is_a_bounded_cosine_and_loads_from_safetensors() {
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clip.safetensors");
-    write_random(&path, 8, |vb| {
-        Ok(candle_transformers::models::clip::ClipModel::new(vb, &cfg)?)
-    });
+    write_random(&path, 8, |vb| Ok(candle_transformers::models::clip::ClipModel::new(vb, &cfg)?));
     let clip = erg::features::clip::Clip::load(&cfg, &path, None, &Device::Cpu).unwrap();
     let x = images(3, 3, 32, 9);
     let e = clip.image_embeddings(&x).unwrap();
@@ -288,56 +203,27 @@ fn clip_score_is_a_bounded_cosine_and_loads_from_safetensors() {
     assert!(s.iter().all(|v| (0.0..=100.0).contains(v)), "{s:?}");
     let again = clip.score_ids(&x, &ids).unwrap();
     assert_eq!(s, again, "deterministic");
-    assert!(
-        clip.tokenize(&["a"], &Device::Cpu).is_err(),
-        "no tokenizer loaded: clear error"
-    );
-    assert!(
-        clip.score_ids(&x, &ids.i(..2).unwrap()).is_err(),
-        "mismatched counts are an error"
-    );
+    assert!(clip.tokenize(&["a"], &Device::Cpu).is_err(), "no tokenizer loaded: clear error");
+    assert!(clip.score_ids(&x, &ids.i(..2).unwrap()).is_err(), "mismatched counts are an error");
 }
 
 #[test]
 fn hub_sources_parse_and_resolve_from_a_populated_cache() {
     use erg::hub::{populate_cache, WeightSource};
     let s: WeightSource = "hf://org/model@v1/sub/w.safetensors".parse().unwrap();
-    assert_eq!(
-        s,
-        WeightSource::Hub {
-            repo: "org/model".into(),
-            revision: "v1".into(),
-            file: "sub/w.safetensors".into()
-        }
-    );
-    assert_eq!(
-        "weights/x.safetensors".parse::<WeightSource>().unwrap(),
-        WeightSource::Local("weights/x.safetensors".into())
-    );
+    assert_eq!(s, WeightSource::Hub { repo: "org/model".into(), revision: "v1".into(), file: "sub/w.safetensors".into() });
+    assert_eq!("weights/x.safetensors".parse::<WeightSource>().unwrap(), WeightSource::Local("weights/x.safetensors".into()));
     assert!("hf://org".parse::<WeightSource>().is_err());
-    assert!(WeightSource::Local("/nonexistent/w.safetensors".into())
-        .resolve()
-        .unwrap_err()
-        .to_string()
-        .contains("hf://"));
+    assert!(WeightSource::Local("/nonexistent/w.safetensors".into()).resolve().unwrap_err().to_string().contains("hf://"));
 
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("w.bin");
     std::fs::write(&src, b"weights").unwrap();
     let cache = dir.path().join("hf").join("hub");
-    populate_cache(
-        &cache,
-        "org/model",
-        "main",
-        "0123abcd",
-        &[("sub/w.bin", &src)],
-    )
-    .unwrap();
+    populate_cache(&cache, "org/model", "main", "0123abcd", &[("sub/w.bin", &src)]).unwrap();
     // hf-hub reads HF_HOME; this is the only test in this binary that touches it.
     std::env::set_var("HF_HOME", dir.path().join("hf"));
-    let p = WeightSource::hub("org/model", "sub/w.bin")
-        .resolve()
-        .unwrap();
+    let p = WeightSource::hub("org/model", "sub/w.bin").resolve().unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"weights");
     assert!(p.starts_with(&cache));
 }
@@ -347,32 +233,12 @@ fn hub_sources_parse_and_resolve_from_a_populated_cache() {
 #[test]
 #[ignore]
 fn inception_matches_pytorch_fid() {
-    let dir = std::path::PathBuf::from(
-        std::env::var("ERG_INCEPTION_PARITY")
-            .expect("set ERG_INCEPTION_PARITY to the folder the script wrote"),
-    );
-    let net = erg::features::inception::FidInception::load(
-        &dir.join("weights.safetensors"),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let dir = std::path::PathBuf::from(std::env::var("ERG_INCEPTION_PARITY").expect("set ERG_INCEPTION_PARITY to the folder the script wrote"));
+    let net = erg::features::inception::FidInception::load(&dir.join("weights.safetensors"), &Device::Cpu).unwrap();
     let io = erg::checkpoint::load_tensors(&dir.join("io.safetensors"), &Device::Cpu).unwrap();
     let f = net.features(&io["images"]).unwrap();
     let want = &io["features"];
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_keepdim(1)
-        .unwrap()
-        .max_keepdim(0)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()[0];
+    let scale = want.abs().unwrap().max_keepdim(1).unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[0];
     let d = max_abs_diff(&f, want);
-    assert!(
-        d < 1e-4 * scale.max(1.0),
-        "max |Δ| = {d} (feature scale {scale})"
-    );
+    assert!(d < 1e-4 * scale.max(1.0), "max |Δ| = {d} (feature scale {scale})");
 }

@@ -32,22 +32,9 @@ fn a_few_steps_lower_the_loss() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(60);
     cfg.checkpoint_every = 60;
-    let r = train(
-        &cfg,
-        &data(),
-        &Device::Cpu,
-        &RunPaths::new(dir.path()),
-        false,
-        None,
-        false,
-    )
-    .unwrap();
+    let r = train(&cfg, &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap();
     let log = std::fs::read_to_string(dir.path().join("loss.csv")).unwrap();
-    let losses: Vec<f64> = log
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
-        .collect();
+    let losses: Vec<f64> = log.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
     assert_eq!(losses.len(), 60);
     let first = losses[..10].iter().sum::<f64>() / 10.0;
     let last = losses[50..].iter().sum::<f64>() / 10.0;
@@ -62,27 +49,9 @@ fn resume_after_interruption_continues_the_same_run() {
     let broken = tempfile::tempdir().unwrap();
     let cfg = config(8);
     let d = data();
-    train(
-        &cfg,
-        &d,
-        &Device::Cpu,
-        &RunPaths::new(straight.path()),
-        false,
-        None,
-        false,
-    )
-    .unwrap();
+    train(&cfg, &d, &Device::Cpu, &RunPaths::new(straight.path()), false, None, false).unwrap();
     // "killed" after the checkpoint at step 4 (the log has rows past it that must be dropped)
-    let r = train(
-        &cfg,
-        &d,
-        &Device::Cpu,
-        &RunPaths::new(broken.path()),
-        false,
-        Some(4),
-        false,
-    )
-    .unwrap();
+    let r = train(&cfg, &d, &Device::Cpu, &RunPaths::new(broken.path()), false, Some(4), false).unwrap();
     assert_eq!(r.step, 4);
     std::fs::OpenOptions::new()
         .append(true)
@@ -91,83 +60,37 @@ fn resume_after_interruption_continues_the_same_run() {
         .unwrap()
         .unwrap();
     // without --resume an existing run is never overwritten
-    let e = train(
-        &cfg,
-        &d,
-        &Device::Cpu,
-        &RunPaths::new(broken.path()),
-        false,
-        None,
-        false,
-    )
-    .unwrap_err();
+    let e = train(&cfg, &d, &Device::Cpu, &RunPaths::new(broken.path()), false, None, false).unwrap_err();
     assert!(e.to_string().contains("--resume"), "{e}");
-    let r = train(
-        &cfg,
-        &d,
-        &Device::Cpu,
-        &RunPaths::new(broken.path()),
-        true,
-        None,
-        false,
-    )
-    .unwrap();
+    let r = train(&cfg, &d, &Device::Cpu, &RunPaths::new(broken.path()), true, None, false).unwrap();
     assert_eq!((r.resumed_from, r.step), (4, 8));
-    let (a, b) = (
-        read(&straight.path().join("state.safetensors")),
-        read(&broken.path().join("state.safetensors")),
-    );
+    let (a, b) = (read(&straight.path().join("state.safetensors")), read(&broken.path().join("state.safetensors")));
     assert_eq!(a.len(), b.len());
     for (k, v) in &a {
-        let diff = (v.to_dtype(candle_core::DType::F64).unwrap()
-            - b[k].to_dtype(candle_core::DType::F64).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .to_scalar::<f64>()
-        .unwrap();
+        let diff = (v.to_dtype(candle_core::DType::F64).unwrap() - b[k].to_dtype(candle_core::DType::F64).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert_eq!(diff, 0.0, "{k} differs after resume");
     }
     let la = std::fs::read_to_string(straight.path().join("loss.csv")).unwrap();
     let lb = std::fs::read_to_string(broken.path().join("loss.csv")).unwrap();
-    let col = |s: &str| {
-        s.lines()
-            .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
-            .collect::<Vec<_>>()
-    };
+    let col = |s: &str| s.lines().map(|l| l.split(',').take(2).collect::<Vec<_>>().join(",")).collect::<Vec<_>>();
     assert_eq!(col(&la), col(&lb));
     // a resume with another configuration is refused
     let mut other = cfg.clone();
     other.optim.lr = 1.0;
-    assert!(train(
-        &other,
-        &d,
-        &Device::Cpu,
-        &RunPaths::new(broken.path()),
-        true,
-        None,
-        false
-    )
-    .unwrap_err()
-    .to_string()
-    .contains("configuration"));
+    assert!(train(&other, &d, &Device::Cpu, &RunPaths::new(broken.path()), true, None, false).unwrap_err().to_string().contains("configuration"));
 }
 
 #[test]
 fn checkpoint_round_trip_and_deterministic_sampling() {
     let dir = tempfile::tempdir().unwrap();
-    train(
-        &config(4),
-        &data(),
-        &Device::Cpu,
-        &RunPaths::new(dir.path()),
-        false,
-        None,
-        false,
-    )
-    .unwrap();
+    train(&config(4), &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap();
     let ema = dir.path().join("ema.safetensors");
     let (m1, card) = load_dit(&ema, &Device::Cpu).unwrap();
     assert_eq!(card.step, 4);
@@ -176,98 +99,33 @@ fn checkpoint_round_trip_and_deterministic_sampling() {
     erg::checkpoint::save_dit(&read(&ema), &card, &copy, candle_core::DType::F16).unwrap();
     let (m2, _) = load_dit(&copy, &Device::Cpu).unwrap();
     let labels = class_grid_labels(10, 1, &Device::Cpu).unwrap();
-    let cfg = SampleConfig {
-        num_steps: 4,
-        seed: 3,
-        batch_size: 6,
-    };
+    let cfg = SampleConfig { num_steps: 4, seed: 3, batch_size: 6 };
     let g = Guidance::i_erg(2.0, IErg::class_conditional_defaults(2));
-    let a = sample(
-        Models::main(&m1),
-        &g,
-        &labels,
-        &cfg,
-        0,
-        &Device::Cpu,
-        |_, _| {},
-    )
-    .unwrap();
-    let b = sample(
-        Models::main(&m1),
-        &g,
-        &labels,
-        &cfg,
-        0,
-        &Device::Cpu,
-        |_, _| {},
-    )
-    .unwrap();
-    let c = sample(
-        Models::main(&m2),
-        &g,
-        &labels,
-        &cfg,
-        0,
-        &Device::Cpu,
-        |_, _| {},
-    )
-    .unwrap();
+    let a = sample(Models::main(&m1), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
+    let b = sample(Models::main(&m1), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
+    let c = sample(Models::main(&m2), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
     assert_eq!(
         a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
         b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
         "same seed ⇒ bit-identical samples"
     );
-    let diff = (&a.images - &c.images)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_keepdim(0)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = (&a.images - &c.images).unwrap().abs().unwrap().max_keepdim(0).unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
     assert!(diff < 5e-2, "f16 round trip changed samples by {diff}");
     // exact f32 round trip
     let copy32 = dir.path().join("copy32.safetensors");
     erg::checkpoint::save_dit(&read(&ema), &card, &copy32, candle_core::DType::F32).unwrap();
     let (m3, _) = load_dit(&copy32, &Device::Cpu).unwrap();
-    let d = sample(
-        Models::main(&m3),
-        &g,
-        &labels,
-        &cfg,
-        0,
-        &Device::Cpu,
-        |_, _| {},
-    )
-    .unwrap();
-    assert_eq!(
-        a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        d.images.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    );
+    let d = sample(Models::main(&m3), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
+    assert_eq!(a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), d.images.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     assert_eq!(a.nfe_per_step, 2.0); // CFG before κ, rectified CFG after: 2 NFE every step
 }
 
 #[test]
 fn missing_and_corrupt_checkpoints_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let e = load_dit(&dir.path().join("nope.safetensors"), &Device::Cpu)
-        .unwrap_err()
-        .to_string();
+    let e = load_dit(&dir.path().join("nope.safetensors"), &Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("not found") || e.contains("nope.json"), "{e}");
-    train(
-        &config(4),
-        &data(),
-        &Device::Cpu,
-        &RunPaths::new(dir.path()),
-        false,
-        None,
-        false,
-    )
-    .unwrap();
+    train(&config(4), &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap();
     let ema = dir.path().join("ema.safetensors");
     std::fs::write(&ema, b"this is not a safetensors file").unwrap();
     let e = load_dit(&ema, &Device::Cpu).unwrap_err();
@@ -276,15 +134,8 @@ fn missing_and_corrupt_checkpoints_are_reported() {
     let weak = dir.path().join("weak.safetensors");
     let mut card = erg::checkpoint::load_card(&weak).unwrap();
     card.config.hidden_size = 64;
-    std::fs::write(
-        dir.path().join("weak.json"),
-        serde_json::to_string(&card).unwrap(),
-    )
-    .unwrap();
-    assert!(load_dit(&weak, &Device::Cpu)
-        .unwrap_err()
-        .to_string()
-        .contains("do not match"));
+    std::fs::write(dir.path().join("weak.json"), serde_json::to_string(&card).unwrap()).unwrap();
+    assert!(load_dit(&weak, &Device::Cpu).unwrap_err().to_string().contains("do not match"));
 }
 
 #[test]
@@ -292,15 +143,6 @@ fn wrong_data_shape_is_rejected_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(2);
     cfg.model.input_size = (32, 32);
-    let e = train(
-        &cfg,
-        &data(),
-        &Device::Cpu,
-        &RunPaths::new(dir.path()),
-        false,
-        None,
-        false,
-    )
-    .unwrap_err();
+    let e = train(&cfg, &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap_err();
     assert!(e.to_string().contains("the model expects"), "{e}");
 }

@@ -39,33 +39,19 @@ pub struct Energy {
 impl Energy {
     /// Temperature scaling alone: α = γ = K = 1.
     pub fn temperature(tau: f64) -> Self {
-        Self {
-            tau,
-            alpha: 1.0,
-            gamma: 1.0,
-            steps: 1,
-        }
+        Self { tau, alpha: 1.0, gamma: 1.0, steps: 1 }
     }
 
     /// Checks the ranges of Algorithm 1: τ > 0, γ > 0, K ≥ 1, all finite.
     pub fn validate(&self) -> Result<()> {
         if !(self.tau.is_finite() && self.tau > 0.0) {
-            return Err(Error::hp(format!(
-                "tau must be finite and > 0, got {}",
-                self.tau
-            )));
+            return Err(Error::hp(format!("tau must be finite and > 0, got {}", self.tau)));
         }
         if !(self.gamma.is_finite() && self.gamma > 0.0) {
-            return Err(Error::hp(format!(
-                "gamma must be finite and > 0, got {}",
-                self.gamma
-            )));
+            return Err(Error::hp(format!("gamma must be finite and > 0, got {}", self.gamma)));
         }
         if !self.alpha.is_finite() {
-            return Err(Error::hp(format!(
-                "alpha must be finite, got {}",
-                self.alpha
-            )));
+            return Err(Error::hp(format!("alpha must be finite, got {}", self.alpha)));
         }
         if self.steps == 0 {
             return Err(Error::hp("the number of energy steps K must be >= 1"));
@@ -128,9 +114,7 @@ impl Rectifier {
             Rectifier::Energy(e) => e.validate(),
             Rectifier::SmoothedQueries { sigma } => {
                 if sigma.is_nan() || *sigma < 0.0 {
-                    Err(Error::hp(format!(
-                        "SEG sigma must be >= 0 (or infinite), got {sigma}"
-                    )))
+                    Err(Error::hp(format!("SEG sigma must be >= 0 (or infinite), got {sigma}")))
                 } else {
                     Ok(())
                 }
@@ -150,14 +134,7 @@ impl Rectifier {
 /// Errors: mismatched shapes, invalid rectifier hyperparameters.
 /// Source: ERG Algorithm 1 and Listing 2 (`multistep_attention`); PAG and SEG as cited on
 /// [`Rectifier`].
-pub fn attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    rectifier: &Rectifier,
-    mode: OpMode,
-    grid: Option<(usize, usize)>,
-) -> Result<Tensor> {
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, mode: OpMode, grid: Option<(usize, usize)>) -> Result<Tensor> {
     let (_, _, _, d) = q.dims4()?;
     let beta = 1.0 / (d as f64).sqrt();
     let kt = k.transpose(2, 3)?.contiguous()?;
@@ -170,20 +147,14 @@ pub fn attention(
         Rectifier::Standard | Rectifier::SkipBlock => attend(q, beta),
         Rectifier::Identity => {
             if q.dims() != v.dims() {
-                return Err(Error::shape(
-                    "PAG's identity attention needs as many queries as values (self-attention)",
-                ));
+                return Err(Error::shape("PAG's identity attention needs as many queries as values (self-attention)"));
             }
             Ok(v.clone())
         }
         Rectifier::SmoothedQueries { sigma } => {
             rectifier.validate()?;
-            let grid =
-                grid.ok_or_else(|| Error::shape("SEG needs the token grid of the queries"))?;
-            attend(
-                &crate::attention::smooth::smooth_queries(q, grid, *sigma)?,
-                beta,
-            )
+            let grid = grid.ok_or_else(|| Error::shape("SEG needs the token grid of the queries"))?;
+            attend(&crate::attention::smooth::smooth_queries(q, grid, *sigma)?, beta)
         }
         Rectifier::Energy(e) => {
             e.validate()?;
@@ -191,11 +162,7 @@ pub fn attention(
                 return attend(q, e.tau * beta);
             }
             if q.dims() != v.dims() {
-                return Err(Error::shape(format!(
-                    "the energy update needs queries and values of one shape, got {:?} and {:?}",
-                    q.dims(),
-                    v.dims()
-                )));
+                return Err(Error::shape(format!("the energy update needs queries and values of one shape, got {:?} and {:?}", q.dims(), v.dims())));
             }
             let mut state = q.clone();
             for _ in 0..e.steps {
@@ -228,11 +195,7 @@ impl AttentionPlan {
 
     /// `rectifier` in blocks `[l_min, l_max)`.
     pub fn blocks(rectifier: Rectifier, l_min: usize, l_max: usize) -> Self {
-        Self {
-            rectifier,
-            l_min,
-            l_max,
-        }
+        Self { rectifier, l_min, l_max }
     }
 
     /// The rectifier used by block `l`.
@@ -253,16 +216,10 @@ impl AttentionPlan {
     /// Checks `l_min ≤ l_max ≤ depth` and the rectifier's hyperparameters.
     pub fn validate(&self, depth: usize) -> Result<()> {
         if self.l_min > self.l_max {
-            return Err(Error::hp(format!(
-                "l_min ({}) must be <= l_max ({})",
-                self.l_min, self.l_max
-            )));
+            return Err(Error::hp(format!("l_min ({}) must be <= l_max ({})", self.l_min, self.l_max)));
         }
         if self.l_max > depth {
-            return Err(Error::hp(format!(
-                "l_max ({}) is beyond the model depth ({depth}): blocks are 0..{depth}",
-                self.l_max
-            )));
+            return Err(Error::hp(format!("l_max ({}) is beyond the model depth ({depth}): blocks are 0..{depth}", self.l_max)));
         }
         self.rectifier.validate()
     }
@@ -271,12 +228,7 @@ impl AttentionPlan {
 /// Block range `[l_min, l_max)` of a reference model of depth `ref_depth` scaled to `depth`
 /// (e.g. Table 7's blocks 12–15 of DiT-XL/2's 28 for a 6-block model gives 2–4).
 /// The range keeps at least one block.
-pub fn scale_block_range(
-    l_min: usize,
-    l_max: usize,
-    ref_depth: usize,
-    depth: usize,
-) -> (usize, usize) {
+pub fn scale_block_range(l_min: usize, l_max: usize, ref_depth: usize, depth: usize) -> (usize, usize) {
     let lo = ((l_min as f64) * depth as f64 / ref_depth as f64).floor() as usize;
     let hi = ((l_max as f64) * depth as f64 / ref_depth as f64).ceil() as usize;
     let lo = lo.min(depth.saturating_sub(1));
@@ -303,12 +255,7 @@ pub struct ForwardPlan {
 impl ForwardPlan {
     /// Groups with sampling kernels.
     pub fn new(groups: Vec<(usize, AttentionPlan)>) -> Self {
-        Self {
-            groups,
-            mode: OpMode::Infer,
-            record: None,
-            recorded: Default::default(),
-        }
+        Self { groups, mode: OpMode::Infer, record: None, recorded: Default::default() }
     }
     /// One plan for all `batch` rows, sampling kernels.
     pub fn uniform(batch: usize, plan: AttentionPlan) -> Self {
@@ -316,10 +263,7 @@ impl ForwardPlan {
     }
     /// Standard attention, differentiable kernels (training).
     pub fn train(batch: usize) -> Self {
-        Self {
-            mode: OpMode::Train,
-            ..Self::uniform(batch, AttentionPlan::standard())
-        }
+        Self { mode: OpMode::Train, ..Self::uniform(batch, AttentionPlan::standard()) }
     }
     /// Total rows.
     pub fn batch(&self) -> usize {
@@ -329,9 +273,7 @@ impl ForwardPlan {
     pub fn validate(&self, depth: usize) -> Result<()> {
         if let Some(l) = self.record {
             if l >= depth {
-                return Err(Error::hp(format!(
-                    "cannot record the attention of block {l}: the model has {depth} blocks"
-                )));
+                return Err(Error::hp(format!("cannot record the attention of block {l}: the model has {depth} blocks")));
             }
         }
         self.groups.iter().try_for_each(|(_, p)| p.validate(depth))
@@ -340,30 +282,16 @@ impl ForwardPlan {
     /// For block `l`, which rows skip the block (SLG): `None` when no group skips it, else one
     /// flag per group.
     pub fn skipped(&self, l: usize) -> Option<Vec<bool>> {
-        let flags: Vec<bool> = self
-            .groups
-            .iter()
-            .map(|(_, p)| *p.rectifier(l) == Rectifier::SkipBlock)
-            .collect();
+        let flags: Vec<bool> = self.groups.iter().map(|(_, p)| *p.rectifier(l) == Rectifier::SkipBlock).collect();
         flags.iter().any(|&f| f).then_some(flags)
     }
 
     /// Rectified attention of block `l` over the batch, splitting rows where plans differ.
     /// Shapes as in [`attention`], with B = [`Self::batch`]; `grid` as in [`attention`].
-    pub fn attend(
-        &self,
-        l: usize,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        grid: Option<(usize, usize)>,
-    ) -> Result<Tensor> {
+    pub fn attend(&self, l: usize, q: &Tensor, k: &Tensor, v: &Tensor, grid: Option<(usize, usize)>) -> Result<Tensor> {
         if self.record == Some(l) {
             let rows = self.groups[0].0;
-            let (qs, ks) = (
-                q.narrow(0, 0, rows)?.contiguous()?,
-                k.narrow(0, 0, rows)?.contiguous()?,
-            );
+            let (qs, ks) = (q.narrow(0, 0, rows)?.contiguous()?, k.narrow(0, 0, rows)?.contiguous()?);
             let d = q.dim(3)?;
             let logits = (qs.matmul(&ks.transpose(2, 3)?.contiguous()?)? / (d as f64).sqrt())?;
             let probs = softmax_last_dim(&logits, self.mode)?.mean(1)?; // (rows, N, N)
@@ -376,19 +304,8 @@ impl ForwardPlan {
         let mut outs = Vec::with_capacity(self.groups.len());
         let mut start = 0;
         for (rows, plan) in &self.groups {
-            let (qs, ks, vs) = (
-                q.narrow(0, start, *rows)?,
-                k.narrow(0, start, *rows)?,
-                v.narrow(0, start, *rows)?,
-            );
-            outs.push(attention(
-                &qs,
-                &ks,
-                &vs,
-                plan.rectifier(l),
-                self.mode,
-                grid,
-            )?);
+            let (qs, ks, vs) = (q.narrow(0, start, *rows)?, k.narrow(0, start, *rows)?, v.narrow(0, start, *rows)?);
+            outs.push(attention(&qs, &ks, &vs, plan.rectifier(l), self.mode, grid)?);
             start += rows;
         }
         Ok(Tensor::cat(&outs, 0)?)
@@ -397,20 +314,11 @@ impl ForwardPlan {
 
 /// Keeps rows of `new` for groups that run a block and rows of `old` for groups that skip it
 /// (`skipped` from [`ForwardPlan::skipped`]). Both (B, ...).
-pub fn select_rows(
-    plan: &ForwardPlan,
-    skipped: &[bool],
-    old: &Tensor,
-    new: &Tensor,
-) -> Result<Tensor> {
+pub fn select_rows(plan: &ForwardPlan, skipped: &[bool], old: &Tensor, new: &Tensor) -> Result<Tensor> {
     let mut parts = Vec::with_capacity(skipped.len());
     let mut start = 0;
     for ((rows, _), &skip) in plan.groups.iter().zip(skipped) {
-        parts.push(if skip {
-            old.narrow(0, start, *rows)?
-        } else {
-            new.narrow(0, start, *rows)?
-        });
+        parts.push(if skip { old.narrow(0, start, *rows)? } else { new.narrow(0, start, *rows)? });
         start += rows;
     }
     Ok(Tensor::cat(&parts, 0)?)

@@ -23,9 +23,7 @@ pub fn blur_matrix(g: usize, sigma: f64) -> Vec<f64> {
         (0..g).for_each(|i| m[i * g + i] = 1.0);
         return m;
     }
-    let w: Vec<f64> = (0..ks)
-        .map(|k| (-((k as f64 - r as f64).powi(2)) / (2.0 * sigma * sigma)).exp())
-        .collect();
+    let w: Vec<f64> = (0..ks).map(|k| (-((k as f64 - r as f64).powi(2)) / (2.0 * sigma * sigma)).exp()).collect();
     let z: f64 = w.iter().sum();
     for i in 0..g {
         for (k, wk) in w.iter().enumerate() {
@@ -68,9 +66,7 @@ pub fn smooth_queries(q: &Tensor, grid: (usize, usize), sigma: f64) -> Result<Te
     let (b, h, s, _) = q.dims4()?;
     let n = grid.0 * grid.1;
     if n > s || n == 0 {
-        return Err(Error::shape(format!(
-            "token grid {grid:?} does not fit {s} query tokens"
-        )));
+        return Err(Error::shape(format!("token grid {grid:?} does not fit {s} query tokens")));
     }
     let op = grid_blur_operator(grid, sigma, q.device())?.to_dtype(q.dtype())?; // (N, N)
     let img = q.narrow(2, 0, n)?.contiguous()?; // (B, H, N, d)
@@ -78,9 +74,6 @@ pub fn smooth_queries(q: &Tensor, grid: (usize, usize), sigma: f64) -> Result<Te
     if n == s {
         Ok(blurred)
     } else {
-        Ok(Tensor::cat(
-            &[blurred, q.narrow(2, n, s - n)?.contiguous()?],
-            2,
-        )?)
+        Ok(Tensor::cat(&[blurred, q.narrow(2, n, s - n)?.contiguous()?], 2)?)
     }
 }

@@ -52,11 +52,8 @@ pub struct Meta {
 /// Reads `meta.json` from `dir`.
 pub fn load_meta(dir: impl AsRef<Path>) -> Result<Meta> {
     let path = dir.as_ref().join("meta.json");
-    let text = std::fs::read_to_string(&path).map_err(|_| Error::Missing {
-        path: path.clone(),
-        hint: "the emoji data ships in data/emoji; rebuild it with `python3 data/prepare.py`"
-            .into(),
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|_| Error::Missing { path: path.clone(), hint: "the emoji data ships in data/emoji; rebuild it with `python3 data/prepare.py`".into() })?;
     serde_json::from_str(&text).map_err(|e| Error::corrupt(&path, e))
 }
 
@@ -68,10 +65,7 @@ pub fn load(dir: impl AsRef<Path>, size: usize) -> Result<Dataset> {
     let atlas_path = dir.join("atlas.png");
     let atlas = image::open(&atlas_path)
         .map_err(|e| match e {
-            image::ImageError::IoError(_) => Error::Missing {
-                path: atlas_path.clone(),
-                hint: "rebuild with `python3 data/prepare.py`".into(),
-            },
+            image::ImageError::IoError(_) => Error::Missing { path: atlas_path.clone(), hint: "rebuild with `python3 data/prepare.py`".into() },
             e => Error::corrupt(&atlas_path, e),
         })?
         .to_rgb8();
@@ -80,38 +74,18 @@ pub fn load(dir: impl AsRef<Path>, size: usize) -> Result<Dataset> {
     if atlas.width() != meta.per_row as u32 * t || atlas.height() < rows_needed * t {
         return Err(Error::corrupt(
             &atlas_path,
-            format!(
-                "atlas is {}x{}, meta.json expects {} tiles of {t}px, {} per row",
-                atlas.width(),
-                atlas.height(),
-                meta.items.len(),
-                meta.per_row
-            ),
+            format!("atlas is {}x{}, meta.json expects {} tiles of {t}px, {} per row", atlas.width(), atlas.height(), meta.items.len(), meta.per_row),
         ));
     }
     let mut data = Vec::with_capacity(meta.items.len() * 3 * size * size);
     for i in 0..meta.items.len() {
         let (y, x) = ((i / meta.per_row) as u32, (i % meta.per_row) as u32);
         let tile = image::imageops::crop_imm(&atlas, x * t, y * t, t, t).to_image();
-        let tile = if size as u32 == t {
-            tile
-        } else {
-            image::imageops::resize(
-                &tile,
-                size as u32,
-                size as u32,
-                image::imageops::FilterType::Lanczos3,
-            )
-        };
+        let tile = if size as u32 == t { tile } else { image::imageops::resize(&tile, size as u32, size as u32, image::imageops::FilterType::Lanczos3) };
         // HWC → CHW
         let raw = tile.into_raw();
         for c in 0..3 {
-            data.extend(
-                raw.iter()
-                    .skip(c)
-                    .step_by(3)
-                    .map(|&p| p as f32 / 127.5 - 1.0),
-            );
+            data.extend(raw.iter().skip(c).step_by(3).map(|&p| p as f32 / 127.5 - 1.0));
         }
     }
     let n = meta.items.len();

@@ -15,10 +15,7 @@ const EXTENSIONS: [&str; 4] = ["jpeg", "jpg", "png", "webp"];
 pub fn load(root: impl AsRef<Path>, size: usize, max_per_class: Option<usize>) -> Result<Dataset> {
     let root = root.as_ref();
     let mut classes: Vec<String> = std::fs::read_dir(root)
-        .map_err(|_| Error::Missing {
-            path: root.into(),
-            hint: "expected a folder with one sub-folder per class (ImageNet `train/`)".into(),
-        })?
+        .map_err(|_| Error::Missing { path: root.into(), hint: "expected a folder with one sub-folder per class (ImageNet `train/`)".into() })?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -33,11 +30,7 @@ pub fn load(root: impl AsRef<Path>, size: usize, max_per_class: Option<usize>) -
         let mut files: Vec<_> = std::fs::read_dir(root.join(class))?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| {
-                p.extension().is_some_and(|x| {
-                    EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str())
-                })
-            })
+            .filter(|p| p.extension().is_some_and(|x| EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str())))
             .collect();
         files.sort();
         for f in files.into_iter().take(max_per_class.unwrap_or(usize::MAX)) {
@@ -47,15 +40,7 @@ pub fn load(root: impl AsRef<Path>, size: usize, max_per_class: Option<usize>) -
         }
     }
     if tensors.is_empty() {
-        return Err(Error::corrupt(
-            root,
-            "no images found (extensions: JPEG, JPG, PNG, WEBP)",
-        ));
+        return Err(Error::corrupt(root, "no images found (extensions: JPEG, JPG, PNG, WEBP)"));
     }
-    Ok(Dataset {
-        images: Tensor::stack(&tensors, 0)?,
-        labels,
-        classes,
-        captions: None,
-    })
+    Ok(Dataset { images: Tensor::stack(&tensors, 0)?, labels, classes, captions: None })
 }

@@ -31,50 +31,21 @@ impl Dataset {
     /// `labels`: (N,) any integer dtype; `classes`: names (their count bounds the labels).
     ///
     /// Errors: shapes that disagree, labels out of range.
-    pub fn from_unit_images(
-        images: &Tensor,
-        labels: &Tensor,
-        classes: Vec<String>,
-        side: Option<usize>,
-    ) -> Result<Self> {
+    pub fn from_unit_images(images: &Tensor, labels: &Tensor, classes: Vec<String>, side: Option<usize>) -> Result<Self> {
         let images = match (images.rank(), side) {
             (4, _) => images.clone(),
             (2, Some(s)) => images.reshape((images.dim(0)?, 1, s, s))?,
-            _ => {
-                return Err(Error::shape(format!(
-                    "images must be (N, C, H, W), or (N, H*W) with `side`, got {:?}",
-                    images.dims()
-                )))
-            }
+            _ => return Err(Error::shape(format!("images must be (N, C, H, W), or (N, H*W) with `side`, got {:?}", images.dims()))),
         };
-        let labels: Vec<u32> = labels
-            .to_dtype(candle_core::DType::U32)?
-            .to_device(&Device::Cpu)?
-            .to_vec1()?;
+        let labels: Vec<u32> = labels.to_dtype(candle_core::DType::U32)?.to_device(&Device::Cpu)?.to_vec1()?;
         if labels.len() != images.dim(0)? {
-            return Err(Error::shape(format!(
-                "{} labels for {} images",
-                labels.len(),
-                images.dim(0)?
-            )));
+            return Err(Error::shape(format!("{} labels for {} images", labels.len(), images.dim(0)?)));
         }
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes.len()) {
-            return Err(Error::shape(format!(
-                "label {bad} out of range for {} classes",
-                classes.len()
-            )));
+            return Err(Error::shape(format!("label {bad} out of range for {} classes", classes.len())));
         }
-        let images = ((images
-            .to_dtype(candle_core::DType::F32)?
-            .to_device(&Device::Cpu)?
-            * 2.0)?
-            - 1.0)?;
-        Ok(Self {
-            images,
-            labels,
-            classes,
-            captions: None,
-        })
+        let images = ((images.to_dtype(candle_core::DType::F32)?.to_device(&Device::Cpu)? * 2.0)? - 1.0)?;
+        Ok(Self { images, labels, classes, captions: None })
     }
 
     /// Number of images.
@@ -92,20 +63,11 @@ impl Dataset {
     }
 
     /// A random batch (with replacement) moved to `device`: images (B, C, H, W), labels (B,) u32.
-    pub fn batch(
-        &self,
-        rng: &mut StdRng,
-        batch_size: usize,
-        device: &Device,
-    ) -> Result<(Tensor, Tensor)> {
+    pub fn batch(&self, rng: &mut StdRng, batch_size: usize, device: &Device) -> Result<(Tensor, Tensor)> {
         if self.is_empty() {
-            return Err(Error::Other(
-                "cannot draw a batch from an empty data set".into(),
-            ));
+            return Err(Error::Other("cannot draw a batch from an empty data set".into()));
         }
-        let idx: Vec<u32> = (0..batch_size)
-            .map(|_| rng.random_range(0..self.len() as u32))
-            .collect();
+        let idx: Vec<u32> = (0..batch_size).map(|_| rng.random_range(0..self.len() as u32)).collect();
         let labels: Vec<u32> = idx.iter().map(|&i| self.labels[i as usize]).collect();
         let idx_t = Tensor::new(idx.as_slice(), &Device::Cpu)?;
         let x = self.images.index_select(&idx_t, 0)?.to_device(device)?;
@@ -116,21 +78,10 @@ impl Dataset {
     pub fn per_class(&self, n: usize) -> Result<(Tensor, Vec<u32>)> {
         let mut idx = Vec::new();
         for c in 0..self.classes.len() as u32 {
-            idx.extend(
-                self.labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &l)| l == c)
-                    .map(|(i, _)| i as u32)
-                    .take(n),
-            );
+            idx.extend(self.labels.iter().enumerate().filter(|(_, &l)| l == c).map(|(i, _)| i as u32).take(n));
         }
         let labels = idx.iter().map(|&i| self.labels[i as usize]).collect();
-        Ok((
-            self.images
-                .index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?,
-            labels,
-        ))
+        Ok((self.images.index_select(&Tensor::new(idx.as_slice(), &Device::Cpu)?, 0)?, labels))
     }
 }
 
@@ -139,21 +90,14 @@ impl Dataset {
 pub fn image_to_tensor(img: &image::DynamicImage, size: usize, channels: usize) -> Result<Tensor> {
     let (w, h) = (img.width() as f64, img.height() as f64);
     let s = size as f64 / w.min(h);
-    let (nw, nh) = (
-        ((w * s).round() as u32).max(size as u32),
-        ((h * s).round() as u32).max(size as u32),
-    );
+    let (nw, nh) = (((w * s).round() as u32).max(size as u32), ((h * s).round() as u32).max(size as u32));
     let r = img.resize_exact(nw, nh, image::imageops::FilterType::Lanczos3);
     let (x0, y0) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
     let r = r.crop_imm(x0, y0, size as u32, size as u32);
     let data: Vec<u8> = match channels {
         1 => r.to_luma8().into_raw(),
         3 => r.to_rgb8().into_raw(),
-        c => {
-            return Err(Error::hp(format!(
-                "images must have 1 or 3 channels, got {c}"
-            )))
-        }
+        c => return Err(Error::hp(format!("images must have 1 or 3 channels, got {c}"))),
     };
     let t = Tensor::from_vec(data, (size, size, channels), &Device::Cpu)?.permute((2, 0, 1))?;
     Ok(((t.to_dtype(candle_core::DType::F32)? / 127.5)? - 1.0)?)

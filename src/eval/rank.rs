@@ -25,10 +25,7 @@ impl MetricSpec {
     /// The paper's class-conditional metrics: FID ↓, precision, recall, density, coverage,
     /// consistency ↑.
     pub fn paper_defaults() -> Vec<MetricSpec> {
-        let m = |n: &str, d| MetricSpec {
-            name: n.into(),
-            direction: d,
-        };
+        let m = |n: &str, d| MetricSpec { name: n.into(), direction: d };
         vec![
             m("fid", Direction::LowerIsBetter),
             m("precision", Direction::HigherIsBetter),
@@ -69,10 +66,7 @@ pub fn mean_ranks(values: &[Vec<f64>], metrics: &[MetricSpec]) -> Vec<f64> {
             i = j + 1;
         }
     }
-    total
-        .iter()
-        .map(|t| t / metrics.len().max(1) as f64)
-        .collect()
+    total.iter().map(|t| t / metrics.len().max(1) as f64).collect()
 }
 
 /// Index of the candidate with the lowest mean rank (the first one on ties), or `None` if empty.

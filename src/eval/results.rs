@@ -59,10 +59,7 @@ impl ResultsFile {
             }
             // rewrite without a torn tail so that appends start on a fresh line
             if !complete && !text.is_empty() {
-                let body: String = records
-                    .iter()
-                    .map(|r| serde_json::to_string(r).unwrap() + "\n")
-                    .collect();
+                let body: String = records.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
                 crate::checkpoint::write_atomic(&path, body.as_bytes())?;
             }
         }
@@ -84,10 +81,7 @@ impl ResultsFile {
         if let Some(d) = self.path.parent() {
             std::fs::create_dir_all(d)?;
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
         let line = serde_json::to_string(&record).map_err(|e| Error::Other(e.to_string()))? + "\n";
         f.write_all(line.as_bytes())?;
         f.sync_data()?;

@@ -37,15 +37,7 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self {
-            samples_per_class: 50,
-            num_steps: 50,
-            seed: 0,
-            batch_size: 128,
-            k_pr: 3,
-            k_dc: 5,
-            features: None,
-        }
+        Self { samples_per_class: 50, num_steps: 50, seed: 0, batch_size: 128, k_pr: 3, k_dc: 5, features: None }
     }
 }
 
@@ -58,30 +50,17 @@ pub struct Reference {
 }
 
 /// Features (N, D) of images (N, C, H, W) in [−1, 1], in chunks.
-pub fn extract(
-    extractor: &dyn FeatureExtractor,
-    images: &Tensor,
-    device: &Device,
-) -> Result<Tensor> {
+pub fn extract(extractor: &dyn FeatureExtractor, images: &Tensor, device: &Device) -> Result<Tensor> {
     let n = images.dim(0)?;
     let mut out = Vec::new();
     for s in (0..n).step_by(256) {
-        out.push(
-            extractor
-                .features(&images.narrow(0, s, 256.min(n - s))?.to_device(device)?)?
-                .to_device(&Device::Cpu)?,
-        );
+        out.push(extractor.features(&images.narrow(0, s, 256.min(n - s))?.to_device(device)?)?.to_device(&Device::Cpu)?);
     }
     Ok(Tensor::cat(&out, 0)?)
 }
 
 /// The reference set: all images of `data` (or its first `max` per class).
-pub fn reference(
-    extractor: &dyn FeatureExtractor,
-    data: &Dataset,
-    max_per_class: Option<usize>,
-    device: &Device,
-) -> Result<Reference> {
+pub fn reference(extractor: &dyn FeatureExtractor, data: &Dataset, max_per_class: Option<usize>, device: &Device) -> Result<Reference> {
     let images = match max_per_class {
         Some(k) => data.per_class(k)?.0,
         None => data.images.clone(),
@@ -94,15 +73,7 @@ pub fn reference(
 /// A stable key for a run's settings (FNV-1a of the JSON of method, seed, steps, size and, when
 /// it is not the default classifier, the feature extractor).
 pub fn run_key(guidance: &Guidance, cfg: &EvalConfig) -> String {
-    let mut s = serde_json::to_string(&(
-        guidance,
-        cfg.seed,
-        cfg.num_steps,
-        cfg.samples_per_class,
-        cfg.k_pr,
-        cfg.k_dc,
-    ))
-    .unwrap();
+    let mut s = serde_json::to_string(&(guidance, cfg.seed, cfg.num_steps, cfg.samples_per_class, cfg.k_pr, cfg.k_dc)).unwrap();
     if let Some(f) = &cfg.features {
         s.push_str(f);
     }
@@ -132,11 +103,7 @@ pub fn evaluate<M: Denoiser>(
 ) -> Result<RunRecord> {
     let t0 = Instant::now();
     let labels = class_grid_labels(num_classes, cfg.samples_per_class, device)?;
-    let scfg = SampleConfig {
-        num_steps: cfg.num_steps,
-        seed: cfg.seed,
-        batch_size: cfg.batch_size,
-    };
+    let scfg = SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
     let s = sample(models, guidance, &labels, &scfg, 0, device, on_step)?;
     let images = s.images.clamp(-1.0, 1.0)?;
     let feats = to_array2(&extract(extractor, &images, device)?)?;
@@ -145,11 +112,7 @@ pub fn evaluate<M: Denoiser>(
     let cons = if guidance.positive == Condition::Given {
         let mut logits = Vec::new();
         for st in (0..images.dim(0)?).step_by(256) {
-            logits.push(classifier.logits(&images.narrow(
-                0,
-                st,
-                256.min(images.dim(0)? - st),
-            )?)?);
+            logits.push(classifier.logits(&images.narrow(0, st, 256.min(images.dim(0)? - st))?)?);
         }
         consistency(&Tensor::cat(&logits, 0)?, &labels)?
     } else {
@@ -221,12 +184,7 @@ pub struct BenchPaths {
 impl Bench {
     /// Loads what `paths` names (see [`Bench::load`]).
     pub fn from_paths(paths: &BenchPaths, device: &Device) -> Result<Self> {
-        let mut bench = Self::load(
-            &paths.checkpoint,
-            &paths.weak_checkpoint,
-            &paths.classifier,
-            device,
-        )?;
+        let mut bench = Self::load(&paths.checkpoint, &paths.weak_checkpoint, &paths.classifier, device)?;
         if let (Some(name), Some(weights)) = (&paths.features, &paths.feature_weights) {
             bench.set_extractor(crate::features::load(name, weights, device)?, device)?;
         }
@@ -234,11 +192,7 @@ impl Bench {
     }
 
     /// Uses `extractor` for the distribution metrics (the reference features are recomputed).
-    pub fn set_extractor(
-        &mut self,
-        extractor: Box<dyn FeatureExtractor>,
-        device: &Device,
-    ) -> Result<()> {
+    pub fn set_extractor(&mut self, extractor: Box<dyn FeatureExtractor>, device: &Device) -> Result<()> {
         self.reference = reference(extractor.as_ref(), &self.data, None, device)?;
         self.extractor = Some(extractor);
         Ok(())
@@ -258,54 +212,20 @@ impl Bench {
     }
 
     /// Loads the three checkpoints and the emoji data at the model's resolution.
-    pub fn load(
-        checkpoint: &std::path::Path,
-        weak: &std::path::Path,
-        classifier: &std::path::Path,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(checkpoint: &std::path::Path, weak: &std::path::Path, classifier: &std::path::Path, device: &Device) -> Result<Self> {
         let (model, card) = crate::checkpoint::load_dit(checkpoint, device)?;
         let (weak, _) = crate::checkpoint::load_dit(weak, device)?;
         let (classifier, classifier_card) = SmallCnn::load(classifier, device)?;
-        let data =
-            crate::data::emoji::load(crate::data::emoji::DEFAULT_DIR, model.image_shape().1)?;
+        let data = crate::data::emoji::load(crate::data::emoji::DEFAULT_DIR, model.image_shape().1)?;
         let reference = reference(&classifier, &data, None, device)?;
-        Ok(Self {
-            model,
-            card,
-            weak,
-            classifier,
-            classifier_card,
-            extractor: None,
-            data,
-            reference,
-        })
+        Ok(Self { model, card, weak, classifier, classifier_card, extractor: None, data, reference })
     }
     /// The main and weak models.
     pub fn models(&self) -> Models<'_, crate::models::dit::Dit> {
-        Models {
-            main: &self.model,
-            weak: Some(&self.weak),
-        }
+        Models { main: &self.model, weak: Some(&self.weak) }
     }
     /// One evaluation run (see [`evaluate`]).
-    pub fn evaluate(
-        &self,
-        guidance: &Guidance,
-        cfg: &EvalConfig,
-        device: &Device,
-        on_step: impl FnMut(usize, usize),
-    ) -> Result<RunRecord> {
-        evaluate(
-            self.models(),
-            guidance,
-            self.extractor(),
-            &self.classifier,
-            &self.reference,
-            self.card.classes.len(),
-            cfg,
-            device,
-            on_step,
-        )
+    pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
+        evaluate(self.models(), guidance, self.extractor(), &self.classifier, &self.reference, self.card.classes.len(), cfg, device, on_step)
     }
 }

@@ -44,20 +44,7 @@ pub fn grid(method: &str, depth: usize, scales: &[f64]) -> Result<Vec<Guidance>>
                     }
                 }
             }
-            m if [
-                "pag",
-                "seg",
-                "sag",
-                "slg",
-                "cfg+pag",
-                "cfg+seg",
-                "cfg+sag",
-                "pag-uncond",
-                "seg-uncond",
-                "sag-uncond",
-            ]
-            .contains(&m) =>
-            {
+            m if ["pag", "seg", "sag", "slg", "cfg+pag", "cfg+seg", "cfg+sag", "pag-uncond", "seg-uncond", "sag-uncond"].contains(&m) => {
                 for s in [1.0, 3.0, 5.0] {
                     let mut g = base.clone();
                     let last = g.terms.last_mut().expect("perturbation term");
@@ -79,25 +66,14 @@ pub fn grid(method: &str, depth: usize, scales: &[f64]) -> Result<Vec<Guidance>>
 }
 
 /// For each method, the record with the lowest mean rank over `metrics` among that method's runs.
-pub fn select_per_method<'a>(
-    records: &'a [RunRecord],
-    metrics: &[MetricSpec],
-) -> BTreeMap<String, &'a RunRecord> {
+pub fn select_per_method<'a>(records: &'a [RunRecord], metrics: &[MetricSpec]) -> BTreeMap<String, &'a RunRecord> {
     let mut by: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
     for r in records {
         by.entry(r.method.clone()).or_default().push(r);
     }
     by.into_iter()
         .filter_map(|(m, runs)| {
-            let values: Vec<Vec<f64>> = runs
-                .iter()
-                .map(|r| {
-                    metrics
-                        .iter()
-                        .map(|s| r.metrics.get(&s.name).copied().unwrap_or(f64::NAN))
-                        .collect()
-                })
-                .collect();
+            let values: Vec<Vec<f64>> = runs.iter().map(|r| metrics.iter().map(|s| r.metrics.get(&s.name).copied().unwrap_or(f64::NAN)).collect()).collect();
             select_best(&values, metrics).map(|i| (m, runs[i]))
         })
         .collect()
@@ -108,11 +84,7 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
     let mut front: Vec<usize> = (0..points.len())
         .filter(|&i| {
             let (x, y) = points[i];
-            !x.is_nan()
-                && !y.is_nan()
-                && !points
-                    .iter()
-                    .any(|&(a, b)| a >= x && b >= y && (a > x || b > y))
+            !x.is_nan() && !y.is_nan() && !points.iter().any(|&(a, b)| a >= x && b >= y && (a > x || b > y))
         })
         .collect();
     front.sort_by(|&a, &b| points[a].0.partial_cmp(&points[b].0).unwrap());
@@ -132,28 +104,14 @@ pub fn plot_pareto(records: &[RunRecord], pairs: &[(&str, &str)], path: &Path) -
     methods.sort();
     methods.dedup();
     for (panel, (xm, ym)) in panels.iter().zip(pairs) {
-        let pts: Vec<(f64, f64)> = records
-            .iter()
-            .map(|r| {
-                (
-                    r.metrics.get(*xm).copied().unwrap_or(f64::NAN),
-                    r.metrics.get(*ym).copied().unwrap_or(f64::NAN),
-                )
-            })
-            .collect();
-        let finite: Vec<&(f64, f64)> = pts
-            .iter()
-            .filter(|p| p.0.is_finite() && p.1.is_finite())
-            .collect();
+        let pts: Vec<(f64, f64)> =
+            records.iter().map(|r| (r.metrics.get(*xm).copied().unwrap_or(f64::NAN), r.metrics.get(*ym).copied().unwrap_or(f64::NAN))).collect();
+        let finite: Vec<&(f64, f64)> = pts.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
         if finite.is_empty() {
             continue;
         }
-        let (x0, x1) = finite
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-        let (y0, y1) = finite
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        let (x0, x1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
+        let (y0, y1) = finite.iter().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
         let (px, py) = (((x1 - x0) * 0.1).max(1e-3), ((y1 - y0) * 0.1).max(1e-3));
         let mut chart = ChartBuilder::on(panel)
             .margin(12)
@@ -162,20 +120,11 @@ pub fn plot_pareto(records: &[RunRecord], pairs: &[(&str, &str)], path: &Path) -
             .caption(format!("{ym} vs {xm}"), ("sans-serif", 18))
             .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
             .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc(*xm)
-            .y_desc(*ym)
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+        chart.configure_mesh().x_desc(*xm).y_desc(*ym).draw().map_err(|e| err(e.to_string()))?;
         for (mi, m) in methods.iter().enumerate() {
             let color = Palette99::pick(mi).to_rgba();
-            let mine: Vec<(f64, f64)> = records
-                .iter()
-                .zip(&pts)
-                .filter(|(r, p)| r.method == *m && p.0.is_finite() && p.1.is_finite())
-                .map(|(_, p)| *p)
-                .collect();
+            let mine: Vec<(f64, f64)> =
+                records.iter().zip(&pts).filter(|(r, p)| r.method == *m && p.0.is_finite() && p.1.is_finite()).map(|(_, p)| *p).collect();
             chart
                 .draw_series(mine.iter().map(|&p| Circle::new(p, 4, color.filled())))
                 .map_err(|e| err(e.to_string()))?
@@ -183,17 +132,10 @@ pub fn plot_pareto(records: &[RunRecord], pairs: &[(&str, &str)], path: &Path) -
                 .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
             let front: Vec<(f64, f64)> = pareto_front(&mine).into_iter().map(|i| mine[i]).collect();
             if front.len() > 1 {
-                chart
-                    .draw_series(DashedLineSeries::new(front, 4, 3, color.stroke_width(1)))
-                    .map_err(|e| err(e.to_string()))?;
+                chart.draw_series(DashedLineSeries::new(front, 4, 3, color.stroke_width(1))).map_err(|e| err(e.to_string()))?;
             }
         }
-        chart
-            .configure_series_labels()
-            .border_style(BLACK)
-            .background_style(WHITE.mix(0.8))
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(|e| err(e.to_string()))?;
     }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())

@@ -58,29 +58,15 @@ impl SmallCnn {
     /// Builds from `vb` (weights `convs.{i}.{weight,bias}`, `head.{weight,bias}`).
     pub fn new(cfg: &ClassifierConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.widths.is_empty() || cfg.num_classes == 0 {
-            return Err(Error::hp(
-                "the classifier needs at least one conv width and one class",
-            ));
+            return Err(Error::hp("the classifier needs at least one conv width and one class"));
         }
         let mut convs = Vec::new();
         let mut c_in = cfg.in_channels;
         for (i, &w) in cfg.widths.iter().enumerate() {
-            convs.push(candle_nn::conv2d(
-                c_in,
-                w,
-                3,
-                Conv2dConfig {
-                    padding: 1,
-                    ..Default::default()
-                },
-                vb.pp(format!("convs.{i}")),
-            )?);
+            convs.push(candle_nn::conv2d(c_in, w, 3, Conv2dConfig { padding: 1, ..Default::default() }, vb.pp(format!("convs.{i}")))?);
             c_in = w;
         }
-        Ok(Self {
-            convs,
-            head: candle_nn::linear(c_in, cfg.num_classes, vb.pp("head"))?,
-        })
+        Ok(Self { convs, head: candle_nn::linear(c_in, cfg.num_classes, vb.pp("head"))? })
     }
 
     /// Penultimate features (N, D) from images (N, C, H, W) in [−1, 1].
@@ -103,15 +89,11 @@ impl SmallCnn {
     /// Loads weights and card (`x.safetensors` + `x.json`).
     pub fn load(weights: &Path, device: &Device) -> Result<(Self, ClassifierCard)> {
         let card_path = weights.with_extension("json");
-        let text = std::fs::read_to_string(&card_path).map_err(|_| Error::Missing {
-            path: card_path.clone(),
-            hint: "train one with `cargo run --release --example train_classifier`".into(),
-        })?;
-        let card: ClassifierCard =
-            serde_json::from_str(&text).map_err(|e| Error::corrupt(&card_path, e))?;
+        let text = std::fs::read_to_string(&card_path)
+            .map_err(|_| Error::Missing { path: card_path.clone(), hint: "train one with `cargo run --release --example train_classifier`".into() })?;
+        let card: ClassifierCard = serde_json::from_str(&text).map_err(|e| Error::corrupt(&card_path, e))?;
         let vb = VarBuilder::from_tensors(load_tensors(weights, device)?, DType::F32, device);
-        let model = Self::new(&card.config, vb)
-            .map_err(|e| Error::corrupt(weights, format!("weights do not match the card: {e}")))?;
+        let model = Self::new(&card.config, vb).map_err(|e| Error::corrupt(weights, format!("weights do not match the card: {e}")))?;
         Ok((model, card))
     }
 }
@@ -138,9 +120,7 @@ pub fn accuracy(model: &SmallCnn, data: &Dataset, idx: &[u32], device: &Device) 
         let it = Tensor::new(chunk, &Device::Cpu)?;
         let x = data.images.index_select(&it, 0)?.to_device(device)?;
         let y: Vec<u32> = chunk.iter().map(|&i| data.labels[i as usize]).collect();
-        hits += super::consistency(&model.logits(&x)?, &Tensor::new(y.as_slice(), device)?)?
-            * chunk.len() as f64
-            / 100.0;
+        hits += super::consistency(&model.logits(&x)?, &Tensor::new(y.as_slice(), device)?)? * chunk.len() as f64 / 100.0;
     }
     Ok(100.0 * hits / idx.len().max(1) as f64)
 }
@@ -162,46 +142,17 @@ pub fn train(
     use rand::Rng;
     let map = SeededVarMap::new(seed);
     let model = SmallCnn::new(cfg, seeded_varbuilder(&map, DType::F32, device))?;
-    let mut vars: Vec<_> = map
-        .varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut opt = AdamW::new(
-        vars.clone(),
-        AdamWConfig {
-            lr,
-            weight_decay: 1e-4,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = AdamW::new(vars.clone(), AdamWConfig { lr, weight_decay: 1e-4, ..Default::default() })?;
     let (train_idx, held_idx) = split(data.len());
-    let bar = if progress {
-        indicatif::ProgressBar::new(steps)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "classifier [{bar:30}] {pos}/{len} {per_sec} loss {msg}",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
+    let bar = if progress { indicatif::ProgressBar::new(steps) } else { indicatif::ProgressBar::hidden() };
+    bar.set_style(indicatif::ProgressStyle::with_template("classifier [{bar:30}] {pos}/{len} {per_sec} loss {msg}").unwrap().progress_chars("=> "));
     let w = data.images.dim(3)?;
-    let flip = Tensor::new(
-        (0..w as u32).rev().collect::<Vec<_>>().as_slice(),
-        &Device::Cpu,
-    )?;
+    let flip = Tensor::new((0..w as u32).rev().collect::<Vec<_>>().as_slice(), &Device::Cpu)?;
     for step in 0..steps {
         let mut r = crate::rng::stream(seed, step);
-        let idx: Vec<u32> = (0..batch_size)
-            .map(|_| train_idx[r.random_range(0..train_idx.len())])
-            .collect();
+        let idx: Vec<u32> = (0..batch_size).map(|_| train_idx[r.random_range(0..train_idx.len())]).collect();
         let it = Tensor::new(idx.as_slice(), &Device::Cpu)?;
         let mut x = data.images.index_select(&it, 0)?;
         if r.random::<bool>() {
@@ -226,14 +177,8 @@ pub fn train(
         batch_size,
         seed,
     };
-    let tensors = vars
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
+    let tensors = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     save_tensors(&tensors, weights, DType::F32)?;
-    write_atomic(
-        &weights.with_extension("json"),
-        &serde_json::to_vec_pretty(&card).map_err(|e| Error::Other(e.to_string()))?,
-    )?;
+    write_atomic(&weights.with_extension("json"), &serde_json::to_vec_pretty(&card).map_err(|e| Error::Other(e.to_string()))?)?;
     Ok((model, card))
 }

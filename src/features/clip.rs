@@ -34,38 +34,15 @@ pub struct Clip {
 
 impl Clip {
     /// Builds from `vb` with `cfg` (e.g. `ClipConfig::vit_base_patch32()`).
-    pub fn new(
-        cfg: &ClipConfig,
-        vb: VarBuilder,
-        tokenizer: Option<tokenizers::Tokenizer>,
-    ) -> Result<Self> {
-        Ok(Self {
-            model: ClipModel::new(vb, cfg)?,
-            image_size: cfg.image_size,
-            max_len: cfg.text_config.max_position_embeddings,
-            tokenizer,
-        })
+    pub fn new(cfg: &ClipConfig, vb: VarBuilder, tokenizer: Option<tokenizers::Tokenizer>) -> Result<Self> {
+        Ok(Self { model: ClipModel::new(vb, cfg)?, image_size: cfg.image_size, max_len: cfg.text_config.max_position_embeddings, tokenizer })
     }
 
     /// Loads safetensors weights and, if given, a `tokenizer.json`.
-    pub fn load(
-        cfg: &ClipConfig,
-        weights: &Path,
-        tokenizer: Option<&Path>,
-        device: &Device,
-    ) -> Result<Self> {
-        let vb = VarBuilder::from_tensors(
-            crate::checkpoint::load_tensors(weights, device)?,
-            DType::F32,
-            device,
-        );
+    pub fn load(cfg: &ClipConfig, weights: &Path, tokenizer: Option<&Path>, device: &Device) -> Result<Self> {
+        let vb = VarBuilder::from_tensors(crate::checkpoint::load_tensors(weights, device)?, DType::F32, device);
         let tok = match tokenizer {
-            Some(p) => Some(
-                tokenizers::Tokenizer::from_file(p).map_err(|e| Error::Corrupt {
-                    path: p.to_path_buf(),
-                    reason: e.to_string(),
-                })?,
-            ),
+            Some(p) => Some(tokenizers::Tokenizer::from_file(p).map_err(|e| Error::Corrupt { path: p.to_path_buf(), reason: e.to_string() })?),
             None => None,
         };
         Self::new(cfg, vb, tok)
@@ -75,11 +52,7 @@ impl Clip {
     pub fn image_embeddings(&self, images: &Tensor) -> Result<Tensor> {
         let s = self.image_size;
         let x = normalize_rgb(&images.to_dtype(DType::F32)?, CLIP_MEAN, CLIP_STD)?;
-        let x = if x.dim(2)? == s && x.dim(3)? == s {
-            x
-        } else {
-            bicubic(&x, s, s, None)?
-        };
+        let x = if x.dim(2)? == s && x.dim(3)? == s { x } else { bicubic(&x, s, s, None)? };
         l2_normalize(&self.model.get_image_features(&x)?)
     }
 
@@ -91,19 +64,11 @@ impl Clip {
 
     /// Token ids (N, L) of `texts`, padded with end-of-text and truncated to the model's context.
     pub fn tokenize(&self, texts: &[&str], device: &Device) -> Result<Tensor> {
-        let tok = self.tokenizer.as_ref().ok_or_else(|| {
-            Error::Hyperparameter(
-                "this CLIP was loaded without a tokenizer: pass tokenizer.json".into(),
-            )
-        })?;
-        let eos = tok
-            .token_to_id("<|endoftext|>")
-            .ok_or_else(|| Error::Other("tokenizer has no <|endoftext|> token".into()))?;
+        let tok = self.tokenizer.as_ref().ok_or_else(|| Error::Hyperparameter("this CLIP was loaded without a tokenizer: pass tokenizer.json".into()))?;
+        let eos = tok.token_to_id("<|endoftext|>").ok_or_else(|| Error::Other("tokenizer has no <|endoftext|> token".into()))?;
         let mut rows = Vec::new();
         for t in texts {
-            let enc = tok
-                .encode(*t, true)
-                .map_err(|e| Error::Other(format!("tokenize {t:?}: {e}")))?;
+            let enc = tok.encode(*t, true).map_err(|e| Error::Other(format!("tokenize {t:?}: {e}")))?;
             let mut ids: Vec<u32> = enc.get_ids().to_vec();
             ids.truncate(self.max_len);
             if ids.len() == self.max_len {
@@ -126,19 +91,10 @@ impl Clip {
     /// [−1, 1], `ids` (N, L).
     pub fn score_ids(&self, images: &Tensor, ids: &Tensor) -> Result<Vec<f64>> {
         if images.dim(0)? != ids.dim(0)? {
-            return Err(Error::Shape(format!(
-                "{} images but {} texts",
-                images.dim(0)?,
-                ids.dim(0)?
-            )));
+            return Err(Error::Shape(format!("{} images but {} texts", images.dim(0)?, ids.dim(0)?)));
         }
-        let cos = (self.image_embeddings(images)? * self.text_embeddings_from_ids(ids)?)?
-            .sum(D::Minus1)?; // (N,)
-        Ok(cos
-            .to_vec1::<f32>()?
-            .into_iter()
-            .map(|c| 100.0 * (c as f64).max(0.0))
-            .collect())
+        let cos = (self.image_embeddings(images)? * self.text_embeddings_from_ids(ids)?)?.sum(D::Minus1)?; // (N,)
+        Ok(cos.to_vec1::<f32>()?.into_iter().map(|c| 100.0 * (c as f64).max(0.0)).collect())
     }
 
     /// CLIPScore of each (image, prompt) pair (needs the tokenizer).
@@ -148,12 +104,7 @@ impl Clip {
 }
 
 fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    Ok(x.broadcast_div(
-        &x.sqr()?
-            .sum_keepdim(D::Minus1)?
-            .sqrt()?
-            .clamp(1e-12, f64::MAX)?,
-    )?)
+    Ok(x.broadcast_div(&x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?)?)
 }
 
 impl FeatureExtractor for Clip {

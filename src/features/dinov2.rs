@@ -47,14 +47,7 @@ pub struct Dinov2Config {
 
 impl Dinov2Config {
     fn vit(depth: usize, dim: usize, heads: usize) -> Self {
-        Self {
-            depth,
-            dim,
-            heads,
-            patch_size: 14,
-            native_size: 518,
-            input_size: 224,
-        }
+        Self { depth, dim, heads, patch_size: 14, native_size: 518, input_size: 224 }
     }
     /// ViT-S/14 (21 M parameters), `dinov2_vits14`.
     pub fn vit_small() -> Self {
@@ -74,9 +67,7 @@ impl Dinov2Config {
             "vits14" => Ok(Self::vit_small()),
             "vitb14" => Ok(Self::vit_base()),
             "vitl14" => Ok(Self::vit_large()),
-            _ => Err(crate::Error::Hyperparameter(format!(
-                "unknown DINOv2 preset {name:?}: use vits14, vitb14 or vitl14"
-            ))),
+            _ => Err(crate::Error::Hyperparameter(format!("unknown DINOv2 preset {name:?}: use vits14, vitb14 or vitl14"))),
         }
     }
 }
@@ -112,20 +103,14 @@ impl Block {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, n, c) = x.dims3()?;
         let hd = c / self.heads;
-        let qkv = self
-            .qkv
-            .forward(&self.norm1.forward(x)?)?
-            .reshape((b, n, 3, self.heads, hd))?
-            .permute((2, 0, 3, 1, 4))?; // (3, B, heads, N, hd)
+        let qkv = self.qkv.forward(&self.norm1.forward(x)?)?.reshape((b, n, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?; // (3, B, heads, N, hd)
         let q = (qkv.i(0)?.contiguous()? * (hd as f64).powf(-0.5))?;
         let k = qkv.i(1)?.contiguous()?;
         let v = qkv.i(2)?.contiguous()?;
         let a = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?; // (B, heads, N, N)
         let o = a.matmul(&v)?.transpose(1, 2)?.reshape((b, n, c))?; // (B, N, C)
         let x = (x + self.proj.forward(&o)?.broadcast_mul(&self.ls1)?)?;
-        let h = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
+        let h = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu_erf()?)?;
         Ok((x + h.broadcast_mul(&self.ls2)?)?)
     }
 }
@@ -145,44 +130,19 @@ impl Dinov2 {
     pub fn new(cfg: &Dinov2Config, vb: VarBuilder) -> Result<Self> {
         let p = cfg.patch_size;
         let grid = cfg.native_size / p;
-        let patch_embed = candle_nn::conv2d(
-            3,
-            cfg.dim,
-            p,
-            Conv2dConfig {
-                stride: p,
-                ..Default::default()
-            },
-            vb.pp("patch_embed.proj"),
-        )?;
-        let init = candle_nn::Init::Randn {
-            mean: 0.0,
-            stdev: 0.02,
-        };
+        let patch_embed = candle_nn::conv2d(3, cfg.dim, p, Conv2dConfig { stride: p, ..Default::default() }, vb.pp("patch_embed.proj"))?;
+        let init = candle_nn::Init::Randn { mean: 0.0, stdev: 0.02 };
         let cls_token = vb.get_with_hints((1, 1, cfg.dim), "cls_token", init)?;
         let pos_embed = vb.get_with_hints((1, 1 + grid * grid, cfg.dim), "pos_embed", init)?;
-        let blocks = (0..cfg.depth)
-            .map(|i| Block::new(cfg.dim, cfg.heads, vb.pp(format!("blocks.{i}"))))
-            .collect::<Result<Vec<_>>>()?;
+        let blocks = (0..cfg.depth).map(|i| Block::new(cfg.dim, cfg.heads, vb.pp(format!("blocks.{i}")))).collect::<Result<Vec<_>>>()?;
         let norm = candle_nn::layer_norm(cfg.dim, 1e-6, vb.pp("norm"))?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            patch_embed,
-            cls_token,
-            pos_embed,
-            blocks,
-            norm,
-        })
+        Ok(Self { cfg: cfg.clone(), patch_embed, cls_token, pos_embed, blocks, norm })
     }
 
     /// Loads safetensors weights from `path` (f32 on `device`); a missing or misshaped tensor
     /// is an error that names it.
     pub fn load(cfg: &Dinov2Config, path: &Path, device: &Device) -> Result<Self> {
-        let vb = VarBuilder::from_tensors(
-            crate::checkpoint::load_tensors(path, device)?,
-            DType::F32,
-            device,
-        );
+        let vb = VarBuilder::from_tensors(crate::checkpoint::load_tensors(path, device)?, DType::F32, device);
         Self::new(cfg, vb)
     }
 
@@ -200,15 +160,9 @@ impl Dinov2 {
         }
         let d = self.cfg.dim;
         let cls = self.pos_embed.i((.., ..1))?; // (1, 1, D)
-        let grid = self
-            .pos_embed
-            .i((.., 1..))?
-            .reshape((1, m, m, d))?
-            .permute((0, 3, 1, 2))?; // (1, D, M, M)
+        let grid = self.pos_embed.i((.., 1..))?.reshape((1, m, m, d))?.permute((0, 3, 1, 2))?; // (1, D, M, M)
         let scale = (m as f64 / (h as f64 + 0.1), m as f64 / (w as f64 + 0.1));
-        let grid = bicubic(&grid, h, w, Some(scale))?
-            .permute((0, 2, 3, 1))?
-            .reshape((1, h * w, d))?; // (1, h·w, D)
+        let grid = bicubic(&grid, h, w, Some(scale))?.permute((0, 2, 3, 1))?.reshape((1, h * w, d))?; // (1, h·w, D)
         Ok(Tensor::cat(&[&cls, &grid], 1)?)
     }
 
@@ -218,18 +172,11 @@ impl Dinov2 {
         let (b, _, h, w) = x.dims4()?;
         let p = self.cfg.patch_size;
         if h % p != 0 || w % p != 0 {
-            return Err(crate::Error::Shape(format!(
-                "DINOv2 input {h}×{w} is not a multiple of the patch size {p}"
-            )));
+            return Err(crate::Error::Shape(format!("DINOv2 input {h}×{w} is not a multiple of the patch size {p}")));
         }
-        let t = self
-            .patch_embed
-            .forward(x)?
-            .flatten_from(2)?
-            .transpose(1, 2)?; // (N, h·w, D)
+        let t = self.patch_embed.forward(x)?.flatten_from(2)?.transpose(1, 2)?; // (N, h·w, D)
         let cls = self.cls_token.broadcast_as((b, 1, self.cfg.dim))?;
-        let mut t =
-            Tensor::cat(&[&cls, &t], 1)?.broadcast_add(&self.pos_embed_for(h / p, w / p)?)?; // (N, 1 + h·w, D)
+        let mut t = Tensor::cat(&[&cls, &t], 1)?.broadcast_add(&self.pos_embed_for(h / p, w / p)?)?; // (N, 1 + h·w, D)
         for blk in &self.blocks {
             t = blk.forward(&t)?;
         }
@@ -243,11 +190,7 @@ impl FeatureExtractor for Dinov2 {
     fn features(&self, images: &Tensor) -> Result<Tensor> {
         let s = self.cfg.input_size;
         let x = normalize_rgb(&images.to_dtype(DType::F32)?, IMAGENET_MEAN, IMAGENET_STD)?;
-        let x = if x.dim(2)? == s && x.dim(3)? == s {
-            x
-        } else {
-            bicubic(&x, s, s, None)?
-        };
+        let x = if x.dim(2)? == s && x.dim(3)? == s { x } else { bicubic(&x, s, s, None)? };
         Ok(self.forward_tokens(&x)?.i((.., 0))?.contiguous()?)
     }
     fn name(&self) -> String {

@@ -28,22 +28,8 @@ struct BasicConv {
 }
 
 impl BasicConv {
-    fn new(
-        cin: usize,
-        cout: usize,
-        k: (usize, usize),
-        stride: usize,
-        pad: (usize, usize),
-        vb: VarBuilder,
-    ) -> Result<Self> {
-        let w = vb.get_with_hints(
-            (cout, cin, k.0, k.1),
-            "conv.weight",
-            Init::Randn {
-                mean: 0.0,
-                stdev: (1.0 / (cin * k.0 * k.1) as f64).sqrt(),
-            },
-        )?;
+    fn new(cin: usize, cout: usize, k: (usize, usize), stride: usize, pad: (usize, usize), vb: VarBuilder) -> Result<Self> {
+        let w = vb.get_with_hints((cout, cin, k.0, k.1), "conv.weight", Init::Randn { mean: 0.0, stdev: (1.0 / (cin * k.0 * k.1) as f64).sqrt() })?;
         let bn = vb.pp("bn");
         let gamma = bn.get_with_hints(cout, "weight", Init::Const(1.0))?;
         let beta = bn.get_with_hints(cout, "bias", Init::Const(0.0))?;
@@ -52,29 +38,11 @@ impl BasicConv {
         let s = gamma.broadcast_div(&(var + 1e-3)?.sqrt()?)?; // (cout,)
         let w = w.broadcast_mul(&s.reshape((cout, 1, 1, 1))?)?;
         let b = (beta - mean.mul(&s)?)?;
-        Ok(Self {
-            conv: Conv2d::new(
-                w,
-                Some(b),
-                Conv2dConfig {
-                    stride,
-                    ..Default::default()
-                },
-            ),
-            pad,
-        })
+        Ok(Self { conv: Conv2d::new(w, Some(b), Conv2dConfig { stride, ..Default::default() }), pad })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = if self.pad.0 > 0 {
-            x.pad_with_zeros(2, self.pad.0, self.pad.0)?
-        } else {
-            x.clone()
-        };
-        let x = if self.pad.1 > 0 {
-            x.pad_with_zeros(3, self.pad.1, self.pad.1)?
-        } else {
-            x
-        };
+        let x = if self.pad.0 > 0 { x.pad_with_zeros(2, self.pad.0, self.pad.0)? } else { x.clone() };
+        let x = if self.pad.1 > 0 { x.pad_with_zeros(3, self.pad.1, self.pad.1)? } else { x };
         Ok(self.conv.forward(&x)?.relu()?)
     }
 }
@@ -88,38 +56,24 @@ fn conv_s2(cin: usize, cout: usize, k: usize, vb: VarBuilder) -> Result<BasicCon
 }
 
 /// 1×n (`horizontal`) or n×1 convolution with "same" padding.
-fn conv_line(
-    cin: usize,
-    cout: usize,
-    n: usize,
-    horizontal: bool,
-    vb: VarBuilder,
-) -> Result<BasicConv> {
-    let (k, p) = if horizontal {
-        ((1, n), (0, n / 2))
-    } else {
-        ((n, 1), (n / 2, 0))
-    };
+fn conv_line(cin: usize, cout: usize, n: usize, horizontal: bool, vb: VarBuilder) -> Result<BasicConv> {
+    let (k, p) = if horizontal { ((1, n), (0, n / 2)) } else { ((n, 1), (n / 2, 0)) };
     BasicConv::new(cin, cout, k, 1, p, vb)
 }
 
 /// 3×3 average pool, stride 1, padding 1, `count_include_pad = False` (the TF graph's pool).
 pub fn avg_pool_3x3_exclude_pad(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let pad =
-        |t: &Tensor| -> Result<Tensor> { Ok(t.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?) };
+    let pad = |t: &Tensor| -> Result<Tensor> { Ok(t.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?) };
     let sum = pad(x)?.avg_pool2d_with_stride(3, 1)?; // Σ / 9
-    let count =
-        pad(&Tensor::ones((1, 1, h, w), x.dtype(), x.device())?)?.avg_pool2d_with_stride(3, 1)?; // (valid taps) / 9
+    let count = pad(&Tensor::ones((1, 1, h, w), x.dtype(), x.device())?)?.avg_pool2d_with_stride(3, 1)?; // (valid taps) / 9
     Ok(sum.broadcast_div(&count)?)
 }
 
 /// 3×3 max pool, stride 1, padding 1. Zero padding is exact here because every input is a ReLU
 /// output (≥ 0) and each window holds at least one real element.
 fn max_pool_3x3_same(x: &Tensor) -> Result<Tensor> {
-    Ok(x.pad_with_zeros(2, 1, 1)?
-        .pad_with_zeros(3, 1, 1)?
-        .max_pool2d_with_stride(3, 1)?)
+    Ok(x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 1)?)
 }
 
 fn max_pool_s2(x: &Tensor) -> Result<Tensor> {
@@ -137,15 +91,8 @@ impl InceptionA {
     fn new(cin: usize, pool_features: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             b1: conv(cin, 64, 1, vb.pp("branch1x1"))?,
-            b5: [
-                conv(cin, 48, 1, vb.pp("branch5x5_1"))?,
-                conv(48, 64, 5, vb.pp("branch5x5_2"))?,
-            ],
-            b3: [
-                conv(cin, 64, 1, vb.pp("branch3x3dbl_1"))?,
-                conv(64, 96, 3, vb.pp("branch3x3dbl_2"))?,
-                conv(96, 96, 3, vb.pp("branch3x3dbl_3"))?,
-            ],
+            b5: [conv(cin, 48, 1, vb.pp("branch5x5_1"))?, conv(48, 64, 5, vb.pp("branch5x5_2"))?],
+            b3: [conv(cin, 64, 1, vb.pp("branch3x3dbl_1"))?, conv(64, 96, 3, vb.pp("branch3x3dbl_2"))?, conv(96, 96, 3, vb.pp("branch3x3dbl_3"))?],
             pool: conv(cin, pool_features, 1, vb.pp("branch_pool"))?,
         })
     }
@@ -167,11 +114,7 @@ impl InceptionB {
     fn new(cin: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
             b3: conv_s2(cin, 384, 3, vb.pp("branch3x3"))?,
-            dbl: [
-                conv(cin, 64, 1, vb.pp("branch3x3dbl_1"))?,
-                conv(64, 96, 3, vb.pp("branch3x3dbl_2"))?,
-                conv_s2(96, 96, 3, vb.pp("branch3x3dbl_3"))?,
-            ],
+            dbl: [conv(cin, 64, 1, vb.pp("branch3x3dbl_1"))?, conv(64, 96, 3, vb.pp("branch3x3dbl_2"))?, conv_s2(96, 96, 3, vb.pp("branch3x3dbl_3"))?],
         })
     }
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -224,10 +167,7 @@ struct InceptionD {
 impl InceptionD {
     fn new(cin: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            b3: [
-                conv(cin, 192, 1, vb.pp("branch3x3_1"))?,
-                conv_s2(192, 320, 3, vb.pp("branch3x3_2"))?,
-            ],
+            b3: [conv(cin, 192, 1, vb.pp("branch3x3_1"))?, conv_s2(192, 320, 3, vb.pp("branch3x3_2"))?],
             b7: [
                 conv(cin, 192, 1, vb.pp("branch7x7x3_1"))?,
                 conv_line(192, 192, 7, true, vb.pp("branch7x7x3_2"))?,
@@ -259,16 +199,10 @@ impl InceptionE {
         Ok(Self {
             b1: conv(cin, 320, 1, vb.pp("branch1x1"))?,
             b3_1: conv(cin, 384, 1, vb.pp("branch3x3_1"))?,
-            b3_2: [
-                conv_line(384, 384, 3, true, vb.pp("branch3x3_2a"))?,
-                conv_line(384, 384, 3, false, vb.pp("branch3x3_2b"))?,
-            ],
+            b3_2: [conv_line(384, 384, 3, true, vb.pp("branch3x3_2a"))?, conv_line(384, 384, 3, false, vb.pp("branch3x3_2b"))?],
             dbl_1: conv(cin, 448, 1, vb.pp("branch3x3dbl_1"))?,
             dbl_2: conv(448, 384, 3, vb.pp("branch3x3dbl_2"))?,
-            dbl_3: [
-                conv_line(384, 384, 3, true, vb.pp("branch3x3dbl_3a"))?,
-                conv_line(384, 384, 3, false, vb.pp("branch3x3dbl_3b"))?,
-            ],
+            dbl_3: [conv_line(384, 384, 3, true, vb.pp("branch3x3dbl_3a"))?, conv_line(384, 384, 3, false, vb.pp("branch3x3dbl_3b"))?],
             pool: conv(cin, 192, 1, vb.pp("branch_pool"))?,
             max_pool,
         })
@@ -279,11 +213,7 @@ impl InceptionE {
         let b = Tensor::cat(&[self.b3_2[0].forward(&t)?, self.b3_2[1].forward(&t)?], 1)?;
         let t = self.dbl_2.forward(&self.dbl_1.forward(x)?)?;
         let c = Tensor::cat(&[self.dbl_3[0].forward(&t)?, self.dbl_3[1].forward(&t)?], 1)?;
-        let p = if self.max_pool {
-            max_pool_3x3_same(x)?
-        } else {
-            avg_pool_3x3_exclude_pad(x)?
-        };
+        let p = if self.max_pool { max_pool_3x3_same(x)? } else { avg_pool_3x3_exclude_pad(x)? };
         let d = self.pool.forward(&p)?;
         Ok(Tensor::cat(&[a, b, c, d], 1)?)
     }
@@ -315,11 +245,7 @@ impl FidInception {
                 conv(64, 80, 1, vb.pp("Conv2d_3b_1x1"))?,
                 BasicConv::new(80, 192, (3, 3), 1, (0, 0), vb.pp("Conv2d_4a_3x3"))?,
             ],
-            mixed_5: [
-                InceptionA::new(192, 32, vb.pp("Mixed_5b"))?,
-                InceptionA::new(256, 64, vb.pp("Mixed_5c"))?,
-                InceptionA::new(288, 64, vb.pp("Mixed_5d"))?,
-            ],
+            mixed_5: [InceptionA::new(192, 32, vb.pp("Mixed_5b"))?, InceptionA::new(256, 64, vb.pp("Mixed_5c"))?, InceptionA::new(288, 64, vb.pp("Mixed_5d"))?],
             mixed_6a: InceptionB::new(288, vb.pp("Mixed_6a"))?,
             mixed_6: [
                 InceptionC::new(768, 128, vb.pp("Mixed_6b"))?,
@@ -328,21 +254,14 @@ impl FidInception {
                 InceptionC::new(768, 192, vb.pp("Mixed_6e"))?,
             ],
             mixed_7a: InceptionD::new(768, vb.pp("Mixed_7a"))?,
-            mixed_7: [
-                InceptionE::new(1280, false, vb.pp("Mixed_7b"))?,
-                InceptionE::new(2048, true, vb.pp("Mixed_7c"))?,
-            ],
+            mixed_7: [InceptionE::new(1280, false, vb.pp("Mixed_7b"))?, InceptionE::new(2048, true, vb.pp("Mixed_7c"))?],
         })
     }
 
     /// Loads safetensors weights from `path` (f32 on `device`); a missing or misshaped tensor is
     /// an error that names it.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let vb = VarBuilder::from_tensors(
-            crate::checkpoint::load_tensors(path, device)?,
-            DType::F32,
-            device,
-        );
+        let vb = VarBuilder::from_tensors(crate::checkpoint::load_tensors(path, device)?, DType::F32, device);
         Self::new(vb)
     }
 
@@ -375,17 +294,9 @@ impl FeatureExtractor for FidInception {
     /// bilinear resize to 299×299 (pytorch-fid `resize_input`), no other normalisation.
     fn features(&self, images: &Tensor) -> Result<Tensor> {
         let x = images.to_dtype(DType::F32)?;
-        let x = if x.dim(1)? == 1 {
-            x.repeat((1, 3, 1, 1))?
-        } else {
-            x
-        };
+        let x = if x.dim(1)? == 1 { x.repeat((1, 3, 1, 1))? } else { x };
         let s = Self::INPUT_SIZE;
-        let x = if x.dim(2)? == s && x.dim(3)? == s {
-            x
-        } else {
-            bilinear(&x, s, s)?
-        };
+        let x = if x.dim(2)? == s && x.dim(3)? == s { x } else { bilinear(&x, s, s)? };
         self.forward(&x)
     }
     fn name(&self) -> String {

@@ -30,27 +30,21 @@ pub trait FeatureExtractor {
 /// `logits` (N, K), `labels` (N,) u32.
 pub fn consistency(logits: &Tensor, labels: &Tensor) -> Result<f64> {
     let pred = logits.argmax(1)?.to_dtype(candle_core::DType::U32)?;
-    let hits = pred
-        .eq(&labels.to_dtype(candle_core::DType::U32)?)?
-        .to_dtype(candle_core::DType::F32)?
-        .sum_all()?
-        .to_scalar::<f32>()?;
+    let hits = pred.eq(&labels.to_dtype(candle_core::DType::U32)?)?.to_dtype(candle_core::DType::F32)?.sum_all()?.to_scalar::<f32>()?;
     Ok(100.0 * hits as f64 / labels.dim(0)? as f64)
 }
 
 /// A pretrained extractor by name, with weights from `source` (a path or `hf://org/name/file`):
 /// `inception` (pytorch-fid Inception-v3 pool3), `dinov2-vits14` / `dinov2-vitb14` /
 /// `dinov2-vitl14` (CLS token), `clip-vit-b32` (CLIP image embeddings).
-pub fn load(
-    name: &str,
-    source: &str,
-    device: &candle_core::Device,
-) -> Result<Box<dyn FeatureExtractor>> {
+pub fn load(name: &str, source: &str, device: &candle_core::Device) -> Result<Box<dyn FeatureExtractor>> {
     let path = source.parse::<crate::hub::WeightSource>()?.resolve()?;
     Ok(match name {
         "inception" => Box::new(inception::FidInception::load(&path, device)?),
         n if n.starts_with("dinov2-") => Box::new(dinov2::Dinov2::load(&dinov2::Dinov2Config::by_name(&n["dinov2-".len()..])?, &path, device)?),
         "clip-vit-b32" => Box::new(clip::Clip::load(&candle_transformers::models::clip::ClipConfig::vit_base_patch32(), &path, None, device)?),
-        _ => return Err(crate::Error::Hyperparameter(format!("unknown feature extractor {name:?}: use inception, dinov2-vits14/vitb14/vitl14 or clip-vit-b32"))),
+        _ => {
+            return Err(crate::Error::Hyperparameter(format!("unknown feature extractor {name:?}: use inception, dinov2-vits14/vitb14/vitl14 or clip-vit-b32")))
+        }
     })
 }

@@ -44,10 +44,7 @@ pub fn bicubic(x: &Tensor, h: usize, w: usize, scale: Option<(f64, f64)>) -> Res
     let (n, c, hi, wi) = x.dims4()?;
     let (sh, sw) = scale.unwrap_or((hi as f64 / h as f64, wi as f64 / w as f64));
     let mat = |n_in, n_out, s, dev: &Device| -> Result<Tensor> {
-        let v: Vec<f32> = bicubic_matrix(n_in, n_out, s)
-            .into_iter()
-            .map(|a| a as f32)
-            .collect();
+        let v: Vec<f32> = bicubic_matrix(n_in, n_out, s).into_iter().map(|a| a as f32).collect();
         Ok(Tensor::from_vec(v, (n_out, n_in), dev)?)
     };
     let dt = x.dtype();
@@ -55,15 +52,8 @@ pub fn bicubic(x: &Tensor, h: usize, w: usize, scale: Option<(f64, f64)>) -> Res
     let mh = mat(hi, h, sh, x.device())?; // (h, H)
     let mw = mat(wi, w, sw, x.device())?; // (w, W)
     let y = x.reshape((n * c * hi, wi))?.matmul(&mw.t()?)?; // (N·C·H, w)
-    let y = y
-        .reshape((n * c, hi, w))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((n * c * w, hi))?; // (N·C·w, H)
-    let y = y
-        .matmul(&mh.t()?)?
-        .reshape((n * c, w, h))?
-        .transpose(1, 2)?; // (N·C, h, w)
+    let y = y.reshape((n * c, hi, w))?.transpose(1, 2)?.contiguous()?.reshape((n * c * w, hi))?; // (N·C·w, H)
+    let y = y.matmul(&mh.t()?)?.reshape((n * c, w, h))?.transpose(1, 2)?; // (N·C, h, w)
     Ok(y.contiguous()?.reshape((n, c, h, w))?.to_dtype(dt)?)
 }
 
@@ -75,11 +65,7 @@ pub fn bilinear(x: &Tensor, h: usize, w: usize) -> Result<Tensor> {
 /// Maps images in [−1, 1] to [0, 1] and normalises per channel: (x − mean) / std; grey images are
 /// repeated to three channels first. `x`: (N, C ∈ {1, 3}, H, W).
 pub fn normalize_rgb(x: &Tensor, mean: [f32; 3], std: [f32; 3]) -> Result<Tensor> {
-    let x = if x.dim(1)? == 1 {
-        x.repeat((1, 3, 1, 1))?
-    } else {
-        x.clone()
-    };
+    let x = if x.dim(1)? == 1 { x.repeat((1, 3, 1, 1))? } else { x.clone() };
     let x = ((x + 1.0)? * 0.5)?;
     let m = Tensor::new(&mean, x.device())?.reshape((1, 3, 1, 1))?;
     let s = Tensor::new(&std, x.device())?.reshape((1, 3, 1, 1))?;

@@ -29,37 +29,22 @@ pub struct Apg {
 
 impl Default for Apg {
     fn default() -> Self {
-        Self {
-            momentum: -0.5,
-            norm_threshold: 5.0,
-            eta: 0.0,
-        }
+        Self { momentum: -0.5, norm_threshold: 5.0, eta: 0.0 }
     }
 }
 
 impl Apg {
     /// Checks r > 0 and finite β, η.
     pub fn validate(&self) -> Result<()> {
-        if self.norm_threshold.is_nan()
-            || self.norm_threshold <= 0.0
-            || !self.momentum.is_finite()
-            || !self.eta.is_finite()
-        {
-            return Err(Error::hp(format!(
-                "APG needs norm_threshold > 0 and finite momentum/eta, got {self:?}"
-            )));
+        if self.norm_threshold.is_nan() || self.norm_threshold <= 0.0 || !self.momentum.is_finite() || !self.eta.is_finite() {
+            return Err(Error::hp(format!("APG needs norm_threshold > 0 and finite momentum/eta, got {self:?}")));
         }
         Ok(())
     }
 
     /// One term's update u from the clean estimates (B, ...) and its momentum buffer
     /// (updated in place; `None` at the first step).
-    pub fn update(
-        &self,
-        x_pos: &Tensor,
-        x_neg: &Tensor,
-        buffer: &mut Option<Tensor>,
-    ) -> Result<Tensor> {
+    pub fn update(&self, x_pos: &Tensor, x_neg: &Tensor, buffer: &mut Option<Tensor>) -> Result<Tensor> {
         let mut d = (x_pos - x_neg)?;
         if self.momentum != 0.0 {
             if let Some(b) = buffer.as_ref() {

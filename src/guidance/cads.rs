@@ -27,12 +27,7 @@ pub struct Cads {
 
 impl Default for Cads {
     fn default() -> Self {
-        Self {
-            tau1: 0.6,
-            tau2: 0.9,
-            noise_scale: 0.25,
-            psi: 1.0,
-        }
+        Self { tau1: 0.6, tau2: 0.9, noise_scale: 0.25, psi: 1.0 }
     }
 }
 
@@ -40,17 +35,10 @@ impl Cads {
     /// Checks 0 ≤ τ₁ < τ₂ ≤ 1, s ≥ 0, ψ ∈ [0, 1].
     pub fn validate(&self) -> Result<()> {
         if !(0.0 <= self.tau1 && self.tau1 < self.tau2 && self.tau2 <= 1.0) {
-            return Err(Error::hp(format!(
-                "CADS needs 0 <= tau1 < tau2 <= 1, got tau1 = {}, tau2 = {}",
-                self.tau1, self.tau2
-            )));
+            return Err(Error::hp(format!("CADS needs 0 <= tau1 < tau2 <= 1, got tau1 = {}, tau2 = {}", self.tau1, self.tau2)));
         }
-        if !(self.noise_scale >= 0.0 && self.noise_scale.is_finite())
-            || !(0.0..=1.0).contains(&self.psi)
-        {
-            return Err(Error::hp(format!(
-                "CADS needs noise_scale >= 0 and psi in [0, 1], got {self:?}"
-            )));
+        if !(self.noise_scale >= 0.0 && self.noise_scale.is_finite()) || !(0.0..=1.0).contains(&self.psi) {
+            return Err(Error::hp(format!("CADS needs noise_scale >= 0 and psi in [0, 1], got {self:?}")));
         }
         Ok(())
     }
@@ -79,20 +67,12 @@ impl Cads {
         }
         let stats = |x: &Tensor| -> Result<(Tensor, Tensor)> {
             let m = x.mean_keepdim(D::Minus1)?;
-            let s = x
-                .broadcast_sub(&m)?
-                .sqr()?
-                .mean_keepdim(D::Minus1)?
-                .sqrt()?;
+            let s = x.broadcast_sub(&m)?.sqr()?.mean_keepdim(D::Minus1)?.sqrt()?;
             Ok((m, s))
         };
         let (my, sy) = stats(y)?;
         let (mn, sn) = stats(&noisy)?;
-        let rescaled = noisy
-            .broadcast_sub(&mn)?
-            .broadcast_div(&(sn + 1e-12)?)?
-            .broadcast_mul(&sy)?
-            .broadcast_add(&my)?;
+        let rescaled = noisy.broadcast_sub(&mn)?.broadcast_div(&(sn + 1e-12)?)?.broadcast_mul(&sy)?.broadcast_add(&my)?;
         Ok(((rescaled * self.psi)? + (noisy * (1.0 - self.psi))?)?)
     }
 }

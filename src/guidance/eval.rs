@@ -54,32 +54,24 @@ impl<'a, M: Denoiser> Guider<'a, M> {
     pub fn new(guidance: &'a Guidance, models: Models<'a, M>, noise_key: u64) -> Result<Self> {
         guidance.validate(models.main.depth())?;
         if guidance.needs_weak_model() {
-            let weak = models.weak.ok_or_else(|| Error::hp(format!("{} needs a weak model (AutoGuidance): pass the early checkpoint, e.g. data/checkpoints/emoji-dit-weak.safetensors", guidance.name)))?;
+            let weak = models.weak.ok_or_else(|| {
+                Error::hp(format!(
+                    "{} needs a weak model (AutoGuidance): pass the early checkpoint, e.g. data/checkpoints/emoji-dit-weak.safetensors",
+                    guidance.name
+                ))
+            })?;
             if weak.image_shape() != models.main.image_shape() {
-                return Err(Error::shape(
-                    "the weak model takes images of another shape than the main model",
-                ));
+                return Err(Error::shape("the weak model takes images of another shape than the main model"));
             }
             guidance.validate(weak.depth())?;
         }
-        Ok(Self {
-            guidance,
-            models,
-            noise_key,
-            apg_buffers: vec![None; guidance.terms.len()],
-        })
+        Ok(Self { guidance, models, noise_key, apg_buffers: vec![None; guidance.terms.len()] })
     }
 
     /// The guided velocity at `x` (B, C, H, W), time `t`, step index `step`, raw condition `cond`
     /// (B, ...). Returns the velocity (B, C, H, W) and the number of function evaluations per
     /// sample at this step.
-    pub fn velocity(
-        &mut self,
-        x: &Tensor,
-        t: f64,
-        step: usize,
-        cond: &Tensor,
-    ) -> Result<(Tensor, usize)> {
+    pub fn velocity(&mut self, x: &Tensor, t: f64, step: usize, cond: &Tensor) -> Result<(Tensor, usize)> {
         let g = self.guidance;
         let main = self.models.main;
         let b = x.dim(0)?;
@@ -92,8 +84,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
         let mut pos_emb = main.embed_condition(&raw(main, g.positive)?)?;
         if let Some(cads) = &g.cads {
             let mut r = rng::stream(self.noise_key ^ CADS_SALT, step as u64);
-            let noise =
-                rng::randn(&mut r, pos_emb.dims(), pos_emb.device())?.to_dtype(pos_emb.dtype())?;
+            let noise = rng::randn(&mut r, pos_emb.dims(), pos_emb.device())?.to_dtype(pos_emb.dtype())?;
             pos_emb = cads.apply(&pos_emb, t, &noise)?;
         }
 
@@ -123,19 +114,13 @@ impl<'a, M: Denoiser> Guider<'a, M> {
                 }
                 (ModelChoice::Main, Some(sag)) => {
                     if record.is_some_and(|r| r != sag.block) {
-                        return Err(Error::hp(
-                            "all SAG terms of a method must use the same block",
-                        ));
+                        return Err(Error::hp("all SAG terms of a method must use the same block"));
                     }
                     record = Some(sag.block);
                     jobs.push((i, Where::Sag));
                 }
                 (ModelChoice::Main, None) => {
-                    embs.push(if same_input {
-                        pos_emb.clone()
-                    } else {
-                        main.embed_condition(&raw(main, n.condition)?)?
-                    });
+                    embs.push(if same_input { pos_emb.clone() } else { main.embed_condition(&raw(main, n.condition)?)? });
                     groups.push((b, plan));
                     jobs.push((i, Where::Group(groups.len() - 1)));
                 }
@@ -147,12 +132,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
         let xs = vec![x.clone(); k];
         let mut plan = ForwardPlan::new(groups);
         plan.record = record;
-        let out = main.velocity_embedded(
-            &Tensor::cat(&xs, 0)?,
-            &Tensor::full(t as f32, k * b, x.device())?,
-            &Tensor::cat(&embs, 0)?,
-            &plan,
-        )?;
+        let out = main.velocity_embedded(&Tensor::cat(&xs, 0)?, &Tensor::full(t as f32, k * b, x.device())?, &Tensor::cat(&embs, 0)?, &plan)?;
         let pos = out.narrow(0, 0, b)?;
         let weak_out = if weak_groups.is_empty() {
             None
@@ -171,31 +151,15 @@ impl<'a, M: Denoiser> Guider<'a, M> {
         for (i, w) in &jobs {
             let neg = match w {
                 Where::Group(gi) => out.narrow(0, gi * b, b)?,
-                Where::Weak(wi) => {
-                    weak_out
-                        .as_ref()
-                        .expect("weak forward ran")
-                        .narrow(0, wi * b, b)?
-                }
+                Where::Weak(wi) => weak_out.as_ref().expect("weak forward ran").narrow(0, wi * b, b)?,
                 Where::Sag => {
                     let n = &g.terms[*i].negative;
                     let sag = n.sag.as_ref().expect("SAG job");
-                    let attn = plan.recorded.borrow().clone().ok_or_else(|| {
-                        Error::Other("SAG: the attention map was not recorded".into())
-                    })?;
+                    let attn = plan.recorded.borrow().clone().ok_or_else(|| Error::Other("SAG: the attention map was not recorded".into()))?;
                     let mask = super::Sag::mask(&attn)?;
                     let degraded = sag.degrade(x, &pos, t, &mask, main.token_grid())?;
-                    let emb = if n.condition == g.positive {
-                        pos_emb.clone()
-                    } else {
-                        main.embed_condition(&raw(main, n.condition)?)?
-                    };
-                    main.velocity_embedded(
-                        &degraded,
-                        &Tensor::full(t as f32, b, x.device())?,
-                        &emb,
-                        &ForwardPlan::uniform(b, AttentionPlan::standard()),
-                    )?
+                    let emb = if n.condition == g.positive { pos_emb.clone() } else { main.embed_condition(&raw(main, n.condition)?)? };
+                    main.velocity_embedded(&degraded, &Tensor::full(t as f32, b, x.device())?, &emb, &ForwardPlan::uniform(b, AttentionPlan::standard()))?
                 }
             };
             negs.push((*i, neg));
@@ -205,13 +169,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
         Ok((v, nfe))
     }
 
-    fn combine(
-        &mut self,
-        x: &Tensor,
-        t: f64,
-        pos: &Tensor,
-        negs: &[(usize, Tensor)],
-    ) -> Result<Tensor> {
+    fn combine(&mut self, x: &Tensor, t: f64, pos: &Tensor, negs: &[(usize, Tensor)]) -> Result<Tensor> {
         let terms = &self.guidance.terms;
         match &self.guidance.combiner {
             Combiner::Linear => {
@@ -241,12 +199,6 @@ impl<'a, M: Denoiser> Guider<'a, M> {
 
 /// One step of `guidance` with fresh state (no APG momentum history, CADS noise key 0) on the
 /// main model alone: the guided velocity (B, C, H, W) and NFE per sample.
-pub fn guided_velocity<M: Denoiser>(
-    model: &M,
-    guidance: &Guidance,
-    x: &Tensor,
-    t: f64,
-    cond: &Tensor,
-) -> Result<(Tensor, usize)> {
+pub fn guided_velocity<M: Denoiser>(model: &M, guidance: &Guidance, x: &Tensor, t: f64, cond: &Tensor) -> Result<(Tensor, usize)> {
     Guider::new(guidance, Models::main(model), 0)?.velocity(x, t, 0, cond)
 }

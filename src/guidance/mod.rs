@@ -77,25 +77,11 @@ pub struct Branch {
 impl Branch {
     /// A branch with standard attention on the main model.
     pub fn plain(condition: Condition) -> Self {
-        Self {
-            condition,
-            attention: AttentionPlan::standard(),
-            kappa: 0.0,
-            model: ModelChoice::Main,
-            sag: None,
-        }
+        Self { condition, attention: AttentionPlan::standard(), kappa: 0.0, model: ModelChoice::Main, sag: None }
     }
     /// A branch with `rectifier` in blocks [l_min, l_max), active throughout.
-    pub fn perturbed(
-        condition: Condition,
-        rectifier: Rectifier,
-        l_min: usize,
-        l_max: usize,
-    ) -> Self {
-        Self {
-            attention: AttentionPlan::blocks(rectifier, l_min, l_max),
-            ..Self::plain(condition)
-        }
+    pub fn perturbed(condition: Condition, rectifier: Rectifier, l_min: usize, l_max: usize) -> Self {
+        Self { attention: AttentionPlan::blocks(rectifier, l_min, l_max), ..Self::plain(condition) }
     }
     /// The attention plan at time t (the perturbation only when t > κ).
     pub fn attention_at(&self, t: f64) -> AttentionPlan {
@@ -118,10 +104,7 @@ pub struct Window {
 
 impl Default for Window {
     fn default() -> Self {
-        Self {
-            start: 0.0,
-            stop: 1.0,
-        }
+        Self { start: 0.0, stop: 1.0 }
     }
 }
 
@@ -175,22 +158,12 @@ pub struct Guidance {
 impl Guidance {
     /// No guidance: one prediction with the given condition (NFE 1).
     pub fn none() -> Self {
-        Self {
-            name: "none".into(),
-            positive: Condition::Given,
-            cads: None,
-            terms: vec![],
-            combiner: Combiner::Linear,
-        }
+        Self { name: "none".into(), positive: Condition::Given, cads: None, terms: vec![], combiner: Combiner::Linear }
     }
 
     /// Unconditional sampling without guidance.
     pub fn unconditional() -> Self {
-        Self {
-            name: "uncond".into(),
-            positive: Condition::Null,
-            ..Self::none()
-        }
+        Self { name: "uncond".into(), positive: Condition::Null, ..Self::none() }
     }
 
     /// Classifier-free guidance (Ho & Salimans 2021) with guidance scale w: one term with the null
@@ -198,11 +171,7 @@ impl Guidance {
     pub fn cfg(guidance_scale: f64) -> Self {
         Self {
             name: "cfg".into(),
-            terms: vec![Term {
-                negative: Branch::plain(Condition::Null),
-                scale: guidance_scale - 1.0,
-                window: Window::default(),
-            }],
+            terms: vec![Term { negative: Branch::plain(Condition::Null), scale: guidance_scale - 1.0, window: Window::default() }],
             ..Self::none()
         }
     }
@@ -212,11 +181,7 @@ impl Guidance {
     pub fn i_erg(guidance_scale: f64, params: IErg) -> Self {
         Self {
             name: "ierg".into(),
-            terms: vec![Term {
-                negative: params.branch(Condition::Null),
-                scale: guidance_scale - 1.0,
-                window: Window::default(),
-            }],
+            terms: vec![Term { negative: params.branch(Condition::Null), scale: guidance_scale - 1.0, window: Window::default() }],
             ..Self::none()
         }
     }
@@ -246,9 +211,7 @@ impl Guidance {
 
     /// Whether any branch needs the weak model.
     pub fn needs_weak_model(&self) -> bool {
-        self.terms
-            .iter()
-            .any(|t| t.negative.model == ModelChoice::Weak)
+        self.terms.iter().any(|t| t.negative.model == ModelChoice::Weak)
     }
 
     /// Checks every hyperparameter against a model of `depth` blocks: finite scales, κ ∈ [0, 1],
@@ -258,33 +221,18 @@ impl Guidance {
         for (i, term) in self.terms.iter().enumerate() {
             let n = &term.negative;
             if !term.scale.is_finite() {
-                return Err(Error::hp(format!(
-                    "term {i}: scale must be finite, got {}",
-                    term.scale
-                )));
+                return Err(Error::hp(format!("term {i}: scale must be finite, got {}", term.scale)));
             }
             if !(0.0..=1.0).contains(&n.kappa) {
-                return Err(Error::hp(format!(
-                    "term {i}: kappa must be in [0, 1], got {}",
-                    n.kappa
-                )));
+                return Err(Error::hp(format!("term {i}: kappa must be in [0, 1], got {}", n.kappa)));
             }
             let w = term.window;
-            if !(0.0..=1.0).contains(&w.start) || !(0.0..=1.0).contains(&w.stop) || w.start > w.stop
-            {
-                return Err(Error::hp(format!(
-                    "term {i}: window must satisfy 0 <= start <= stop <= 1, got [{}, {}]",
-                    w.start, w.stop
-                )));
+            if !(0.0..=1.0).contains(&w.start) || !(0.0..=1.0).contains(&w.stop) || w.start > w.stop {
+                return Err(Error::hp(format!("term {i}: window must satisfy 0 <= start <= stop <= 1, got [{}, {}]", w.start, w.stop)));
             }
             n.attention.validate(depth)?;
-            if n.attention.rectifier != Rectifier::Standard
-                && n.attention.l_min >= n.attention.l_max
-            {
-                return Err(Error::hp(format!(
-                    "term {i}: the perturbed block range [{}, {}) is empty",
-                    n.attention.l_min, n.attention.l_max
-                )));
+            if n.attention.rectifier != Rectifier::Standard && n.attention.l_min >= n.attention.l_max {
+                return Err(Error::hp(format!("term {i}: the perturbed block range [{}, {}) is empty", n.attention.l_min, n.attention.l_max)));
             }
             if let Some(s) = &n.sag {
                 s.validate(depth)?;

@@ -46,35 +46,17 @@ impl IErg {
     /// blocks 12–15 of 28, scaled to a model of `depth` blocks.
     pub fn class_conditional_defaults(depth: usize) -> Self {
         let (l_min, l_max) = scale_block_range(12, 15, 28, depth);
-        Self {
-            energy: Energy::temperature(0.01),
-            kappa: 0.3,
-            l_min,
-            l_max,
-        }
+        Self { energy: Energy::temperature(0.01), kappa: 0.3, l_min, l_max }
     }
     /// Table 7's unconditional defaults (MMDiT-B/2 with empty prompt): κ = 0.2, τ = 0.01,
     /// α = γ = K = 1, blocks 10–17 of 24, scaled to `depth`.
     pub fn unconditional_defaults(depth: usize) -> Self {
         let (l_min, l_max) = scale_block_range(10, 17, 24, depth);
-        Self {
-            energy: Energy::temperature(0.01),
-            kappa: 0.2,
-            l_min,
-            l_max,
-        }
+        Self { energy: Energy::temperature(0.01), kappa: 0.2, l_min, l_max }
     }
     /// The negative branch with this rectification and `condition`.
     pub fn branch(&self, condition: Condition) -> Branch {
-        Branch {
-            attention: AttentionPlan::blocks(
-                Rectifier::Energy(self.energy),
-                self.l_min,
-                self.l_max,
-            ),
-            kappa: self.kappa,
-            ..Branch::plain(condition)
-        }
+        Branch { attention: AttentionPlan::blocks(Rectifier::Energy(self.energy), self.l_min, self.l_max), kappa: self.kappa, ..Branch::plain(condition) }
     }
 }
 
@@ -109,52 +91,30 @@ fn middle(depth: usize) -> (usize, usize) {
 }
 
 fn term(negative: Branch, scale: f64) -> Term {
-    Term {
-        negative,
-        scale,
-        window: Window::default(),
-    }
+    Term { negative, scale, window: Window::default() }
 }
 
 /// PAG's perturbed term: identity attention in the middle blocks (PAG default scale 3.0).
 pub fn pag_term(condition: Condition, depth: usize) -> Term {
     let (lo, hi) = middle(depth);
-    term(
-        Branch::perturbed(condition, Rectifier::Identity, lo, hi),
-        3.0,
-    )
+    term(Branch::perturbed(condition, Rectifier::Identity, lo, hi), 3.0)
 }
 
 /// SEG's perturbed term: queries smoothed with σ = ∞ in the middle blocks (SEG default scale 3.0).
 pub fn seg_term(condition: Condition, depth: usize, sigma: f64) -> Term {
     let (lo, hi) = middle(depth);
-    term(
-        Branch::perturbed(condition, Rectifier::SmoothedQueries { sigma }, lo, hi),
-        3.0,
-    )
+    term(Branch::perturbed(condition, Rectifier::SmoothedQueries { sigma }, lo, hi), 3.0)
 }
 
 /// SAG's term: blurred re-noised input, mask from the middle block (SAG default scale 0.75).
 pub fn sag_term(condition: Condition, depth: usize) -> Term {
-    term(
-        Branch {
-            sag: Some(Sag {
-                block: depth / 2,
-                blur_sigma: 1.0,
-            }),
-            ..Branch::plain(condition)
-        },
-        0.75,
-    )
+    term(Branch { sag: Some(Sag { block: depth / 2, blur_sigma: 1.0 }), ..Branch::plain(condition) }, 0.75)
 }
 
 /// SLG's term: skip the blocks that SD3.5 skips (7–9 of 24), scaled; scale 2.8.
 pub fn slg_term(depth: usize) -> Term {
     let (lo, hi) = scale_block_range(7, 10, 24, depth);
-    term(
-        Branch::perturbed(Condition::Given, Rectifier::SkipBlock, lo, hi),
-        2.8,
-    )
+    term(Branch::perturbed(Condition::Given, Rectifier::SkipBlock, lo, hi), 2.8)
 }
 
 /// A method by name (see the module table), with guidance scale w for the CFG-like term and the
@@ -166,79 +126,31 @@ pub fn preset(name: &str, guidance_scale: f64, depth: usize) -> Result<Guidance>
         g.name = name.to_string();
         g
     };
-    let with_cfg = |t: Term| {
-        named(Guidance {
-            terms: vec![Guidance::cfg(w).terms[0], t],
-            ..Guidance::none()
-        })
-    };
-    let uncond = |t: Term| {
-        named(Guidance {
-            positive: Condition::Null,
-            terms: vec![t],
-            ..Guidance::none()
-        })
-    };
-    let alone = |t: Term| {
-        named(Guidance {
-            terms: vec![t],
-            ..Guidance::none()
-        })
-    };
+    let with_cfg = |t: Term| named(Guidance { terms: vec![Guidance::cfg(w).terms[0], t], ..Guidance::none() });
+    let uncond = |t: Term| named(Guidance { positive: Condition::Null, terms: vec![t], ..Guidance::none() });
+    let alone = |t: Term| named(Guidance { terms: vec![t], ..Guidance::none() });
     Ok(match name {
         "none" => Guidance::none(),
         "uncond" => Guidance::unconditional(),
         "cfg" => Guidance::cfg(w),
-        "apg" => named(Guidance {
-            combiner: Combiner::Apg(Apg::default()),
-            ..Guidance::cfg(w)
-        }),
-        "cads" => named(Guidance {
-            cads: Some(Cads::default()),
-            ..Guidance::cfg(w)
-        }),
+        "apg" => named(Guidance { combiner: Combiner::Apg(Apg::default()), ..Guidance::cfg(w) }),
+        "cads" => named(Guidance { cads: Some(Cads::default()), ..Guidance::cfg(w) }),
         "pag" => alone(pag_term(Condition::Given, depth)),
         "seg" => alone(seg_term(Condition::Given, depth, f64::INFINITY)),
         "sag" => alone(sag_term(Condition::Given, depth)),
         "slg" => with_cfg(slg_term(depth)),
-        "autoguidance" => alone(term(
-            Branch {
-                model: ModelChoice::Weak,
-                ..Branch::plain(Condition::Given)
-            },
-            w - 1.0,
-        )),
+        "autoguidance" => alone(term(Branch { model: ModelChoice::Weak, ..Branch::plain(Condition::Given) }, w - 1.0)),
         "ierg" | "erg" => named(Guidance::i_erg(w, ierg)),
-        "erg+apg" => named(Guidance {
-            combiner: Combiner::Apg(Apg::default()),
-            ..Guidance::i_erg(w, ierg)
-        }),
-        "erg+cads" => named(Guidance {
-            cads: Some(Cads::default()),
-            ..Guidance::i_erg(w, ierg)
-        }),
+        "erg+apg" => named(Guidance { combiner: Combiner::Apg(Apg::default()), ..Guidance::i_erg(w, ierg) }),
+        "erg+cads" => named(Guidance { cads: Some(Cads::default()), ..Guidance::i_erg(w, ierg) }),
         "cfg+pag" => with_cfg(pag_term(Condition::Given, depth)),
         "cfg+seg" => with_cfg(seg_term(Condition::Given, depth, f64::INFINITY)),
         "cfg+sag" => with_cfg(sag_term(Condition::Given, depth)),
         "pag-uncond" => uncond(pag_term(Condition::Null, depth)),
         "seg-uncond" => uncond(seg_term(Condition::Null, depth, f64::INFINITY)),
         "sag-uncond" => uncond(sag_term(Condition::Null, depth)),
-        "autoguidance-uncond" => uncond(term(
-            Branch {
-                model: ModelChoice::Weak,
-                ..Branch::plain(Condition::Null)
-            },
-            w - 1.0,
-        )),
-        "ierg-uncond" => named(Guidance::i_erg_unconditional(
-            w,
-            IErg::unconditional_defaults(depth),
-        )),
-        _ => {
-            return Err(Error::hp(format!(
-                "unknown guidance {name:?}; known: {}",
-                PRESET_NAMES.join(", ")
-            )))
-        }
+        "autoguidance-uncond" => uncond(term(Branch { model: ModelChoice::Weak, ..Branch::plain(Condition::Null) }, w - 1.0)),
+        "ierg-uncond" => named(Guidance::i_erg_unconditional(w, IErg::unconditional_defaults(depth))),
+        _ => return Err(Error::hp(format!("unknown guidance {name:?}; known: {}", PRESET_NAMES.join(", ")))),
     })
 }

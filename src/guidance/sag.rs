@@ -24,16 +24,10 @@ impl Sag {
     /// Checks the block index and σ > 0.
     pub fn validate(&self, depth: usize) -> Result<()> {
         if self.block >= depth {
-            return Err(Error::hp(format!(
-                "SAG block {} is beyond the model depth {depth}",
-                self.block
-            )));
+            return Err(Error::hp(format!("SAG block {} is beyond the model depth {depth}", self.block)));
         }
         if !(self.blur_sigma > 0.0 && self.blur_sigma.is_finite()) {
-            return Err(Error::hp(format!(
-                "SAG blur_sigma must be > 0, got {}",
-                self.blur_sigma
-            )));
+            return Err(Error::hp(format!("SAG blur_sigma must be > 0, got {}", self.blur_sigma)));
         }
         Ok(())
     }
@@ -47,45 +41,21 @@ impl Sag {
     /// Gaussian blur of images (B, C, H, W) over H and W (separable).
     pub fn blur(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let mh = Tensor::from_vec(
-            blur_matrix(h, self.blur_sigma)
-                .into_iter()
-                .map(|v| v as f32)
-                .collect::<Vec<_>>(),
-            (h, h),
-            x.device(),
-        )?;
-        let mw = Tensor::from_vec(
-            blur_matrix(w, self.blur_sigma)
-                .into_iter()
-                .map(|v| v as f32)
-                .collect::<Vec<_>>(),
-            (w, w),
-            x.device(),
-        )?;
+        let mh = Tensor::from_vec(blur_matrix(h, self.blur_sigma).into_iter().map(|v| v as f32).collect::<Vec<_>>(), (h, h), x.device())?;
+        let mw = Tensor::from_vec(blur_matrix(w, self.blur_sigma).into_iter().map(|v| v as f32).collect::<Vec<_>>(), (w, w), x.device())?;
         let y = mh.broadcast_matmul(&x.contiguous()?)?; // blur along H
         Ok(y.broadcast_matmul(&mw.t()?)?) // blur along W
     }
 
     /// The degraded input x̃_t: x̂₁ blurred where `token_mask` (B, N) is set (token grid `grid`,
     /// upsampled to pixels), re-noised with ε̂ at time t. `x_t`, `v_pos`: (B, C, H, W).
-    pub fn degrade(
-        &self,
-        x_t: &Tensor,
-        v_pos: &Tensor,
-        t: f64,
-        token_mask: &Tensor,
-        grid: (usize, usize),
-    ) -> Result<Tensor> {
+    pub fn degrade(&self, x_t: &Tensor, v_pos: &Tensor, t: f64, token_mask: &Tensor, grid: (usize, usize)) -> Result<Tensor> {
         let (b, _, h, w) = x_t.dims4()?;
         let tt = Tensor::full(t as f32, b, x_t.device())?;
         let x1 = clean_from_velocity(x_t, v_pos, &tt)?;
         let eps = noise_from_velocity(x_t, v_pos, &tt)?;
         let (ph, pw) = (h / grid.0, w / grid.1);
-        let m = token_mask
-            .reshape((b, 1, grid.0, 1, grid.1, 1))?
-            .broadcast_as((b, 1, grid.0, ph, grid.1, pw))?
-            .reshape((b, 1, h, w))?;
+        let m = token_mask.reshape((b, 1, grid.0, 1, grid.1, 1))?.broadcast_as((b, 1, grid.0, ph, grid.1, pw))?.reshape((b, 1, h, w))?;
         let blurred = self.blur(&x1)?;
         let mixed = (blurred.broadcast_mul(&m)? + x1.broadcast_mul(&(1.0 - &m)?)?)?;
         Ok(((mixed * t)? + (eps * (1.0 - t))?)?)

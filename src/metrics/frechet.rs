@@ -28,10 +28,7 @@ impl Gaussian {
             return Err(Error::shape("a Gaussian fit needs at least 2 samples"));
         }
         let mean = features.mean_axis(Axis(0)).expect("non-empty");
-        let cov = features
-            .t()
-            .cov(1.0)
-            .map_err(|e| Error::Other(format!("covariance: {e}")))?;
+        let cov = features.t().cov(1.0).map_err(|e| Error::Other(format!("covariance: {e}")))?;
         Ok(Self { mean, cov })
     }
 }
@@ -53,11 +50,7 @@ fn sqrt_psd(m: &DMatrix<f64>) -> DMatrix<f64> {
 /// Errors: mismatched dimensions.
 pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64> {
     if a.mean.len() != b.mean.len() || a.cov.dim() != b.cov.dim() {
-        return Err(Error::shape(format!(
-            "feature dimensions differ: {} vs {}",
-            a.mean.len(),
-            b.mean.len()
-        )));
+        return Err(Error::shape(format!("feature dimensions differ: {} vs {}", a.mean.len(), b.mean.len())));
     }
     let diff = &a.mean - &b.mean;
     let (s1, s2) = (to_dmatrix(&a.cov), to_dmatrix(&b.cov));
@@ -65,11 +58,7 @@ pub fn frechet_distance(a: &Gaussian, b: &Gaussian) -> Result<f64> {
     let m = &r1 * &s2 * &r1;
     let tr_sqrt: f64 = {
         let sym = (&m + m.transpose()) * 0.5;
-        sym.symmetric_eigen()
-            .eigenvalues
-            .iter()
-            .map(|v| v.max(0.0).sqrt())
-            .sum()
+        sym.symmetric_eigen().eigenvalues.iter().map(|v| v.max(0.0).sqrt()).sum()
     };
     Ok(diff.dot(&diff) + s1.trace() + s2.trace() - 2.0 * tr_sqrt)
 }

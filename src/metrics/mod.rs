@@ -16,15 +16,7 @@ pub use prdc::{prdc, Prdc};
 
 /// A candle (N, D) tensor as an f64 ndarray.
 pub fn to_array2(features: &Tensor) -> Result<Array2<f64>> {
-    let (n, d) = features.dims2().map_err(|_| {
-        Error::shape(format!(
-            "features must be (N, D), got {:?}",
-            features.dims()
-        ))
-    })?;
-    let v = features
-        .to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?;
+    let (n, d) = features.dims2().map_err(|_| Error::shape(format!("features must be (N, D), got {:?}", features.dims())))?;
+    let v = features.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
     Ok(Array2::from_shape_vec((n, d), v).expect("shape checked"))
 }

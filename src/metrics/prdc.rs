@@ -27,11 +27,7 @@ pub struct Prdc {
 }
 
 fn dist(a: ArrayView1<f64>, b: ArrayView1<f64>) -> f64 {
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum::<f64>()
-        .sqrt()
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt()
 }
 
 /// Pairwise distances (rows of a) × (rows of b).
@@ -52,12 +48,7 @@ fn kth_nn(self_dist: &Array2<f64>, k: usize) -> Vec<f64> {
         .into_iter()
         .enumerate()
         .map(|(i, r)| {
-            let mut v: Vec<f64> = r
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, &x)| x)
-                .collect();
+            let mut v: Vec<f64> = r.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, &x)| x).collect();
             v.sort_by(|a, b| a.partial_cmp(b).unwrap());
             v[k - 1]
         })
@@ -70,45 +61,20 @@ fn kth_nn(self_dist: &Array2<f64>, k: usize) -> Vec<f64> {
 /// Errors: differing D; fewer than k + 1 samples in a set.
 pub fn prdc(real: &Array2<f64>, fake: &Array2<f64>, k_pr: usize, k_dc: usize) -> Result<Prdc> {
     if real.ncols() != fake.ncols() {
-        return Err(Error::shape(format!(
-            "feature dimensions differ: {} vs {}",
-            real.ncols(),
-            fake.ncols()
-        )));
+        return Err(Error::shape(format!("feature dimensions differ: {} vs {}", real.ncols(), fake.ncols())));
     }
     let kmax = k_pr.max(k_dc);
     if k_pr == 0 || k_dc == 0 || real.nrows() <= kmax || fake.nrows() <= k_pr {
-        return Err(Error::hp(format!(
-            "need k >= 1 and more than k samples per set (k = {kmax}, real {}, fake {})",
-            real.nrows(),
-            fake.nrows()
-        )));
+        return Err(Error::hp(format!("need k >= 1 and more than k samples per set (k = {kmax}, real {}, fake {})", real.nrows(), fake.nrows())));
     }
     let rr = pairwise(real, real);
     let ff = pairwise(fake, fake);
     let rf = pairwise(real, fake); // (N, M)
     let (r_pr, r_dc, f_pr) = (kth_nn(&rr, k_pr), kth_nn(&rr, k_dc), kth_nn(&ff, k_pr));
     let (n, m) = (real.nrows(), fake.nrows());
-    let precision = (0..m)
-        .filter(|&j| (0..n).any(|i| rf[[i, j]] <= r_pr[i]))
-        .count() as f64
-        / m as f64;
-    let recall = (0..n)
-        .filter(|&i| (0..m).any(|j| rf[[i, j]] <= f_pr[j]))
-        .count() as f64
-        / n as f64;
-    let density = (0..m)
-        .map(|j| (0..n).filter(|&i| rf[[i, j]] <= r_dc[i]).count())
-        .sum::<usize>() as f64
-        / (k_dc * m) as f64;
-    let coverage = (0..n)
-        .filter(|&i| (0..m).any(|j| rf[[i, j]] <= r_dc[i]))
-        .count() as f64
-        / n as f64;
-    Ok(Prdc {
-        precision: 100.0 * precision,
-        recall: 100.0 * recall,
-        density: 100.0 * density,
-        coverage: 100.0 * coverage,
-    })
+    let precision = (0..m).filter(|&j| (0..n).any(|i| rf[[i, j]] <= r_pr[i])).count() as f64 / m as f64;
+    let recall = (0..n).filter(|&i| (0..m).any(|j| rf[[i, j]] <= f_pr[j])).count() as f64 / n as f64;
+    let density = (0..m).map(|j| (0..n).filter(|&i| rf[[i, j]] <= r_dc[i]).count()).sum::<usize>() as f64 / (k_dc * m) as f64;
+    let coverage = (0..n).filter(|&i| (0..m).any(|j| rf[[i, j]] <= r_dc[i])).count() as f64 / n as f64;
+    Ok(Prdc { precision: 100.0 * precision, recall: 100.0 * recall, density: 100.0 * density, coverage: 100.0 * coverage })
 }

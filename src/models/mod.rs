@@ -31,22 +31,10 @@ pub trait Denoiser {
     /// - `plan`: attention plan per group of rows, `plan.batch() == B`.
     ///
     /// Returns (B, C, H, W).
-    fn velocity_embedded(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        cond_emb: &Tensor,
-        plan: &ForwardPlan,
-    ) -> Result<Tensor>;
+    fn velocity_embedded(&self, x: &Tensor, t: &Tensor, cond_emb: &Tensor, plan: &ForwardPlan) -> Result<Tensor>;
 
     /// Velocity prediction from a raw condition: [`Self::velocity_embedded`] of its embedding.
-    fn velocity(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        cond: &Tensor,
-        plan: &ForwardPlan,
-    ) -> Result<Tensor> {
+    fn velocity(&self, x: &Tensor, t: &Tensor, cond: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
         self.velocity_embedded(x, t, &self.embed_condition(cond)?, plan)
     }
 

@@ -27,8 +27,7 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result
 }
 
 fn fast_path(xs: &[&Tensor]) -> bool {
-    xs.iter()
-        .all(|x| x.device().is_cpu() && x.dtype() == DType::F32)
+    xs.iter().all(|x| x.device().is_cpu() && x.dtype() == DType::F32)
 }
 
 /// Rows per rayon task, so that tiny rows do not drown in scheduling.
@@ -47,31 +46,22 @@ impl CustomOp1 for Softmax {
         let x = f32_slice(s, l, self.name())?;
         let d = l.dims()[l.dims().len() - 1];
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d * rows_per_task(d))
-            .zip(x.par_chunks(d * rows_per_task(d)))
-            .for_each(|(yc, xc)| {
-                for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
-                    let m = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for (o, &v) in yr.iter_mut().zip(xr) {
-                        *o = (v - m).exp();
-                        sum += *o;
-                    }
-                    let inv = 1.0 / sum;
-                    yr.iter_mut().for_each(|o| *o *= inv);
+        y.par_chunks_mut(d * rows_per_task(d)).zip(x.par_chunks(d * rows_per_task(d))).for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                let m = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for (o, &v) in yr.iter_mut().zip(xr) {
+                    *o = (v - m).exp();
+                    sum += *o;
                 }
-            });
+                let inv = 1.0 / sum;
+                yr.iter_mut().for_each(|o| *o *= inv);
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(
-            res.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxBwd)?,
-        ))
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxBwd)?))
     }
 }
 
@@ -79,30 +69,19 @@ impl CustomOp2 for SoftmaxBwd {
     fn name(&self) -> &'static str {
         "erg-softmax-last-dim-bwd"
     }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, g) = (
-            f32_slice(s1, l1, self.name())?,
-            f32_slice(s2, l2, self.name())?,
-        );
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (y, g) = (f32_slice(s1, l1, self.name())?, f32_slice(s2, l2, self.name())?);
         let d = l1.dims()[l1.dims().len() - 1];
         let k = d * rows_per_task(d);
         let mut dx = vec![0f32; y.len()];
-        dx.par_chunks_mut(k)
-            .zip(y.par_chunks(k).zip(g.par_chunks(k)))
-            .for_each(|(oc, (yc, gc))| {
-                for ((o, yr), gr) in oc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
-                    let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
-                    for ((o, &a), &b) in o.iter_mut().zip(yr).zip(gr) {
-                        *o = a * (b - dot);
-                    }
+        dx.par_chunks_mut(k).zip(y.par_chunks(k).zip(g.par_chunks(k))).for_each(|(oc, (yc, gc))| {
+            for ((o, yr), gr) in oc.chunks_mut(d).zip(yc.chunks(d)).zip(gc.chunks(d)) {
+                let dot: f32 = yr.iter().zip(gr).map(|(a, b)| a * b).sum();
+                for ((o, &a), &b) in o.iter_mut().zip(yr).zip(gr) {
+                    *o = a * (b - dot);
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -139,28 +118,18 @@ impl CustomOp1 for LayerNorm {
         let d = l.dims()[l.dims().len() - 1];
         let k = d * rows_per_task(d);
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(k)
-            .zip(x.par_chunks(k))
-            .for_each(|(yc, xc)| {
-                for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
-                    let (m, r) = moments(xr, self.eps);
-                    for (o, &v) in yr.iter_mut().zip(xr) {
-                        *o = (v - m) * r;
-                    }
+        y.par_chunks_mut(k).zip(x.par_chunks(k)).for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_mut(d).zip(xc.chunks(d)) {
+                let (m, r) = moments(xr, self.eps);
+                for (o, &v) in yr.iter_mut().zip(xr) {
+                    *o = (v - m) * r;
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(arg.apply_op2_no_bwd(
-            &grad_res.contiguous()?,
-            &LayerNormBwd { eps: self.eps },
-        )?))
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &LayerNormBwd { eps: self.eps })?))
     }
 }
 
@@ -168,37 +137,26 @@ impl CustomOp2 for LayerNormBwd {
     fn name(&self) -> &'static str {
         "erg-layer-norm-no-affine-bwd"
     }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, g) = (
-            f32_slice(s1, l1, self.name())?,
-            f32_slice(s2, l2, self.name())?,
-        );
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, g) = (f32_slice(s1, l1, self.name())?, f32_slice(s2, l2, self.name())?);
         let d = l1.dims()[l1.dims().len() - 1];
         let k = d * rows_per_task(d);
         let n = d as f32;
         let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(k)
-            .zip(x.par_chunks(k).zip(g.par_chunks(k)))
-            .for_each(|(oc, (xc, gc))| {
-                for ((o, xr), gr) in oc.chunks_mut(d).zip(xc.chunks(d)).zip(gc.chunks(d)) {
-                    let (m, r) = moments(xr, self.eps);
-                    let (mut mg, mut mgx) = (0f32, 0f32);
-                    for (&v, &gv) in xr.iter().zip(gr) {
-                        mg += gv;
-                        mgx += gv * (v - m) * r;
-                    }
-                    let (mg, mgx) = (mg / n, mgx / n);
-                    for ((o, &v), &gv) in o.iter_mut().zip(xr).zip(gr) {
-                        *o = r * (gv - mg - (v - m) * r * mgx);
-                    }
+        dx.par_chunks_mut(k).zip(x.par_chunks(k).zip(g.par_chunks(k))).for_each(|(oc, (xc, gc))| {
+            for ((o, xr), gr) in oc.chunks_mut(d).zip(xc.chunks(d)).zip(gc.chunks(d)) {
+                let (m, r) = moments(xr, self.eps);
+                let (mut mg, mut mgx) = (0f32, 0f32);
+                for (&v, &gv) in xr.iter().zip(gr) {
+                    mg += gv;
+                    mgx += gv * (v - m) * r;
                 }
-            });
+                let (mg, mgx) = (mg / n, mgx / n);
+                for ((o, &v), &gv) in o.iter_mut().zip(xr).zip(gr) {
+                    *o = r * (gv - mg - (v - m) * r * mgx);
+                }
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -231,24 +189,15 @@ impl CustomOp1 for GeluErf {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(yc, xc)| {
-                for (o, &v) in yc.iter_mut().zip(xc) {
-                    *o = 0.5 * v * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
-                }
-            });
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
+            for (o, &v) in yc.iter_mut().zip(xc) {
+                *o = 0.5 * v * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
+            }
+        });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(
-            arg.apply_op2_no_bwd(&grad_res.contiguous()?, &GeluErfBwd)?,
-        ))
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &GeluErfBwd)?))
     }
 }
 
@@ -256,27 +205,16 @@ impl CustomOp2 for GeluErfBwd {
     fn name(&self) -> &'static str {
         "erg-gelu-erf-bwd"
     }
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, g) = (
-            f32_slice(s1, l1, self.name())?,
-            f32_slice(s2, l2, self.name())?,
-        );
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, g) = (f32_slice(s1, l1, self.name())?, f32_slice(s2, l2, self.name())?);
         let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
-            .for_each(|(oc, (xc, gc))| {
-                for ((o, &v), &gv) in oc.iter_mut().zip(xc).zip(gc) {
-                    let cdf = 0.5 * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
-                    let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
-                    *o = gv * (cdf + v * pdf);
-                }
-            });
+        dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(g.par_chunks(CHUNK))).for_each(|(oc, (xc, gc))| {
+            for ((o, &v), &gv) in oc.iter_mut().zip(xc).zip(gc) {
+                let cdf = 0.5 * (1.0 + libm::erff(v * FRAC_1_SQRT_2));
+                let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
+                *o = gv * (cdf + v * pdf);
+            }
+        });
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

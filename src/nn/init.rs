@@ -21,10 +21,7 @@ pub struct SeededVarMap {
 impl SeededVarMap {
     /// An empty map that will initialise variables from `seed`.
     pub fn new(seed: u64) -> Self {
-        Self {
-            varmap: VarMap::new(),
-            seed,
-        }
+        Self { varmap: VarMap::new(), seed }
     }
 }
 
@@ -39,13 +36,7 @@ fn fan_in(shape: &Shape) -> usize {
     }
 }
 
-fn init_tensor(
-    seed: u64,
-    name: &str,
-    shape: &Shape,
-    init: Init,
-    dev: &Device,
-) -> candle_core::Result<Tensor> {
+fn init_tensor(seed: u64, name: &str, shape: &Shape, init: Init, dev: &Device) -> candle_core::Result<Tensor> {
     let n = shape.elem_count();
     let mut r = rng::named(seed, name);
     let v: Vec<f32> = match init {
@@ -69,14 +60,7 @@ fn init_tensor(
 }
 
 impl SimpleBackend for Backend {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        h: Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, h: Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let mut data = self.0.varmap.data().lock().unwrap();
         if let Some(v) = data.get(name) {
             if v.shape() != &s {
@@ -90,12 +74,7 @@ impl SimpleBackend for Backend {
         data.insert(name.to_string(), var);
         Ok(out)
     }
-    fn get_unchecked(
-        &self,
-        name: &str,
-        dtype: DType,
-        _dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get_unchecked(&self, name: &str, dtype: DType, _dev: &Device) -> candle_core::Result<Tensor> {
         let data = self.0.varmap.data().lock().unwrap();
         match data.get(name) {
             Some(v) => v.as_tensor().to_dtype(dtype),
@@ -109,9 +88,5 @@ impl SimpleBackend for Backend {
 
 /// A `VarBuilder` whose variables live in `map` (created on first use, seeded by name).
 pub fn seeded_varbuilder(map: &SeededVarMap, dtype: DType, device: &Device) -> VarBuilder<'static> {
-    VarBuilder::from_backend(
-        Box::new(Backend(Arc::new(map.clone()))),
-        dtype,
-        device.clone(),
-    )
+    VarBuilder::from_backend(Box::new(Backend(Arc::new(map.clone()))), dtype, device.clone())
 }

@@ -64,8 +64,7 @@ pub fn layer_norm_no_affine(x: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor
 
 /// adaLN modulation: `x * (1 + scale) + shift`; `x`: (B, N, D), `shift`/`scale`: (B, D).
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?
-        .broadcast_add(&shift.unsqueeze(1)?)?)
+    Ok(x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?.broadcast_add(&shift.unsqueeze(1)?)?)
 }
 
 /// Exact (erf) GELU: the crate's parallel fused kernel with a backward pass, or candle's

@@ -17,10 +17,7 @@ pub struct Ema {
 impl Ema {
     /// Starts from a copy of the current weights.
     pub fn new(vars: &[(String, Var)], decay: f64) -> Result<Self> {
-        let weights = vars
-            .iter()
-            .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?)))
-            .collect::<Result<_>>()?;
+        let weights = vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<_>>()?;
         Ok(Self { decay, weights })
     }
     /// One EMA update.

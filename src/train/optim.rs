@@ -24,13 +24,7 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self {
-            lr: 1e-4,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        }
+        Self { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
     }
 }
 
@@ -49,21 +43,9 @@ impl AdamW {
     /// New optimizer over `vars` (sorted by name for a stable order).
     pub fn new(mut vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let m = vars
-            .iter()
-            .map(|(_, v)| v.zeros_like())
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let v = vars
-            .iter()
-            .map(|(_, v)| v.zeros_like())
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self {
-            vars,
-            m,
-            v,
-            step: 0,
-            cfg,
-        })
+        let m = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
+        let v = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self { vars, m, v, step: 0, cfg })
     }
 
     /// One update from `grads`. Variables without a gradient are left unchanged.
@@ -101,12 +83,7 @@ impl AdamW {
     /// Restores the moments from [`Self::state`] output; `step` is set by the caller.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         for (i, (name, _)) in self.vars.iter().enumerate() {
-            let get = |k: String| {
-                state
-                    .get(&k)
-                    .cloned()
-                    .ok_or_else(|| crate::Error::Other(format!("optimizer state lacks {k}")))
-            };
+            let get = |k: String| state.get(&k).cloned().ok_or_else(|| crate::Error::Other(format!("optimizer state lacks {k}")));
             self.m[i] = get(format!("adam.m.{name}"))?;
             self.v[i] = get(format!("adam.v.{name}"))?;
         }

@@ -68,11 +68,7 @@ impl TrainConfig {
             dataset: dataset.into(),
             steps,
             batch_size: 64,
-            optim: AdamWConfig {
-                lr: 4e-4,
-                weight_decay: 0.0,
-                ..Default::default()
-            },
+            optim: AdamWConfig { lr: 4e-4, weight_decay: 0.0, ..Default::default() },
             warmup_steps: 200,
             ema_decay: 0.999,
             label_dropout: 0.1,
@@ -86,19 +82,13 @@ impl TrainConfig {
     fn validate(&self) -> Result<()> {
         self.model.validate()?;
         if self.steps == 0 || self.batch_size == 0 || self.checkpoint_every == 0 {
-            return Err(Error::hp(
-                "steps, batch_size and checkpoint_every must be >= 1",
-            ));
+            return Err(Error::hp("steps, batch_size and checkpoint_every must be >= 1"));
         }
         if !(0.0..1.0).contains(&self.ema_decay) || !(0.0..=1.0).contains(&self.label_dropout) {
-            return Err(Error::hp(
-                "ema_decay must be in [0, 1) and label_dropout in [0, 1]",
-            ));
+            return Err(Error::hp("ema_decay must be in [0, 1) and label_dropout in [0, 1]"));
         }
         if !(self.optim.lr > 0.0) || self.optim.weight_decay < 0.0 {
-            return Err(Error::hp(
-                "the learning rate must be > 0 and weight decay >= 0",
-            ));
+            return Err(Error::hp("the learning rate must be > 0 and weight decay >= 0"));
         }
         Ok(())
     }
@@ -122,9 +112,7 @@ pub struct RunPaths {
 impl RunPaths {
     /// Paths under `dir`.
     pub fn new(dir: impl AsRef<Path>) -> Self {
-        Self {
-            dir: dir.as_ref().to_path_buf(),
-        }
+        Self { dir: dir.as_ref().to_path_buf() }
     }
     /// `run.json`.
     pub fn config(&self) -> PathBuf {
@@ -166,27 +154,13 @@ pub struct TrainReport {
 }
 
 fn named_vars(map: &SeededVarMap) -> Vec<(String, Var)> {
-    let mut v: Vec<(String, Var)> = map
-        .varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut v: Vec<(String, Var)> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
 
 fn card(cfg: &TrainConfig, classes: &[String], step: u64) -> ModelCard {
-    ModelCard {
-        model: "dit".into(),
-        config: cfg.model.clone(),
-        step,
-        classes: classes.to_vec(),
-        dataset: cfg.dataset.clone(),
-        ema: true,
-    }
+    ModelCard { model: "dit".into(), config: cfg.model.clone(), step, classes: classes.to_vec(), dataset: cfg.dataset.clone(), ema: true }
 }
 
 struct State<'a> {
@@ -203,10 +177,7 @@ fn save_state(paths: &RunPaths, s: &State, step: u64) -> Result<()> {
     for (n, w) in &s.ema.weights {
         t.insert(format!("ema.{n}"), w.clone());
     }
-    t.insert(
-        "meta.step".into(),
-        Tensor::new(&[step as i64], &Device::Cpu)?,
-    );
+    t.insert("meta.step".into(), Tensor::new(&[step as i64], &Device::Cpu)?);
     save_tensors(&t, &paths.state(), DType::F32)
 }
 
@@ -216,35 +187,17 @@ fn save_state(paths: &RunPaths, s: &State, step: u64) -> Result<()> {
 /// must match `cfg`); without it, an existing run folder is an error (nothing is overwritten).
 /// `stop_at` ends the call early at that step (after checkpointing), as an interruption would.
 /// `progress` shows a progress bar with loss and steps/s.
-pub fn train(
-    cfg: &TrainConfig,
-    data: &Dataset,
-    device: &Device,
-    paths: &RunPaths,
-    resume: bool,
-    stop_at: Option<u64>,
-    progress: bool,
-) -> Result<TrainReport> {
+pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPaths, resume: bool, stop_at: Option<u64>, progress: bool) -> Result<TrainReport> {
     cfg.validate()?;
     let (c, h, w) = data.image_shape()?;
-    if (c, h, w)
-        != (
-            cfg.model.in_channels,
-            cfg.model.input_size.0,
-            cfg.model.input_size.1,
-        )
-    {
+    if (c, h, w) != (cfg.model.in_channels, cfg.model.input_size.0, cfg.model.input_size.1) {
         return Err(Error::shape(format!(
             "data images are {c}x{h}x{w}, the model expects {}x{}x{}",
             cfg.model.in_channels, cfg.model.input_size.0, cfg.model.input_size.1
         )));
     }
     if data.classes.len() != cfg.model.num_classes {
-        return Err(Error::shape(format!(
-            "data has {} classes, the model {}",
-            data.classes.len(),
-            cfg.model.num_classes
-        )));
+        return Err(Error::shape(format!("data has {} classes, the model {}", data.classes.len(), cfg.model.num_classes)));
     }
     let map = SeededVarMap::new(cfg.seed);
     let model = Dit::new(&cfg.model, seeded_varbuilder(&map, DType::F32, device))?;
@@ -255,92 +208,48 @@ pub fn train(
 
     if paths.state().exists() {
         if !resume {
-            return Err(Error::Other(format!(
-                "{} already holds a run; pass --resume to continue it or choose another --out",
-                paths.dir.display()
-            )));
+            return Err(Error::Other(format!("{} already holds a run; pass --resume to continue it or choose another --out", paths.dir.display())));
         }
-        let saved: TrainConfig = serde_json::from_str(&std::fs::read_to_string(paths.config())?)
-            .map_err(|e| Error::corrupt(paths.config(), e))?;
+        let saved: TrainConfig = serde_json::from_str(&std::fs::read_to_string(paths.config())?).map_err(|e| Error::corrupt(paths.config(), e))?;
         // The total step count may be extended on resume; everything else must match.
-        let same = TrainConfig {
-            steps: cfg.steps,
-            weak_step: cfg.weak_step,
-            ..saved
-        } == *cfg;
+        let same = TrainConfig { steps: cfg.steps, weak_step: cfg.weak_step, ..saved } == *cfg;
         if !same {
-            return Err(Error::Other(format!(
-                "{} was written with another configuration; resume with the same settings",
-                paths.config().display()
-            )));
+            return Err(Error::Other(format!("{} was written with another configuration; resume with the same settings", paths.config().display())));
         }
         let st = load_tensors(&paths.state(), device)?;
         for (n, v) in &vars {
-            let t = st
-                .get(&format!("model.{n}"))
-                .ok_or_else(|| Error::corrupt(paths.state(), format!("missing model.{n}")))?;
+            let t = st.get(&format!("model.{n}")).ok_or_else(|| Error::corrupt(paths.state(), format!("missing model.{n}")))?;
             v.set(t)?;
-            let e = st
-                .get(&format!("ema.{n}"))
-                .ok_or_else(|| Error::corrupt(paths.state(), format!("missing ema.{n}")))?;
+            let e = st.get(&format!("ema.{n}")).ok_or_else(|| Error::corrupt(paths.state(), format!("missing ema.{n}")))?;
             ema.weights.insert(n.clone(), e.clone());
         }
         opt.load_state(&st)?;
-        start = st
-            .get("meta.step")
-            .ok_or_else(|| Error::corrupt(paths.state(), "missing meta.step"))?
-            .to_vec1::<i64>()?[0] as u64;
+        start = st.get("meta.step").ok_or_else(|| Error::corrupt(paths.state(), "missing meta.step"))?.to_vec1::<i64>()?[0] as u64;
         opt.step = start;
         truncate_log(&paths.loss(), start)?;
     } else {
         std::fs::create_dir_all(&paths.dir)?;
-        write_atomic(
-            &paths.config(),
-            &serde_json::to_vec_pretty(cfg).map_err(|e| Error::Other(e.to_string()))?,
-        )?;
+        write_atomic(&paths.config(), &serde_json::to_vec_pretty(cfg).map_err(|e| Error::Other(e.to_string()))?)?;
         std::fs::write(paths.loss(), "step,loss,lr,elapsed_s\n")?;
     }
 
     let end = stop_at.unwrap_or(cfg.steps).min(cfg.steps);
-    let bar = if progress {
-        indicatif::ProgressBar::new(cfg.steps)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let bar = if progress { indicatif::ProgressBar::new(cfg.steps) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} train [{bar:30}] {pos}/{len} {per_sec} eta {eta} loss {msg}",
-        )
-        .unwrap()
-        .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template("{spinner} train [{bar:30}] {pos}/{len} {per_sec} eta {eta} loss {msg}").unwrap().progress_chars("=> "),
     );
     bar.set_position(start);
-    let mut log = std::fs::OpenOptions::new()
-        .append(true)
-        .open(paths.loss())?;
+    let mut log = std::fs::OpenOptions::new().append(true).open(paths.loss())?;
     let t0 = Instant::now();
     let mut losses = Vec::new();
     let null = cfg.model.num_classes as u32;
     for step in start..end {
         let mut r = rng::stream(cfg.seed, step);
         let (x1, y) = data.batch(&mut r, cfg.batch_size, device)?;
-        let y: Vec<u32> = y
-            .to_vec1::<u32>()?
-            .into_iter()
-            .map(|l| {
-                if r.random::<f64>() < cfg.label_dropout {
-                    null
-                } else {
-                    l
-                }
-            })
-            .collect();
+        let y: Vec<u32> = y.to_vec1::<u32>()?.into_iter().map(|l| if r.random::<f64>() < cfg.label_dropout { null } else { l }).collect();
         let y = Tensor::new(y.as_slice(), device)?;
         let eps = rng::randn(&mut r, x1.dims(), device)?;
-        let t = Tensor::new(
-            cfg.time_sampling.sample(&mut r, cfg.batch_size).as_slice(),
-            device,
-        )?;
+        let t = Tensor::new(cfg.time_sampling.sample(&mut r, cfg.batch_size).as_slice(), device)?;
         let loss = flow::loss(&model, &x1, &eps, &t, &y)?;
         let grads = loss.backward()?;
         opt.cfg.lr = cfg.lr_at(step);
@@ -348,52 +257,23 @@ pub fn train(
         ema.update(&vars)?;
         let l = loss.to_scalar::<f32>()? as f64;
         if !l.is_finite() {
-            return Err(Error::Other(format!(
-                "loss became {l} at step {step}; lower the learning rate"
-            )));
+            return Err(Error::Other(format!("loss became {l} at step {step}; lower the learning rate")));
         }
         losses.push(l);
-        writeln!(
-            log,
-            "{},{l:.6},{:.3e},{:.2}",
-            step + 1,
-            opt.cfg.lr,
-            t0.elapsed().as_secs_f64()
-        )?;
+        writeln!(log, "{},{l:.6},{:.3e},{:.2}", step + 1, opt.cfg.lr, t0.elapsed().as_secs_f64())?;
         bar.inc(1);
         if step % 10 == 0 {
             let k = losses.len().min(50);
-            bar.set_message(format!(
-                "{:.4}",
-                losses[losses.len() - k..].iter().sum::<f64>() / k as f64
-            ));
+            bar.set_message(format!("{:.4}", losses[losses.len() - k..].iter().sum::<f64>() / k as f64));
         }
         let done = step + 1;
         if cfg.weak_step == Some(done) {
-            save_dit(
-                &ema.weights,
-                &card(cfg, &data.classes, done),
-                &paths.weak(),
-                DType::F32,
-            )?;
+            save_dit(&ema.weights, &card(cfg, &data.classes, done), &paths.weak(), DType::F32)?;
         }
         if done % cfg.checkpoint_every == 0 || done == end {
             log.flush()?;
-            save_state(
-                paths,
-                &State {
-                    vars: &vars,
-                    ema: &ema,
-                    opt: &opt,
-                },
-                done,
-            )?;
-            save_dit(
-                &ema.weights,
-                &card(cfg, &data.classes, done),
-                &paths.ema(),
-                DType::F32,
-            )?;
+            save_state(paths, &State { vars: &vars, ema: &ema, opt: &opt }, done)?;
+            save_dit(&ema.weights, &card(cfg, &data.classes, done), &paths.ema(), DType::F32)?;
         }
     }
     bar.finish_and_clear();
@@ -403,16 +283,8 @@ pub fn train(
     Ok(TrainReport {
         step: end.max(start),
         resumed_from: start,
-        final_loss: if k > 0 {
-            losses[losses.len() - k..].iter().sum::<f64>() / k as f64
-        } else {
-            f64::NAN
-        },
-        first_loss: if k > 0 {
-            losses[..k].iter().sum::<f64>() / k as f64
-        } else {
-            f64::NAN
-        },
+        final_loss: if k > 0 { losses[losses.len() - k..].iter().sum::<f64>() / k as f64 } else { f64::NAN },
+        first_loss: if k > 0 { losses[..k].iter().sum::<f64>() / k as f64 } else { f64::NAN },
         wall_s,
         s_per_step: wall_s / n as f64,
     })
@@ -428,13 +300,7 @@ fn truncate_log(path: &Path, step: u64) -> Result<()> {
     let kept: Vec<&str> = text
         .lines()
         .enumerate()
-        .filter(|(i, l)| {
-            *i == 0
-                || l.split(',')
-                    .next()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .is_some_and(|s| s <= step)
-        })
+        .filter(|(i, l)| *i == 0 || l.split(',').next().and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s <= step))
         .map(|(_, l)| l)
         .collect();
     write_atomic(path, (kept.join("\n") + "\n").as_bytes())

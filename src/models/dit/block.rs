@@ -10,12 +10,7 @@ use crate::Result;
 
 /// A linear layer with an explicit initialisation of the weight (bias 0) when created fresh;
 /// ignored when the weight is loaded.
-pub(crate) fn linear_init(
-    i: usize,
-    o: usize,
-    init: Init,
-    vb: VarBuilder,
-) -> Result<candle_nn::Linear> {
+pub(crate) fn linear_init(i: usize, o: usize, init: Init, vb: VarBuilder) -> Result<candle_nn::Linear> {
     let w = vb.get_with_hints((o, i), "weight", init)?;
     let b = vb.get_with_hints(o, "bias", Init::Const(0.0))?;
     Ok(candle_nn::Linear::new(w, Some(b)))
@@ -66,10 +61,7 @@ impl DitBlock {
     fn attn(&self, x: &Tensor, l: usize, plan: &ForwardPlan) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
         let h = self.num_heads;
-        let qkv = x
-            .apply(&self.qkv)?
-            .reshape((b, n, 3, h, d / h))?
-            .permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
+        let qkv = x.apply(&self.qkv)?.reshape((b, n, 3, h, d / h))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?); // (B, H, N, d_h)
         let o = plan.attend(l, &q, &k, &v, Some(self.grid))?; // (B, H, N, d_h)
         let o = o.transpose(1, 2)?.reshape((b, n, d))?; // (B, N, D)
@@ -99,19 +91,9 @@ impl DitBlock {
         let m = c.silu()?.apply(&self.ada_ln)?.chunk(6, 1)?; // 6 × (B, D)
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
-        let hdn = modulate(
-            &layer_norm_no_affine(x, 1e-6, plan.mode)?,
-            shift_msa,
-            scale_msa,
-        )?;
-        let x = (x + self
-            .attn(&hdn, l, plan)?
-            .broadcast_mul(&gate_msa.unsqueeze(1)?)?)?;
-        let hdn = modulate(
-            &layer_norm_no_affine(&x, 1e-6, plan.mode)?,
-            shift_mlp,
-            scale_mlp,
-        )?;
+        let hdn = modulate(&layer_norm_no_affine(x, 1e-6, plan.mode)?, shift_msa, scale_msa)?;
+        let x = (x + self.attn(&hdn, l, plan)?.broadcast_mul(&gate_msa.unsqueeze(1)?)?)?;
+        let hdn = modulate(&layer_norm_no_affine(&x, 1e-6, plan.mode)?, shift_mlp, scale_mlp)?;
         Ok((&x + self.mlp(&hdn)?.broadcast_mul(&gate_mlp.unsqueeze(1)?)?)?)
     }
 }

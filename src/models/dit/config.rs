@@ -143,10 +143,7 @@ impl DitConfig {
 
     /// Token grid (H/p, W/p).
     pub fn grid(&self) -> (usize, usize) {
-        (
-            self.input_size.0 / self.patch_size,
-            self.input_size.1 / self.patch_size,
-        )
+        (self.input_size.0 / self.patch_size, self.input_size.1 / self.patch_size)
     }
 
     /// Head dimension D / heads.
@@ -157,30 +154,14 @@ impl DitConfig {
     /// Checks divisibility and non-zero sizes.
     pub fn validate(&self) -> Result<()> {
         let (h, w) = self.input_size;
-        if self.patch_size == 0
-            || h % self.patch_size != 0
-            || w % self.patch_size != 0
-            || h == 0
-            || w == 0
-        {
-            return Err(Error::hp(format!(
-                "input size {h}x{w} must be a non-zero multiple of patch size {}",
-                self.patch_size
-            )));
+        if self.patch_size == 0 || h % self.patch_size != 0 || w % self.patch_size != 0 || h == 0 || w == 0 {
+            return Err(Error::hp(format!("input size {h}x{w} must be a non-zero multiple of patch size {}", self.patch_size)));
         }
-        if self.num_heads == 0
-            || self.hidden_size % self.num_heads != 0
-            || (self.hidden_size / self.num_heads) % 2 != 0
-        {
-            return Err(Error::hp(format!(
-                "hidden size {} must split into {} heads of even size",
-                self.hidden_size, self.num_heads
-            )));
+        if self.num_heads == 0 || self.hidden_size % self.num_heads != 0 || (self.hidden_size / self.num_heads) % 2 != 0 {
+            return Err(Error::hp(format!("hidden size {} must split into {} heads of even size", self.hidden_size, self.num_heads)));
         }
         if self.hidden_size % 4 != 0 {
-            return Err(Error::hp(
-                "hidden size must be a multiple of 4 (2-D sin-cos positions)",
-            ));
+            return Err(Error::hp("hidden size must be a multiple of 4 (2-D sin-cos positions)"));
         }
         if self.depth == 0 || self.in_channels == 0 || self.mlp_ratio <= 0.0 {
             return Err(Error::hp("depth, channels and mlp_ratio must be positive"));
@@ -198,13 +179,9 @@ impl DitConfig {
         let m = (self.mlp_ratio * self.hidden_size as f64).floor();
         let b = batch as f64;
         let p2c = (self.patch_size * self.patch_size * self.in_channels) as f64;
-        let per_block = b * n * (2.0 * d * 3.0 * d + 2.0 * d * d + 2.0 * 2.0 * d * m)
-            + b * 2.0 * 2.0 * n * n * d
-            + b * 2.0 * d * 6.0 * d;
+        let per_block = b * n * (2.0 * d * 3.0 * d + 2.0 * d * d + 2.0 * 2.0 * d * m) + b * 2.0 * 2.0 * n * n * d + b * 2.0 * d * 6.0 * d;
         let embed = b * n * 2.0 * p2c * d + b * 2.0 * (256.0 * d + d * d);
-        let fin =
-            b * n * 2.0 * d * (self.patch_size * self.patch_size * self.out_channels()) as f64
-                + b * 2.0 * d * 2.0 * d;
+        let fin = b * n * 2.0 * d * (self.patch_size * self.patch_size * self.out_channels()) as f64 + b * 2.0 * d * 2.0 * d;
         embed + self.depth as f64 * per_block + fin
     }
 
@@ -213,17 +190,8 @@ impl DitConfig {
         let d = self.hidden_size;
         let m = (self.mlp_ratio * d as f64) as usize;
         let p2c = self.patch_size * self.patch_size * self.in_channels;
-        let block =
-            (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d) + (d * 6 * d + 6 * d);
-        let fin = d * self.patch_size * self.patch_size * self.out_channels()
-            + self.patch_size * self.patch_size * self.out_channels()
-            + d * 2 * d
-            + 2 * d;
-        p2c * d
-            + d
-            + (256 * d + d + d * d + d)
-            + (self.num_classes + 1) * d
-            + self.depth * block
-            + fin
+        let block = (d * 3 * d + 3 * d) + (d * d + d) + (d * m + m) + (m * d + d) + (d * 6 * d + 6 * d);
+        let fin = d * self.patch_size * self.patch_size * self.out_channels() + self.patch_size * self.patch_size * self.out_channels() + d * 2 * d + 2 * d;
+        p2c * d + d + (256 * d + d + d * d + d) + (self.num_classes + 1) * d + self.depth * block + fin
     }
 }

@@ -25,11 +25,7 @@ impl PatchEmbed {
         let (c, p, d) = (cfg.in_channels, cfg.patch_size, cfg.hidden_size);
         let w = vb.get_with_hints((d, c, p, p), "weight", xavier(c * p * p, d))?;
         let bias = vb.get_with_hints(d, "bias", Init::Const(0.0))?;
-        Ok(Self {
-            weight: w.reshape((d, c * p * p))?.t()?,
-            bias,
-            patch: p,
-        })
+        Ok(Self { weight: w.reshape((d, c * p * p))?.t()?, bias, patch: p })
     }
 
     /// (B, C, H, W) → (B, N, D), tokens in row-major order over the (H/p, W/p) grid.
@@ -37,9 +33,7 @@ impl PatchEmbed {
         let (b, c, h, w) = x.dims4()?;
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
-        let x = x
-            .reshape((b, c, gh, p, gw, p))?
-            .permute((0, 2, 4, 1, 3, 5))?; // (B, gh, gw, C, p, p)
+        let x = x.reshape((b, c, gh, p, gw, p))?.permute((0, 2, 4, 1, 3, 5))?; // (B, gh, gw, C, p, p)
         let x = x.reshape((b * gh * gw, c * p * p))?; // (B·N, C·p·p)
         let x = x.matmul(&self.weight)?.broadcast_add(&self.bias)?; // (B·N, D)
         Ok(x.reshape((b, gh * gw, ()))?)
@@ -50,9 +44,7 @@ impl PatchEmbed {
 /// `TimestepEmbedder.timestep_embedding`. `t`: (B,) f32 → (B, dim).
 pub fn timestep_features(t: &Tensor, dim: usize) -> Result<Tensor> {
     let half = dim / 2;
-    let freqs: Vec<f32> = (0..half)
-        .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
-        .collect();
+    let freqs: Vec<f32> = (0..half).map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32).collect();
     let freqs = Tensor::from_vec(freqs, (1, half), t.device())?;
     let args = t.unsqueeze(1)?.broadcast_mul(&freqs)?; // (B, half)
     Ok(Tensor::cat(&[args.cos()?, args.sin()?], 1)?)
@@ -68,14 +60,8 @@ pub struct TimestepEmbedder {
 impl TimestepEmbedder {
     pub(crate) const FREQ_DIM: usize = 256;
     pub(crate) fn new(d: usize, vb: VarBuilder) -> Result<Self> {
-        let n = Init::Randn {
-            mean: 0.0,
-            stdev: 0.02,
-        };
-        Ok(Self {
-            fc0: linear_init(Self::FREQ_DIM, d, n, vb.pp("mlp.0"))?,
-            fc2: linear_init(d, d, n, vb.pp("mlp.2"))?,
-        })
+        let n = Init::Randn { mean: 0.0, stdev: 0.02 };
+        Ok(Self { fc0: linear_init(Self::FREQ_DIM, d, n, vb.pp("mlp.0"))?, fc2: linear_init(d, d, n, vb.pp("mlp.2"))? })
     }
     /// `t` (B,) in the embedder's units (DiT: 0..1000) → (B, D).
     pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
@@ -94,14 +80,7 @@ pub struct LabelEmbedder {
 
 impl LabelEmbedder {
     pub(crate) fn new(num_classes: usize, d: usize, vb: VarBuilder) -> Result<Self> {
-        let table = vb.get_with_hints(
-            (num_classes + 1, d),
-            "embedding_table.weight",
-            Init::Randn {
-                mean: 0.0,
-                stdev: 0.02,
-            },
-        )?;
+        let table = vb.get_with_hints((num_classes + 1, d), "embedding_table.weight", Init::Randn { mean: 0.0, stdev: 0.02 })?;
         Ok(Self { table, num_classes })
     }
     /// `y` (B,) u32 in `0..=num_classes` → (B, D).
@@ -122,9 +101,7 @@ impl LabelEmbedder {
 /// frequencies 1/10000^(i/(D/4)). Returns (1, gh·gw, D) f32. Works for non-square grids.
 pub fn pos_embed_2d(d: usize, gh: usize, gw: usize, device: &Device) -> Result<Tensor> {
     let quarter = d / 4;
-    let omega: Vec<f64> = (0..quarter)
-        .map(|i| 1.0 / 10000f64.powf(i as f64 / quarter as f64))
-        .collect();
+    let omega: Vec<f64> = (0..quarter).map(|i| 1.0 / 10000f64.powf(i as f64 / quarter as f64)).collect();
     let mut out = Vec::with_capacity(gh * gw * d);
     for r in 0..gh {
         for c in 0..gw {

@@ -40,10 +40,7 @@ impl FinalLayer {
     fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.hidden_size;
         let out = cfg.patch_size * cfg.patch_size * cfg.out_channels();
-        Ok(Self {
-            linear: linear(d, out, true, vb.pp("linear"))?,
-            ada_ln: linear(d, 2 * d, true, vb.pp("adaLN_modulation.1"))?,
-        })
+        Ok(Self { linear: linear(d, out, true, vb.pp("linear"))?, ada_ln: linear(d, 2 * d, true, vb.pp("adaLN_modulation.1"))? })
     }
 
     fn forward(&self, x: &Tensor, c: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
@@ -80,9 +77,7 @@ impl Dit {
             t_embedder: TimestepEmbedder::new(cfg.hidden_size, vb.pp("t_embedder"))?,
             y_embedder: LabelEmbedder::new(cfg.num_classes, cfg.hidden_size, vb.pp("y_embedder"))?,
             pos_embed: pos_embed_2d(cfg.hidden_size, gh, gw, &device)?.to_dtype(vb.dtype())?,
-            blocks: (0..cfg.depth)
-                .map(|i| DitBlock::new(cfg, vb.pp(format!("blocks.{i}"))))
-                .collect::<Result<_>>()?,
+            blocks: (0..cfg.depth).map(|i| DitBlock::new(cfg, vb.pp(format!("blocks.{i}")))).collect::<Result<_>>()?,
             final_layer: FinalLayer::new(cfg, vb.pp("final_layer"))?,
         })
     }
@@ -110,39 +105,20 @@ impl Dit {
 
     /// Forward with an explicit plan: `x` (B, C, H, W), `t` (B,) in [0, 1], `y` (B,) u32 labels
     /// in `0..=num_classes` (`num_classes` = null class) → velocity (B, C, H, W).
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        y: &Tensor,
-        plan: &ForwardPlan,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, t: &Tensor, y: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
         if y.dims() != [x.dim(0)?] {
-            return Err(Error::shape(format!(
-                "y must have shape ({},), got {:?}",
-                x.dim(0)?,
-                y.dims()
-            )));
+            return Err(Error::shape(format!("y must have shape ({},), got {:?}", x.dim(0)?, y.dims())));
         }
         self.forward_embedded(x, t, &self.y_embedder.forward(y)?, plan)
     }
 
     /// Forward from label embeddings `y_emb` (B, D) (the output of `y_embedder`, possibly
     /// perturbed, e.g. by CADS).
-    pub fn forward_embedded(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        y_emb: &Tensor,
-        plan: &ForwardPlan,
-    ) -> Result<Tensor> {
+    pub fn forward_embedded(&self, x: &Tensor, t: &Tensor, y_emb: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let (ec, eh, ew) = self.image_shape();
         if (c, h, w) != (ec, eh, ew) {
-            return Err(Error::shape(format!(
-                "DiT expects images of shape (B, {ec}, {eh}, {ew}), got {:?}",
-                x.dims()
-            )));
+            return Err(Error::shape(format!("DiT expects images of shape (B, {ec}, {eh}, {ew}), got {:?}", x.dims())));
         }
         if t.dims() != [b] || y_emb.dims() != [b, self.cfg.hidden_size] {
             return Err(Error::shape(format!(
@@ -153,16 +129,11 @@ impl Dit {
             )));
         }
         if plan.batch() != b {
-            return Err(Error::shape(format!(
-                "forward plan covers {} rows, batch has {b}",
-                plan.batch()
-            )));
+            return Err(Error::shape(format!("forward plan covers {} rows, batch has {b}", plan.batch())));
         }
         plan.validate(self.cfg.depth)?;
         let x = self.x_embedder.forward(x)?.broadcast_add(&self.pos_embed)?; // (B, N, D)
-        let t_emb = self
-            .t_embedder
-            .forward(&(t.to_dtype(DType::F32)? * 1000.0)?)?; // (B, D)
+        let t_emb = self.t_embedder.forward(&(t.to_dtype(DType::F32)? * 1000.0)?)?; // (B, D)
         let c = (t_emb.to_dtype(x.dtype())? + y_emb)?; // (B, D)
         let mut x = x;
         for (l, block) in self.blocks.iter().enumerate() {
@@ -183,11 +154,7 @@ impl Denoiser for Dit {
         self.cfg.depth
     }
     fn image_shape(&self) -> (usize, usize, usize) {
-        (
-            self.cfg.in_channels,
-            self.cfg.input_size.0,
-            self.cfg.input_size.1,
-        )
+        (self.cfg.in_channels, self.cfg.input_size.0, self.cfg.input_size.1)
     }
     fn token_grid(&self) -> (usize, usize) {
         self.cfg.grid()
@@ -195,13 +162,7 @@ impl Denoiser for Dit {
     fn embed_condition(&self, cond: &Tensor) -> Result<Tensor> {
         self.y_embedder.forward(cond)
     }
-    fn velocity_embedded(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        cond_emb: &Tensor,
-        plan: &ForwardPlan,
-    ) -> Result<Tensor> {
+    fn velocity_embedded(&self, x: &Tensor, t: &Tensor, cond_emb: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
         self.forward_embedded(x, t, cond_emb, plan)
     }
     fn null_condition(&self, cond: &Tensor) -> Result<Tensor> {
