@@ -139,6 +139,39 @@ fn main() -> anyhow::Result<()> {
     let cfg_time = cfg_i.map(|i| per_step[i]);
     let fwd_gflops = cfg_time.map(|t| cfg.forward_flops(2 * a.batch) / t / 1e9);
 
+    // Kernels at the model's sampling shapes: candle's fused (no backward), the crate's fused
+    // (with backward), candle's differentiable composition.
+    let time_it = |f: &dyn Fn() -> anyhow::Result<Tensor>| -> anyhow::Result<f64> {
+        f()?;
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            f()?;
+        }
+        Ok(t0.elapsed().as_secs_f64() / 10.0 * 1e3)
+    };
+    let tokens = erg::rng::randn(&mut r, &[2 * a.batch, gh * gw, d], &device)?;
+    let logits = erg::rng::randn(&mut r, &[2 * a.batch, cfg.num_heads, gh * gw, gh * gw], &device)?;
+    let hidden = erg::rng::randn(&mut r, &[2 * a.batch, gh * gw, m], &device)?;
+    let (ones, zeros) = (Tensor::ones(d, tokens.dtype(), &device)?, Tensor::zeros(d, tokens.dtype(), &device)?);
+    let kernel_rows = [
+        (
+            "softmax (last dim)",
+            time_it(&|| Ok(candle_nn::ops::softmax_last_dim(&logits)?))?,
+            time_it(&|| Ok(erg::nn::fused::softmax_last_dim(&logits)?))?,
+            time_it(&|| Ok(candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?))?,
+        ),
+        (
+            "layer norm (no affine)",
+            time_it(&|| Ok(candle_nn::ops::layer_norm(&tokens, &ones, &zeros, 1e-6)?))?,
+            time_it(&|| Ok(erg::nn::fused::layer_norm_no_affine(&tokens, 1e-6)?))?,
+            time_it(&|| {
+                let xc = tokens.broadcast_sub(&tokens.mean_keepdim(candle_core::D::Minus1)?)?;
+                Ok(xc.broadcast_div(&(xc.sqr()?.mean_keepdim(candle_core::D::Minus1)? + 1e-6)?.sqrt()?)?)
+            })?,
+        ),
+        ("GELU (erf)", f64::NAN, time_it(&|| Ok(erg::nn::fused::gelu_erf(&hidden)?))?, time_it(&|| Ok(hidden.gelu_erf()?))?),
+    ];
+
     // Training step on the emoji data, with the fused kernels and with candle's compositions.
     let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, h)?;
     let mut tc = erg::train::TrainConfig::new(cfg.clone(), "emoji", a.train_steps + 1, 0);
@@ -172,6 +205,14 @@ fn main() -> anyhow::Result<()> {
         tc.batch_size,
         fused_s / unfused_s,
     ));
+    md.push_str(&format!(
+        "\nKernels at the sampling shapes (batch {}), ms per call: candle-nn fused (no backward) / erg fused (with backward) / candle composition:\n\n| kernel | candle fused | erg fused | candle composition |\n|---|---|---|---|\n",
+        2 * a.batch
+    ));
+    for (k, c, e, comp) in kernel_rows {
+        let c = if c.is_nan() { "–".to_string() } else { format!("{c:.2}") };
+        md.push_str(&format!("| {k} | {c} | {e:.2} | {comp:.2} |\n"));
+    }
     match &torch {
         Ok(t) => {
             let f = |k: &str| t.get(k).and_then(|v| v.as_f64());

@@ -102,6 +102,14 @@ fn seg_blur_regimes() {
     let mean = q.narrow(2, 0, 6).unwrap().mean_keepdim(2).unwrap().broadcast_as((1, 2, 6, 4)).unwrap();
     assert!(max_abs_diff(&s.narrow(2, 0, 6).unwrap(), &mean) < 1e-6);
     assert_eq!(max_abs_diff(&s.narrow(2, 6, 2).unwrap(), &q.narrow(2, 6, 2).unwrap()), 0.0);
+    // finite σ on a (3, 4) grid: the separable blur equals the explicit 2-D (Kronecker) operator
+    let q = erg::rng::randn(&mut r, &[2, 3, 12, 5], &Device::Cpu).unwrap();
+    let s = smooth::smooth_queries(&q, (3, 4), 0.7).unwrap();
+    let (mh, mw) = (smooth::blur_matrix(3, 0.7), smooth::blur_matrix(4, 0.7));
+    let kron: Vec<f32> = (0..12).flat_map(|n| (0..12).map(move |m| (n, m))).map(|(n, m)| (mh[(n / 4) * 3 + m / 4] * mw[(n % 4) * 4 + m % 4]) as f32).collect();
+    let op = Tensor::from_vec(kron, (12, 12), &Device::Cpu).unwrap();
+    let want = op.broadcast_left((2, 3)).unwrap().matmul(&q).unwrap();
+    assert!(max_abs_diff(&s, &want) < 1e-5, "{}", max_abs_diff(&s, &want));
     // σ → 0 through the attention function equals standard attention
     let k = q.clone();
     let a = attention(&q, &k, &k, &Rectifier::SmoothedQueries { sigma: 1e-6 }, OpMode::Infer, Some((2, 3))).unwrap();

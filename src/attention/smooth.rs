@@ -3,7 +3,7 @@
 //! attention. Kernel size ⌈6σ⌉ + 1 made odd, clipped to the grid, reflect padding (PyTorch's
 //! `reflect`: the edge is not repeated), separable; σ = ∞ replaces every query by the mean query.
 //! Works for non-square grids. (diffusers' SEG hook has the two σ regimes inverted.)
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use crate::{Error, Result};
 
@@ -40,27 +40,6 @@ pub fn blur_matrix(g: usize, sigma: f64) -> Vec<f64> {
     m
 }
 
-/// The (N × N) smoothing operator over a (rows, cols) grid of N = rows·cols tokens in row-major
-/// order: the Kronecker product of the two 1-D blurs.
-pub fn grid_blur_operator(grid: (usize, usize), sigma: f64, device: &Device) -> Result<Tensor> {
-    let (h, w) = grid;
-    let (mh, mw) = (blur_matrix(h, sigma), blur_matrix(w, sigma));
-    let n = h * w;
-    let mut k = vec![0f32; n * n];
-    for (i1, j1) in (0..h).flat_map(|a| (0..h).map(move |b| (a, b))) {
-        let a = mh[i1 * h + j1];
-        if a == 0.0 {
-            continue;
-        }
-        for i2 in 0..w {
-            for j2 in 0..w {
-                k[(i1 * w + i2) * n + j1 * w + j2] = (a * mw[i2 * w + j2]) as f32;
-            }
-        }
-    }
-    Ok(Tensor::from_vec(k, (n, n), device)?)
-}
-
 /// Blurs the first rows·cols queries of `q` (B, H, S, d) over the grid; the rest are unchanged.
 pub fn smooth_queries(q: &Tensor, grid: (usize, usize), sigma: f64) -> Result<Tensor> {
     let (b, h, s, _) = q.dims4()?;
@@ -68,9 +47,19 @@ pub fn smooth_queries(q: &Tensor, grid: (usize, usize), sigma: f64) -> Result<Te
     if n > s || n == 0 {
         return Err(Error::shape(format!("token grid {grid:?} does not fit {s} query tokens")));
     }
-    let op = grid_blur_operator(grid, sigma, q.device())?.to_dtype(q.dtype())?; // (N, N)
-    let img = q.narrow(2, 0, n)?.contiguous()?; // (B, H, N, d)
-    let blurred = op.broadcast_left((b, h))?.matmul(&img)?; // (B, H, N, d)
+    let (gh, gw) = grid;
+    let d = q.dim(3)?;
+    let mat = |g: usize| -> Result<Tensor> {
+        let v: Vec<f32> = blur_matrix(g, sigma).into_iter().map(|a| a as f32).collect();
+        Ok(Tensor::from_vec(v, (g, g), q.device())?.to_dtype(q.dtype())?)
+    };
+    // Separable: blur along grid rows, then along columns, O(N·(rows + cols)·d) rather than
+    // the Kronecker operator's O(N²·d) (which SD3-sized grids cannot afford).
+    let img = q.narrow(2, 0, n)?.contiguous()?.reshape((b * h, gh, gw * d))?; // (B·H, rows, cols·d)
+    let img = mat(gh)?.broadcast_left(b * h)?.matmul(&img)?; // (B·H, rows, cols·d)
+    let img = img.reshape((b * h * gh, gw, d))?; // (B·H·rows, cols, d)
+    let img = mat(gw)?.broadcast_left(b * h * gh)?.matmul(&img)?; // (B·H·rows, cols, d)
+    let blurred = img.reshape((b, h, n, d))?; // (B, H, N, d)
     if n == s {
         Ok(blurred)
     } else {
