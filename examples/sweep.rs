@@ -7,7 +7,7 @@
 //! cargo run --release --example table3 -- --selected results/selected.json
 //! ```
 //! Runs are appended to `<out>/results.jsonl` (shared with `table3`); an interrupted sweep
-//! resumes. Writes `<out>/selected.json` (method → selected `Guidance`) and `<out>/pareto.svg`.
+//! resumes. Writes `<out>/selected.json` (method → selected `Guidance`) and `<out>/pareto.{svg,png}`.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -75,7 +75,9 @@ fn main() -> anyhow::Result<()> {
             r.metrics["fid"], r.metrics["precision"], r.metrics["recall"], r.metrics["density"], r.metrics["coverage"], r.metrics["consistency"]
         );
     }
-    plot_pareto(&mine, &[("coverage", "density"), ("coverage", "consistency")], &a.out.join("pareto.svg"))?;
-    eprintln!("→ {}, {}", a.out.join("selected.json").display(), a.out.join("pareto.svg").display());
+    for ext in ["svg", "png"] {
+        plot_pareto(&mine, &[("coverage", "density"), ("coverage", "consistency")], &a.out.join(format!("pareto.{ext}")))?;
+    }
+    eprintln!("→ {}, {}", a.out.join("selected.json").display(), a.out.join("pareto.{svg,png}").display());
     Ok(())
 }

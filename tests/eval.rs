@@ -43,14 +43,19 @@ fn results_file_survives_an_interrupted_sweep() {
     let mut f = ResultsFile::open(&path).unwrap();
     f.append(record("a", 1.0)).unwrap();
     f.append(record("b", 2.0)).unwrap();
+    // a metric that does not apply (NaN, written as null) reads back as NaN
+    let mut unc = record("u", 4.0);
+    unc.metrics.insert("consistency".into(), f64::NAN);
+    f.append(unc).unwrap();
+    assert!(ResultsFile::open(&path).unwrap().records()[2].metrics["consistency"].is_nan());
     // a kill in the middle of the third write leaves a torn line
     std::fs::OpenOptions::new().append(true).open(&path).map(|mut h| std::io::Write::write_all(&mut h, b"{\"key\":\"c\",\"meth")).unwrap().unwrap();
     let mut f = ResultsFile::open(&path).unwrap();
-    assert_eq!(f.records().len(), 2);
-    assert!(f.contains("a") && f.contains("b") && !f.contains("c"));
+    assert_eq!(f.records().len(), 3);
+    assert!(f.contains("a") && f.contains("b") && f.contains("u") && !f.contains("c"));
     f.append(record("c", 3.0)).unwrap();
     let f = ResultsFile::open(&path).unwrap();
-    assert_eq!(f.records().iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
+    assert_eq!(f.records().iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), vec!["a", "b", "u", "c"]);
     // corruption in the middle is an error, not silent loss
     let text = std::fs::read_to_string(&path).unwrap().replacen("\"b\"", "\"b", 1);
     std::fs::write(&path, text).unwrap();
@@ -131,4 +136,8 @@ fn sweep_grids_selection_and_pareto_fronts() {
     plot_pareto(&recs, &[("fid", "precision")], &svg).unwrap();
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("<svg") && text.contains("precision vs fid"));
+    let png = dir.path().join("pareto.png");
+    plot_pareto(&recs, &[("fid", "precision"), ("recall", "precision")], &png).unwrap();
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (960, 440));
 }

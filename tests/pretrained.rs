@@ -117,6 +117,11 @@ fn inception_loads_pytorch_fid_layout_and_names_missing_keys() {
     let v = f.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(v.iter().all(|a| a.is_finite() && *a >= 0.0), "pool3 of ReLU outputs is finite and ≥ 0");
     assert!(max_abs_diff(&f.i(0).unwrap(), &f.i(1).unwrap()) > 0.0, "different images, different features");
+    // By name, as the command-line tools load it; unknown names and missing files are clear errors.
+    let by_name = erg::features::load("inception", path.to_str().unwrap(), &Device::Cpu).unwrap();
+    assert!(max_abs_diff(&by_name.features(&x).unwrap(), &f) < 1e-6);
+    assert!(erg::features::load("inceptionv4", path.to_str().unwrap(), &Device::Cpu).err().unwrap().to_string().contains("dinov2-vitl14"));
+    assert!(erg::features::load("inception", "/nonexistent.safetensors", &Device::Cpu).is_err());
     // A missing tensor is named in the error.
     tensors.remove("Mixed_6b.branch7x7_2.bn.running_mean");
     erg::checkpoint::save_tensors(&tensors, &path, DType::F32).unwrap();

@@ -29,8 +29,16 @@ pub struct RunRecord {
     pub samples: usize,
     /// Wall time of sampling and evaluation, seconds.
     pub wall_s: f64,
-    /// Metric name → value (percent for precision/recall/density/coverage/consistency).
+    /// Metric name → value (percent for precision/recall/density/coverage/consistency). A metric
+    /// that does not apply (consistency of an unconditional method) is NaN, written as `null`.
+    #[serde(deserialize_with = "nan_from_null")]
     pub metrics: BTreeMap<String, f64>,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`; read `null` back as NaN.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<BTreeMap<String, f64>, D::Error> {
+    let m: BTreeMap<String, Option<f64>> = BTreeMap::deserialize(d)?;
+    Ok(m.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
 }
 
 /// A JSON Lines file of [`RunRecord`]s.

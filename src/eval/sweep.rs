@@ -92,11 +92,20 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
 }
 
 /// Scatter plots of `records` (one colour per method) for metric pairs `pairs` (x, y), with each
-/// method's Pareto front dashed; written as SVG (headless, no fonts needed) to `path`.
+/// method's Pareto front dashed; written to `path` as PNG if it ends in `.png` (embedded font),
+/// SVG otherwise (headless either way).
 pub fn plot_pareto(records: &[RunRecord], pairs: &[(&str, &str)], path: &Path) -> Result<()> {
     crate::imaging::register_font();
+    let size = (480 * pairs.len() as u32, 440);
+    if path.extension().is_some_and(|e| e == "png") {
+        draw_pareto(BitMapBackend::new(path, size).into_drawing_area(), records, pairs, path)
+    } else {
+        draw_pareto(SVGBackend::new(path, size).into_drawing_area(), records, pairs, path)
+    }
+}
+
+fn draw_pareto<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, records: &[RunRecord], pairs: &[(&str, &str)], path: &Path) -> Result<()> {
     let err = |e: String| Error::Other(format!("plot {}: {e}", path.display()));
-    let root = SVGBackend::new(path, (480 * pairs.len() as u32, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let panels = root.split_evenly((1, pairs.len()));
     let mut methods: Vec<&str> = records.iter().map(|r| r.method.as_str()).collect();

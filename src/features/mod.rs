@@ -38,6 +38,10 @@ pub fn consistency(logits: &Tensor, labels: &Tensor) -> Result<f64> {
 /// `inception` (pytorch-fid Inception-v3 pool3), `dinov2-vits14` / `dinov2-vitb14` /
 /// `dinov2-vitl14` (CLS token), `clip-vit-b32` (CLIP image embeddings).
 pub fn load(name: &str, source: &str, device: &candle_core::Device) -> Result<Box<dyn FeatureExtractor>> {
+    const NAMES: [&str; 5] = ["inception", "dinov2-vits14", "dinov2-vitb14", "dinov2-vitl14", "clip-vit-b32"];
+    if !NAMES.contains(&name) {
+        return Err(crate::Error::Hyperparameter(format!("unknown feature extractor {name:?}: use one of {NAMES:?}")));
+    }
     let path = source.parse::<crate::hub::WeightSource>()?.resolve()?;
     Ok(match name {
         "inception" => Box::new(inception::FidInception::load(&path, device)?),
