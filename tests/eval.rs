@@ -139,5 +139,5 @@ fn sweep_grids_selection_and_pareto_fronts() {
     let png = dir.path().join("pareto.png");
     plot_pareto(&recs, &[("fid", "precision"), ("recall", "precision")], &png).unwrap();
     let img = image::open(&png).unwrap();
-    assert_eq!((img.width(), img.height()), (960, 440));
+    assert_eq!((img.width(), img.height()), (960 + 180, 440));
 }

@@ -96,7 +96,7 @@ pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
 /// SVG otherwise (headless either way).
 pub fn plot_pareto(records: &[RunRecord], pairs: &[(&str, &str)], path: &Path) -> Result<()> {
     crate::imaging::register_font();
-    let size = (480 * pairs.len() as u32, 440);
+    let size = (480 * pairs.len() as u32 + 180, 440); // panels + a legend column
     if path.extension().is_some_and(|e| e == "png") {
         draw_pareto(BitMapBackend::new(path, size).into_drawing_area(), records, pairs, path)
     } else {
@@ -107,7 +107,8 @@ pub fn plot_pareto(records: &[RunRecord], pairs: &[(&str, &str)], path: &Path) -
 fn draw_pareto<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, records: &[RunRecord], pairs: &[(&str, &str)], path: &Path) -> Result<()> {
     let err = |e: String| Error::Other(format!("plot {}: {e}", path.display()));
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
-    let panels = root.split_evenly((1, pairs.len()));
+    let (plots, legend) = root.split_horizontally(480 * pairs.len() as u32);
+    let panels = plots.split_evenly((1, pairs.len()));
     let mut methods: Vec<&str> = records.iter().map(|r| r.method.as_str()).collect();
     methods.dedup();
     methods.sort();
@@ -136,15 +137,17 @@ fn draw_pareto<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>
                 records.iter().zip(&pts).filter(|(r, p)| r.method == *m && p.0.is_finite() && p.1.is_finite()).map(|(_, p)| *p).collect();
             chart
                 .draw_series(mine.iter().map(|&p| Circle::new(p, 4, color.filled())))
-                .map_err(|e| err(e.to_string()))?
-                .label(m.to_string())
-                .legend(move |(x, y)| Circle::new((x, y), 4, color.filled()));
+                .map_err(|e| err(e.to_string()))?;
             let front: Vec<(f64, f64)> = pareto_front(&mine).into_iter().map(|i| mine[i]).collect();
             if front.len() > 1 {
                 chart.draw_series(DashedLineSeries::new(front, 4, 3, color.stroke_width(1))).map_err(|e| err(e.to_string()))?;
             }
         }
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.8)).draw().map_err(|e| err(e.to_string()))?;
+    }
+    for (mi, m) in methods.iter().enumerate() {
+        let (x, y) = (12, 40 + 20 * mi as i32);
+        legend.draw(&Circle::new((x, y), 5, Palette99::pick(mi).to_rgba().filled())).map_err(|e| err(e.to_string()))?;
+        legend.draw(&Text::new(m.to_string(), (x + 12, y - 8), ("sans-serif", 15))).map_err(|e| err(e.to_string()))?;
     }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
