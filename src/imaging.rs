@@ -113,3 +113,42 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     }
     img.save(path).map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))
 }
+
+/// A PNG image to look at: in evcxr Jupyter a value of this type displays as the picture
+/// (evcxr's display protocol, `evcxr_display`); elsewhere it is bytes to save.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// PNG-encoded bytes.
+    pub png: Vec<u8>,
+}
+
+impl Figure {
+    /// Reads a PNG file (e.g. a figure an example wrote). Errors name the file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let png =
+            std::fs::read(path).map_err(|e| crate::Error::Missing { path: path.to_path_buf(), hint: format!("{e}; run the example that writes it first") })?;
+        if !png.starts_with(b"\x89PNG") {
+            return Err(crate::Error::Corrupt { path: path.to_path_buf(), reason: "not a PNG file".into() });
+        }
+        Ok(Self { png })
+    }
+
+    /// Encodes an RGB image (e.g. a sample grid) as a figure.
+    pub fn from_rgb(img: &RgbImage) -> Result<Self> {
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).map_err(|e| crate::Error::Other(format!("PNG encoding: {e}")))?;
+        Ok(Self { png })
+    }
+
+    /// The text evcxr reads from stdout to show the image.
+    pub fn evcxr_content(&self) -> String {
+        use base64::Engine;
+        format!("EVCXR_BEGIN_CONTENT image/png\n{}\nEVCXR_END_CONTENT", base64::engine::general_purpose::STANDARD.encode(&self.png))
+    }
+
+    /// evcxr's display hook: prints [`Figure::evcxr_content`].
+    pub fn evcxr_display(&self) {
+        println!("{}", self.evcxr_content());
+    }
+}

@@ -135,9 +135,7 @@ fn draw_pareto<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>
             let color = Palette99::pick(mi).to_rgba();
             let mine: Vec<(f64, f64)> =
                 records.iter().zip(&pts).filter(|(r, p)| r.method == *m && p.0.is_finite() && p.1.is_finite()).map(|(_, p)| *p).collect();
-            chart
-                .draw_series(mine.iter().map(|&p| Circle::new(p, 4, color.filled())))
-                .map_err(|e| err(e.to_string()))?;
+            chart.draw_series(mine.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(|e| err(e.to_string()))?;
             let front: Vec<(f64, f64)> = pareto_front(&mine).into_iter().map(|i| mine[i]).collect();
             if front.len() > 1 {
                 chart.draw_series(DashedLineSeries::new(front, 4, 3, color.stroke_width(1))).map_err(|e| err(e.to_string()))?;
