@@ -13,21 +13,6 @@ use erg::attention::Energy;
 use plotters::prelude::*;
 
 // ANCHOR: helpers
-/// Renders the same drawing code to `<stem>.png` (embedded font) and `<stem>.svg`.
-macro_rules! png_and_svg {
-    ($stem:expr, $size:expr, |$root:ident| $body:block) => {{
-        let (png, svg) = ($stem.with_extension("png"), $stem.with_extension("svg"));
-        {
-            let $root = BitMapBackend::new(&png, $size).into_drawing_area();
-            $body
-        }
-        {
-            let $root = SVGBackend::new(&svg, $size).into_drawing_area();
-            $body
-        }
-    }};
-}
-
 /// A perceptual dark-blue → teal → yellow ramp for v ∈ [lo, hi].
 fn ramp(v: f64, lo: f64, hi: f64) -> RGBColor {
     let stops = [(68.0, 1.0, 84.0), (59.0, 82.0, 139.0), (33.0, 145.0, 140.0), (94.0, 201.0, 98.0), (253.0, 231.0, 37.0)];
@@ -66,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     let (lo, hi, n) = (-3.5, 3.5, 120);
     let grid = energy_grid(&patterns, &settings[0], (lo, hi), (lo, hi), n);
     let (emin, emax) = grid.iter().flatten().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    png_and_svg!(out.join("landscape"), (640, 600), |root| {
+    erg::png_and_svg!(out.join("landscape"), (640, 600), |root| {
         {
             root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(&root)
@@ -102,7 +87,7 @@ fn main() -> anyhow::Result<()> {
 
     // ANCHOR: entropy
     // Mean attention entropy against τ (log axis): τ → 0 flattens the weights to ln N.
-    png_and_svg!(out.join("entropy"), (560, 400), |root| {
+    erg::png_and_svg!(out.join("entropy"), (560, 400), |root| {
         {
             root.fill(&WHITE)?;
             let mut chart = ChartBuilder::on(&root)

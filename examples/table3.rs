@@ -98,15 +98,15 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let mut md = format!(
-        "# Table {} analogue ({})\n\n{} samples per class × {} classes, {} Euler steps, seed {}, guidance scale {} ({}). Reference: all {} training images. Features: {}; consistency: the crate's classifier (held-out accuracy {:.1} %).\n\n| method | FID ↓ | precision ↑ | recall ↑ | density ↑ | coverage ↑ | consistency ↑ | NFE |\n|---|---|---|---|---|---|---|---|\n",
+        "# Table {} analogue ({})\n\n{} samples per class × {} classes, {} Euler steps, seed {}; settings: {} (presets at guidance scale {}). Reference: all {} training images. Features: {}; consistency: the crate's classifier (held-out accuracy {:.1} %).\n\n| method | FID ↓ | precision ↑ | recall ↑ | density ↑ | coverage ↑ | consistency ↑ | NFE | setting |\n|---|---|---|---|---|---|---|---|---|\n",
         a.table,
         if a.table == 2 { "unconditional" } else { "class-conditional" },
         a.samples_per_class,
         bench.card.classes.len(),
         a.steps,
         a.seed,
+        if selected.is_empty() { "presets, see erg::guidance::presets" } else { "selected by mean rank in `sweep` where available, presets otherwise" },
         a.guidance_scale,
-        if selected.is_empty() { "presets, see erg::guidance::presets" } else { "settings selected by mean rank in `sweep` where available, presets otherwise" },
         bench.data.len(),
         match &bench.extractor {
             Some(e) => format!("{} (FID = Fréchet distance of its features)", e.name()),
@@ -116,8 +116,9 @@ fn main() -> anyhow::Result<()> {
     );
     for r in &rows {
         let m = &r.metrics;
+        let setting = serde_json::from_value::<erg::guidance::Guidance>(r.guidance.clone()).map(|g| g.describe()).unwrap_or_default();
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {setting} |\n",
             r.method,
             fmt(m["fid"]),
             fmt(m["precision"]),
@@ -128,7 +129,11 @@ fn main() -> anyhow::Result<()> {
             r.nfe_per_step * a.steps as f64
         ));
     }
-    md.push_str(&format!("\nWall time of this invocation: {:.0} s.\n", t0.elapsed().as_secs_f64()));
+    md.push_str(&format!(
+        "\nWall time of this invocation: {:.0} s (runs already in results.jsonl are reused); sampling + evaluation of the rows: {:.0} s in total.\n",
+        t0.elapsed().as_secs_f64(),
+        rows.iter().map(|r| r.wall_s).sum::<f64>()
+    ));
     std::fs::create_dir_all(&a.out)?;
     let path = a.out.join(format!("table{}.md", a.table));
     std::fs::write(&path, &md)?;

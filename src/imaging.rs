@@ -152,3 +152,31 @@ impl Figure {
         println!("{}", self.evcxr_content());
     }
 }
+
+/// Runs the same plotters drawing code twice, on a bitmap backend writing `<stem>.png` (text in
+/// the embedded font, see [`register_font`]) and on an SVG backend writing `<stem>.svg`, so
+/// every figure comes in both formats. `$root` names the `DrawingArea` inside the body; the body
+/// may use `?`.
+///
+/// ```ignore
+/// erg::png_and_svg!(Path::new("results/fig"), (640, 480), |root| {
+///     root.fill(&WHITE)?;
+///     // ... ChartBuilder::on(&root) ...
+///     root.present()?;
+/// });
+/// ```
+#[macro_export]
+macro_rules! png_and_svg {
+    ($stem:expr, $size:expr, |$root:ident| $body:block) => {{
+        let stem: std::path::PathBuf = $stem.into();
+        let (png, svg) = (stem.with_extension("png"), stem.with_extension("svg"));
+        {
+            let $root = plotters::prelude::BitMapBackend::new(&png, $size).into_drawing_area();
+            $body
+        }
+        {
+            let $root = plotters::prelude::SVGBackend::new(&svg, $size).into_drawing_area();
+            $body
+        }
+    }};
+}

@@ -1,4 +1,9 @@
 //! The paper's analyses, each a library function returning a small serialisable summary that the
 //! book's examples plot and `tests/` snapshot:
-//! - [`hopfield`]: the Hopfield energy of attention, Algorithm 1's trajectories, entropy vs τ.
+//! - [`hopfield`]: the Hopfield energy of attention, Algorithm 1's trajectories, entropy vs τ;
+//! - [`decomposition`]: parallel / orthogonal parts of the guidance difference along sampling
+//!   (Fig. 6) and the suggested κ;
+//! - [`certainty`]: attention certainty per block (Fig. 7) and the suggested layer range.
+pub mod certainty;
+pub mod decomposition;
 pub mod hopfield;

@@ -250,12 +250,19 @@ pub struct ForwardPlan {
     pub record: Option<usize>,
     /// The recorded map, (rows, N, N) averaged over heads, after the forward.
     pub recorded: std::cell::RefCell<Option<Tensor>>,
+    /// If set to p, every block records the share of (query, head) pairs of the first group
+    /// whose largest standard-attention probability exceeds p (ERG Fig. 7 uses 0.95) into
+    /// [`Self::certainty`]. Analysis only: it costs an extra attention map per block.
+    pub certainty_threshold: Option<f64>,
+    /// `(block, share above the threshold, mean largest probability)` recorded during the forward
+    /// when [`Self::certainty_threshold`] is set.
+    pub certainty: std::cell::RefCell<Vec<(usize, f64, f64)>>,
 }
 
 impl ForwardPlan {
     /// Groups with sampling kernels.
     pub fn new(groups: Vec<(usize, AttentionPlan)>) -> Self {
-        Self { groups, mode: OpMode::Infer, record: None, recorded: Default::default() }
+        Self { groups, mode: OpMode::Infer, record: None, recorded: Default::default(), certainty_threshold: None, certainty: Default::default() }
     }
     /// One plan for all `batch` rows, sampling kernels.
     pub fn uniform(batch: usize, plan: AttentionPlan) -> Self {
@@ -296,6 +303,15 @@ impl ForwardPlan {
             let logits = (qs.matmul(&ks.transpose(2, 3)?.contiguous()?)? / (d as f64).sqrt())?;
             let probs = softmax_last_dim(&logits, self.mode)?.mean(1)?; // (rows, N, N)
             *self.recorded.borrow_mut() = Some(probs);
+        }
+        if let Some(p) = self.certainty_threshold {
+            let rows = self.groups[0].0;
+            let (qs, ks) = (q.narrow(0, 0, rows)?.contiguous()?, k.narrow(0, 0, rows)?.contiguous()?);
+            let logits = (qs.matmul(&ks.transpose(2, 3)?.contiguous()?)? / (q.dim(3)? as f64).sqrt())?; // (rows, H, S, N)
+            let top = softmax_last_dim(&logits, self.mode)?.max(candle_core::D::Minus1)?; // (rows, H, S)
+            let share = top.gt(p)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
+            let mean_top = top.mean_all()?.to_scalar::<f32>()? as f64;
+            self.certainty.borrow_mut().push((l, share, mean_top));
         }
         let first = *self.groups[0].1.rectifier(l);
         if self.groups.iter().all(|(_, p)| *p.rectifier(l) == first) {

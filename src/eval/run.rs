@@ -181,6 +181,19 @@ pub struct BenchPaths {
     pub feature_weights: Option<String>,
 }
 
+impl BenchPaths {
+    /// The shipped checkpoints, the classifier's features.
+    pub fn default_paths() -> Self {
+        Self {
+            checkpoint: crate::checkpoint::SHIPPED_EMOJI_DIT.into(),
+            weak_checkpoint: crate::checkpoint::SHIPPED_EMOJI_WEAK.into(),
+            classifier: crate::checkpoint::SHIPPED_EMOJI_CLASSIFIER.into(),
+            features: None,
+            feature_weights: None,
+        }
+    }
+}
+
 impl Bench {
     /// Loads what `paths` names (see [`Bench::load`]).
     pub fn from_paths(paths: &BenchPaths, device: &Device) -> Result<Self> {

@@ -156,6 +156,58 @@ pub struct Guidance {
 }
 
 impl Guidance {
+    /// A compact description of the hyperparameters for tables, e.g.
+    /// `s=2 (w=3): τ=0.5 blocks [2,4) κ=0.4`; terms separated by `; `, CADS and APG appended.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = self
+            .terms
+            .iter()
+            .map(|t| {
+                let n = &t.negative;
+                let mut d = format!("s={}", t.scale);
+                if self.terms.len() == 1 && self.combiner == Combiner::Linear {
+                    d = format!("s={} (w={})", t.scale, 1.0 + t.scale);
+                }
+                if n.model == ModelChoice::Weak {
+                    d.push_str(" weak model");
+                }
+                if n.condition == Condition::Null && self.positive == Condition::Given {
+                    d.push_str(" null cond.");
+                }
+                let a = &n.attention;
+                let r = match a.rectifier {
+                    Rectifier::Standard => String::new(),
+                    Rectifier::Energy(e) if e.alpha == 1.0 && e.gamma == 1.0 && e.steps == 1 => format!("τ={}", e.tau),
+                    Rectifier::Energy(e) => format!("τ={} α={} γ={} K={}", e.tau, e.alpha, e.gamma, e.steps),
+                    Rectifier::Identity => "identity attn.".into(),
+                    Rectifier::SmoothedQueries { sigma } => format!("blur σ={}", if sigma.is_infinite() { "∞".to_string() } else { sigma.to_string() }),
+                    Rectifier::SkipBlock => "skip".into(),
+                };
+                if !r.is_empty() {
+                    d.push_str(&format!(" {r} blocks [{},{})", a.l_min, a.l_max));
+                    if n.kappa > 0.0 {
+                        d.push_str(&format!(" κ={}", n.kappa));
+                    }
+                }
+                if n.sag.is_some() {
+                    d.push_str(" SAG input");
+                }
+                d
+            })
+            .collect();
+        if let Some(c) = &self.cads {
+            parts.push(format!("CADS τ₁={} τ₂={} s={}", c.tau1, c.tau2, c.noise_scale));
+        }
+        if let Combiner::Apg(_) = self.combiner {
+            parts.push("APG".into());
+        }
+        if parts.is_empty() {
+            "–".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+
     /// No guidance: one prediction with the given condition (NFE 1).
     pub fn none() -> Self {
         Self { name: "none".into(), positive: Condition::Given, cads: None, terms: vec![], combiner: Combiner::Linear }
