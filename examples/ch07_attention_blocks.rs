@@ -36,6 +36,7 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR_END: certainty
 
     // ANCHOR: plot
+    let ymax = (120.0 * prof.mean_max.iter().chain(&prof.shares).flatten().copied().fold(0.0, f64::max)).min(100.0);
     erg::png_and_svg!(out.join("certainty"), (560, 400), |root| {
         root.fill(&WHITE)?;
         let depth = model.depth();
@@ -44,10 +45,10 @@ fn main() -> anyhow::Result<()> {
             .margin(10)
             .x_label_area_size(34)
             .y_label_area_size(50)
-            .build_cartesian_2d(-0.5..depth as f64 - 0.5, 0.0..100.0)?;
-        chart.configure_mesh().x_desc("block").y_desc("%").x_labels(depth).draw()?;
+            .build_cartesian_2d(-0.5..depth as f64 - 0.5, 0.0..ymax)?;
+        chart.configure_mesh().x_desc("block").y_desc("%").x_labels(depth).x_label_formatter(&|x| format!("{x:.0}")).draw()?;
         // Solid: mean largest probability; dashed: share of (query, head) pairs above 0.95.
-        chart.draw_series(std::iter::once(Rectangle::new([(l_min as f64 - 0.5, 0.0), (l_max as f64 - 0.5, 100.0)], RGBColor(255, 230, 180).filled())))?;
+        chart.draw_series(std::iter::once(Rectangle::new([(l_min as f64 - 0.5, 0.0), (l_max as f64 - 0.5, ymax)], RGBColor(255, 230, 180).filled())))?;
         for (i, ((t, row), mm)) in prof.ts.iter().zip(&prof.shares).zip(&prof.mean_max).enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let pts: Vec<(f64, f64)> = mm.iter().enumerate().map(|(l, s)| (l as f64, 100.0 * s)).collect();

@@ -40,3 +40,54 @@ fn figures_display_in_evcxr_as_png() {
     assert!(matches!(erg::imaging::Figure::open(&path), Err(erg::Error::Corrupt { .. })));
     assert!(erg::imaging::Figure::open(dir.path().join("missing.png")).unwrap_err().to_string().contains("run the example"));
 }
+
+fn round4(v: f64) -> f64 {
+    (v * 1e4).round() / 1e4
+}
+
+#[test]
+fn ch06_decomposition_on_the_shipped_model() {
+    use candle_core::{Device, Tensor};
+    use erg::analysis::decomposition::{along_sampling, suggest_kappa};
+    use erg::guidance::{preset, Models};
+    let (model, _) = erg::checkpoint::load_dit(std::path::Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &Device::Cpu).unwrap();
+    let labels = Tensor::new(&[0u32, 5], &Device::Cpu).unwrap();
+    let mut out = Vec::new();
+    for name in ["cfg", "ierg"] {
+        let pts = along_sampling(Models::main(&model), &preset(name, 3.0, 6).unwrap(), &labels, 8, 0).unwrap();
+        out.push((name, pts.iter().map(|p| (round4(p.t), round4(p.parallel), round4(p.orthogonal))).collect::<Vec<_>>()));
+    }
+    // Before κ = 0.3 I-ERG is CFG: identical decompositions at t = 0, 0.125, 0.25.
+    assert_eq!(out[0].1[..3], out[1].1[..3]);
+    // After κ the rectified negative differs: a larger orthogonal part.
+    assert!(out[1].1[4].2 > out[0].1[4].2);
+    let cfg_pts = along_sampling(Models::main(&model), &preset("cfg", 3.0, 6).unwrap(), &labels, 8, 0).unwrap();
+    insta::assert_json_snapshot!("ch06_decomposition", (out, suggest_kappa(&cfg_pts, 0.9)));
+}
+
+#[test]
+fn ch07_attention_certainty_on_the_shipped_model() {
+    use candle_core::Device;
+    use erg::analysis::certainty::{noise_like, profile, suggest_layer_range};
+    let (model, _) = erg::checkpoint::load_dit(std::path::Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &Device::Cpu).unwrap();
+    let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, 32).unwrap();
+    let (x1, labels) = data.per_class(1).unwrap();
+    let labels = candle_core::Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
+    let p = profile(&model, &x1, &labels, &noise_like(&x1, 0).unwrap(), &[0.3, 0.9], 0.95).unwrap();
+    assert_eq!((p.shares.len(), p.shares[0].len()), (2, 6));
+    assert!(p.mean_max.iter().flatten().all(|m| (1.0 / 64.0..=1.0).contains(m)), "a max probability over 64 keys is ≥ 1/64");
+    let rounded: Vec<Vec<(f64, f64)>> =
+        p.shares.iter().zip(&p.mean_max).map(|(s, m)| s.iter().zip(m).map(|(a, b)| (round4(*a), round4(*b))).collect()).collect();
+    insta::assert_json_snapshot!("ch07_certainty", (rounded, suggest_layer_range(&p.certainty_per_block())));
+}
+
+#[test]
+fn layer_range_suggestion_finds_the_middle_regime() {
+    use erg::analysis::certainty::suggest_layer_range;
+    // Three regimes as in the paper's Fig. 7: certain, uncertain middle, certain again.
+    assert_eq!(suggest_layer_range(&[0.3, 0.28, 0.05, 0.04, 0.06, 0.05, 0.3, 0.4]), (2, 6));
+    // Prefer an interior run to a longer one touching the end.
+    assert_eq!(suggest_layer_range(&[0.5, 0.1, 0.5, 0.1, 0.1, 0.1]), (1, 2));
+    // Flat: the middle third.
+    assert_eq!(suggest_layer_range(&[0.2; 6]), (2, 4));
+}

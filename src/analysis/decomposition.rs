@@ -70,11 +70,12 @@ pub fn along_sampling<M: Denoiser>(models: Models<'_, M>, guidance: &Guidance, c
 }
 
 /// The kickoff suggested by a CFG decomposition (Appendix B.2: κ is where the parallel part has
-/// converged after its early peak): the first t after the peak where the parallel norm has come
-/// down `fraction` of the way from the peak to its later minimum (0.9 = within 10 % of the
-/// floor). `None` for fewer than two points or a parallel part that never falls.
+/// converged after its early peak): the first t after the peak (the largest parallel norm with
+/// t < 0.5; the part may rise again near t = 1) where the parallel norm has come down `fraction`
+/// of the way from the peak to its later minimum (0.9 = within 10 % of the floor). `None` when
+/// there is no early point or the parallel part never falls.
 pub fn suggest_kappa(points: &[DecompositionPoint], fraction: f64) -> Option<f64> {
-    let (peak_i, peak) = points.iter().enumerate().max_by(|a, b| a.1.parallel.partial_cmp(&b.1.parallel).unwrap())?;
+    let (peak_i, peak) = points.iter().enumerate().filter(|(_, p)| p.t < 0.5).max_by(|a, b| a.1.parallel.partial_cmp(&b.1.parallel).unwrap())?;
     let floor = points[peak_i..].iter().map(|p| p.parallel).fold(f64::INFINITY, f64::min);
     if floor >= peak.parallel {
         return None;
