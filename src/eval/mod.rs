@@ -1,6 +1,8 @@
 //! Evaluation runs as in the ERG paper: metrics per run appended to a results file that survives
-//! interruptions, and hyperparameter selection by mean rank over all metrics (Appendix A.1).
+//! interruptions, hyperparameter selection by mean rank over all metrics (Appendix A.1), and
+//! reports (tables, metric-vs-value plots).
 pub mod rank;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod sweep;

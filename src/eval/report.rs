@@ -1,0 +1,116 @@
+//! Reporting evaluation runs: labelled markdown tables (the paper's Tables 4–6 layout) and
+//! metric-vs-swept-value plots (Figs. 4 and 9), shared by the book's examples.
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::{run_key, Bench, EvalConfig, ResultsFile, RunRecord};
+use crate::guidance::Guidance;
+use crate::{Error, Result};
+
+/// The metric columns of the paper's tables, with their arrows.
+pub const COLUMNS: [(&str, &str); 6] = [
+    ("fid", "FID ↓"),
+    ("precision", "precision ↑"),
+    ("recall", "recall ↑"),
+    ("density", "density ↑"),
+    ("coverage", "coverage ↑"),
+    ("consistency", "consistency ↑"),
+];
+
+/// Evaluates each labelled variant with `bench` (or reuses its record from `results`), in order.
+/// Progress goes to stderr; an interrupted call resumes from `results`.
+pub fn evaluate_variants(
+    bench: &Bench,
+    variants: &[(String, Guidance)],
+    cfg: &EvalConfig,
+    results: &mut ResultsFile,
+    device: &candle_core::Device,
+) -> Result<Vec<(String, RunRecord)>> {
+    let mut out = Vec::with_capacity(variants.len());
+    for (label, g) in variants {
+        let key = run_key(g, cfg);
+        if !results.contains(&key) {
+            let rec = bench.evaluate(g, cfg, device, |_, _| {})?;
+            eprintln!("{label:>28}: FID {:.2}, consistency {:.1} ({:.0} s)", rec.metrics["fid"], rec.metrics["consistency"], rec.wall_s);
+            results.append(rec)?;
+        }
+        let rec = results.records().iter().find(|r| r.key == key).cloned().ok_or_else(|| Error::Other(format!("run {key} missing after evaluation")))?;
+        out.push((label.clone(), rec));
+    }
+    Ok(out)
+}
+
+/// A markdown table: one row per labelled record, the [`COLUMNS`] and NFE per step.
+pub fn markdown_table(first_header: &str, rows: &[(String, RunRecord)]) -> String {
+    let fmt = |v: Option<&f64>| match v {
+        Some(v) if v.is_finite() => format!("{v:.2}"),
+        _ => "–".into(),
+    };
+    let mut md = format!(
+        "| {first_header} | {} | NFE / step |\n|---|{}---|\n",
+        COLUMNS.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "),
+        "---|".repeat(COLUMNS.len())
+    );
+    for (label, r) in rows {
+        let cells: Vec<String> = COLUMNS.iter().map(|(k, _)| fmt(r.metrics.get(*k))).collect();
+        md.push_str(&format!("| {label} | {} | {:.2} |\n", cells.join(" | "), r.nfe_per_step));
+    }
+    md
+}
+
+/// One panel per metric of [`COLUMNS`], each metric against the swept value `xs[i]` of
+/// `rows[i]` (optionally one dashed horizontal reference line per metric, e.g. CFG), written as
+/// `<stem>.png` and `<stem>.svg`.
+pub fn plot_metric_curves(stem: &Path, x_label: &str, xs: &[f64], rows: &[(String, RunRecord)], reference: Option<&RunRecord>) -> Result<()> {
+    crate::imaging::register_font();
+    if xs.len() != rows.len() || xs.is_empty() {
+        return Err(Error::shape(format!("{} swept values for {} runs", xs.len(), rows.len())));
+    }
+    let err = |e: String| Error::Other(format!("plot {}: {e}", stem.display()));
+    crate::png_and_svg!(stem, (1080, 560), |root| {
+        draw_curves(root, x_label, xs, rows, reference).map_err(err)?;
+    });
+    Ok(())
+}
+
+fn draw_curves<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    x_label: &str,
+    xs: &[f64],
+    rows: &[(String, RunRecord)],
+    reference: Option<&RunRecord>,
+) -> std::result::Result<(), String> {
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    root.fill(&WHITE).map_err(|x| e(&x))?;
+    let (x0, x1) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let px = ((x1 - x0) * 0.05).max(1e-3);
+    for (panel, (key, title)) in root.split_evenly((2, 3)).iter().zip(COLUMNS) {
+        let ys: Vec<f64> = rows.iter().map(|(_, r)| r.metrics.get(key).copied().unwrap_or(f64::NAN)).collect();
+        let mut all: Vec<f64> = ys.iter().copied().filter(|v| v.is_finite()).collect();
+        if let Some(v) = reference.and_then(|r| r.metrics.get(key)).filter(|v| v.is_finite()) {
+            all.push(*v);
+        }
+        if all.is_empty() {
+            continue;
+        }
+        let (y0, y1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let py = ((y1 - y0) * 0.1).max(0.5);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(44)
+            .build_cartesian_2d((x0 - px)..(x1 + px), (y0 - py)..(y1 + py))
+            .map_err(|x| e(&x))?;
+        chart.configure_mesh().x_desc(x_label).draw().map_err(|x| e(&x))?;
+        let pts: Vec<(f64, f64)> = xs.iter().copied().zip(ys).filter(|p| p.1.is_finite()).collect();
+        chart.draw_series(LineSeries::new(pts.clone(), BLUE.stroke_width(2))).map_err(|x| e(&x))?;
+        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, BLUE.filled()))).map_err(|x| e(&x))?;
+        if let Some(v) = reference.and_then(|r| r.metrics.get(key)).filter(|v| v.is_finite()) {
+            chart.draw_series(DashedLineSeries::new(vec![(x0 - px, *v), (x1 + px, *v)], 5, 4, BLACK.mix(0.5).stroke_width(1))).map_err(|x| e(&x))?;
+        }
+    }
+    root.present().map_err(|x| e(&x))?;
+    Ok(())
+}
