@@ -2,6 +2,7 @@
 //! convention (t = 0 noise, t = 1 data) and takes a [`ForwardPlan`] saying which attention
 //! rectifier each block uses for each group of batch rows.
 pub mod dit;
+pub mod mmdit;
 
 use candle_core::Tensor;
 

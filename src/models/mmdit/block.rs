@@ -1,0 +1,111 @@
+//! The joint block of MMDiT (Esser et al. 2024, Fig. 2): an image stream (`x_block`) and a text
+//! stream (`context_block`), each with its own adaLN modulation, qkv, projection and MLP, and one
+//! attention over the concatenated sequence. The last block's text stream is "pre-only" (qkv and
+//! a 2-way modulation, no output). Keys as in the SD3 checkpoints.
+use candle_core::{Module, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::attention::ForwardPlan;
+use crate::nn::ops::{layer_norm_no_affine, modulate, OpMode};
+use crate::Result;
+
+/// One stream's projections.
+pub(crate) struct Stream {
+    ada_ln: candle_nn::Linear,
+    n_mods: usize,
+    qkv: candle_nn::Linear,
+    ln_q: Option<candle_nn::RmsNorm>,
+    ln_k: Option<candle_nn::RmsNorm>,
+    /// Absent for a pre-only stream.
+    post: Option<(candle_nn::Linear, candle_nn::Linear, candle_nn::Linear)>,
+    head_size: usize,
+}
+
+/// Per-stream state kept from before to after attention.
+pub(crate) struct Pending {
+    mods: Vec<Tensor>,
+}
+
+impl Stream {
+    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, pre_only: bool, vb: VarBuilder) -> Result<Self> {
+        let n_mods = if pre_only { 2 } else { 6 };
+        let post = if pre_only {
+            None
+        } else {
+            Some((candle_nn::linear(d, d, vb.pp("attn.proj"))?, candle_nn::linear(d, 4 * d, vb.pp("mlp.fc1"))?, candle_nn::linear(4 * d, d, vb.pp("mlp.fc2"))?))
+        };
+        let (ln_q, ln_k) = if qk_norm {
+            (Some(candle_nn::rms_norm(head_size, 1e-6, vb.pp("attn.ln_q"))?), Some(candle_nn::rms_norm(head_size, 1e-6, vb.pp("attn.ln_k"))?))
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            ada_ln: candle_nn::linear(d, n_mods * d, vb.pp("adaLN_modulation.1"))?,
+            n_mods,
+            qkv: candle_nn::linear(d, 3 * d, vb.pp("attn.qkv"))?,
+            ln_q,
+            ln_k,
+            post,
+            head_size,
+        })
+    }
+
+    /// Modulated, normalised input → q, k, v (B, H, N, d_h), q and k RMS-normed if configured.
+    pub(crate) fn pre_attention(&self, x: &Tensor, c: &Tensor, mode: OpMode) -> Result<(Tensor, Tensor, Tensor, Pending)> {
+        let (b, n, d) = x.dims3()?;
+        let mods = self.ada_ln.forward(&c.silu()?)?.chunk(self.n_mods, D::Minus1)?; // n_mods × (B, D)
+        let h = modulate(&layer_norm_no_affine(x, 1e-6, mode)?, &mods[0], &mods[1])?; // (B, N, D)
+        let heads = d / self.head_size;
+        let qkv = self.qkv.forward(&h)?.reshape((b, n, 3, heads, self.head_size))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
+        let (mut q, mut k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+        if let (Some(lq), Some(lk)) = (&self.ln_q, &self.ln_k) {
+            q = lq.forward(&q)?;
+            k = lk.forward(&k)?;
+        }
+        Ok((q, k, v, Pending { mods }))
+    }
+
+    /// Attention output (B, N, D) → residual updates of attention and MLP.
+    pub(crate) fn post_attention(&self, x: &Tensor, attn: &Tensor, p: &Pending, mode: OpMode) -> Result<Tensor> {
+        let (proj, fc1, fc2) = self.post.as_ref().expect("post_attention on a pre-only stream");
+        let m = &p.mods;
+        let x = (x + proj.forward(attn)?.broadcast_mul(&m[2].unsqueeze(1)?)?)?;
+        let h = modulate(&layer_norm_no_affine(&x, 1e-6, mode)?, &m[3], &m[4])?;
+        let h = fc2.forward(&fc1.forward(&h)?.gelu()?)?; // tanh-GELU, as SD3
+        Ok((x + h.broadcast_mul(&m[5].unsqueeze(1)?)?)?)
+    }
+}
+
+/// A joint block.
+pub struct JointBlock {
+    pub(crate) x: Stream,
+    pub(crate) context: Stream,
+}
+
+impl JointBlock {
+    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, last: bool, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { x: Stream::new(d, head_size, qk_norm, false, vb.pp("x_block"))?, context: Stream::new(d, head_size, qk_norm, last, vb.pp("context_block"))? })
+    }
+
+    /// Block `l`: image tokens `x` (B, N, D), text tokens `ctx` (B, L, D), conditioning `c`
+    /// (B, D) → new (x, ctx); ctx is `None` after the last block. Attention runs over
+    /// [image; text] (image first, so SEG's `grid` (rows, cols) of image tokens covers the leading
+    /// tokens) with the plan's rectifier for block `l`; the temperature acts after the QK-norm.
+    pub fn forward(&self, l: usize, x: &Tensor, ctx: &Tensor, c: &Tensor, plan: &ForwardPlan, grid: (usize, usize)) -> Result<(Tensor, Option<Tensor>)> {
+        let n = x.dim(1)?;
+        let (qx, kx, vx, px) = self.x.pre_attention(x, c, plan.mode)?;
+        let (qc, kc, vc, pc) = self.context.pre_attention(ctx, c, plan.mode)?;
+        let q = Tensor::cat(&[&qx, &qc], 2)?; // (B, H, N + L, d_h)
+        let k = Tensor::cat(&[&kx, &kc], 2)?;
+        let v = Tensor::cat(&[&vx, &vc], 2)?;
+        let o = plan.attend(l, &q, &k, &v, Some(grid))?; // (B, H, N + L, d_h)
+        let (b, _, s, _) = o.dims4()?;
+        let o = o.transpose(1, 2)?.reshape((b, s, ()))?; // (B, N + L, D)
+        let x_new = self.x.post_attention(x, &o.narrow(1, 0, n)?, &px, plan.mode)?;
+        let ctx_new = match self.context.post {
+            Some(_) => Some(self.context.post_attention(ctx, &o.narrow(1, n, s - n)?, &pc, plan.mode)?),
+            None => None,
+        };
+        Ok((x_new, ctx_new))
+    }
+}
