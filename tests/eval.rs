@@ -141,3 +141,21 @@ fn sweep_grids_selection_and_pareto_fronts() {
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (960 + 180, 440));
 }
+
+#[test]
+fn variant_tables_and_metric_plots() {
+    use erg::eval::report::{markdown_table, plot_metric_curves};
+    let mut a = record("a", 12.345);
+    a.metrics.insert("consistency".into(), f64::NAN);
+    let b = record("b", 7.0);
+    let rows = vec![("τ = 0.1".to_string(), a), ("τ = 0.5".to_string(), b)];
+    let md = markdown_table("temperature", &rows);
+    let lines: Vec<&str> = md.lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with("| temperature | FID ↓ | precision ↑"));
+    assert_eq!(lines[2], "| τ = 0.1 | 12.35 | – | – | – | – | – | 2.00 |", "missing metrics print as –");
+    let dir = tempfile::tempdir().unwrap();
+    plot_metric_curves(&dir.path().join("m"), "τ", &[0.1, 0.5], &rows, None).unwrap();
+    assert!(dir.path().join("m.png").exists() && dir.path().join("m.svg").exists());
+    assert!(plot_metric_curves(&dir.path().join("m"), "τ", &[0.1], &rows, None).is_err(), "one value per run");
+}
