@@ -26,7 +26,8 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result
     }
 }
 
-fn fast_path(xs: &[&Tensor]) -> bool {
+/// Whether the fused CPU kernels apply (CPU, f32).
+pub(crate) fn fast_path(xs: &[&Tensor]) -> bool {
     xs.iter().all(|x| x.device().is_cpu() && x.dtype() == DType::F32)
 }
 

@@ -31,9 +31,12 @@ pub enum OpMode {
     Train,
 }
 
-/// Softmax over the last dimension.
+/// Softmax over the last dimension. With fused kernels on (the default): the crate's kernel on
+/// CPU f32 in both modes (faster than candle's at the models' shapes, see the `bench` example),
+/// candle's fused kernel elsewhere when sampling, candle's composition elsewhere when training.
 pub fn softmax_last_dim(x: &Tensor, mode: OpMode) -> Result<Tensor> {
     Ok(match mode {
+        OpMode::Infer if fused_kernels() && super::fused::fast_path(&[x]) => super::fused::softmax_last_dim(x)?,
         OpMode::Infer => candle_nn::ops::softmax_last_dim(x)?,
         OpMode::Train if fused_kernels() => super::fused::softmax_last_dim(x)?,
         OpMode::Train => candle_nn::ops::softmax(x, D::Minus1)?,
@@ -41,12 +44,13 @@ pub fn softmax_last_dim(x: &Tensor, mode: OpMode) -> Result<Tensor> {
 }
 
 /// Layer norm over the last dimension without affine parameters (DiT's `elementwise_affine=False`).
-/// `x`: (..., D) → (..., D), ε = `eps`. `Infer` uses candle's fused kernel (no backward pass),
-/// `Train` the fused kernel with a backward pass (or the differentiable mean/variance composition
-/// when fused kernels are off).
+/// `x`: (..., D) → (..., D), ε = `eps`. With fused kernels on: the crate's kernel (with backward)
+/// on CPU f32 in both modes; elsewhere candle's fused kernel (no backward) when sampling and the
+/// differentiable mean/variance composition when training.
 pub fn layer_norm_no_affine(x: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor> {
     let d = x.dim(D::Minus1)?;
     Ok(match mode {
+        OpMode::Infer if fused_kernels() && super::fused::fast_path(&[x]) => super::fused::layer_norm_no_affine(x, eps)?,
         OpMode::Infer => {
             let ones = Tensor::ones(d, x.dtype(), x.device())?;
             let zeros = Tensor::zeros(d, x.dtype(), x.device())?;
@@ -67,10 +71,11 @@ pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
     Ok(x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?.broadcast_add(&shift.unsqueeze(1)?)?)
 }
 
-/// Exact (erf) GELU: the crate's parallel fused kernel with a backward pass, or candle's
-/// `gelu_erf` when fused kernels are off (both differentiable, in every mode).
-pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    if fused_kernels() {
+/// Exact (erf) GELU. `Infer` and fused kernels off: candle's `gelu_erf` (its forward is the
+/// faster one, measured by the `bench` example); `Train`: the crate's fused kernel, whose backward
+/// is one pass instead of candle's composition.
+pub fn gelu_erf(x: &Tensor, mode: OpMode) -> Result<Tensor> {
+    if mode == OpMode::Train && fused_kernels() {
         super::fused::gelu_erf(x)
     } else {
         Ok(x.gelu_erf()?)

@@ -68,11 +68,11 @@ impl DitBlock {
         Ok(o.apply(&self.proj)?)
     }
 
-    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
+    fn mlp(&self, x: &Tensor, mode: crate::nn::OpMode) -> Result<Tensor> {
         let hdn = x.apply(&self.fc1)?; // (B, N, M)
         let hdn = match self.activation {
             Activation::GeluTanh => hdn.gelu()?,
-            Activation::GeluErf => crate::nn::ops::gelu_erf(&hdn)?,
+            Activation::GeluErf => crate::nn::ops::gelu_erf(&hdn, mode)?,
         };
         Ok(self.fc2.forward(&hdn)?)
     }
@@ -94,6 +94,6 @@ impl DitBlock {
         let hdn = modulate(&layer_norm_no_affine(x, 1e-6, plan.mode)?, shift_msa, scale_msa)?;
         let x = (x + self.attn(&hdn, l, plan)?.broadcast_mul(&gate_msa.unsqueeze(1)?)?)?;
         let hdn = modulate(&layer_norm_no_affine(&x, 1e-6, plan.mode)?, shift_mlp, scale_mlp)?;
-        Ok((&x + self.mlp(&hdn)?.broadcast_mul(&gate_mlp.unsqueeze(1)?)?)?)
+        Ok((&x + self.mlp(&hdn, plan.mode)?.broadcast_mul(&gate_mlp.unsqueeze(1)?)?)?)
     }
 }
