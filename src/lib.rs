@@ -30,6 +30,7 @@ pub mod models;
 pub mod nn;
 pub mod rng;
 pub mod sample;
+pub mod text;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -1,0 +1,6 @@
+//! Text encoders for text-to-image guidance, with the C-ERG rectification (ERG Sec. 3.2):
+//! a temperature τ_c on the self-attention logits of layers [l_min^c, l_max^c), which gives the
+//! "weak" conditioning φ_c^τ used as the negative.
+pub mod minilm;
+
+pub use minilm::{MiniLm, MiniLmConfig, TextRectification};
