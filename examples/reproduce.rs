@@ -123,7 +123,6 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.checkpoint.clone()
     };
-    // ANCHOR: methods
     let (model, card) = load_dit(&checkpoint, &device)?;
     let depth = model.depth();
     let methods: Vec<Guidance> = args.guidance.iter().map(|name| method(name, &args, depth)).collect::<anyhow::Result<_>>()?;
@@ -131,7 +130,6 @@ fn main() -> anyhow::Result<()> {
     let models = Models { main: &model, weak: weak.as_ref() };
     let labels = class_grid_labels(card.classes.len(), args.samples, &device)?;
     let cfg = SampleConfig { num_steps: args.steps, seed: args.seed, batch_size: 96 };
-    // ANCHOR_END: methods
 
     let mut panels = Vec::new();
     let mut reports = Vec::new();
@@ -141,7 +139,6 @@ fn main() -> anyhow::Result<()> {
         bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>6} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}").unwrap().progress_chars("=> "));
         bar.set_prefix(g.name.clone());
         let t0 = Instant::now();
-        // ANCHOR: sample
         let s = sample(models, g, &labels, &cfg, 0, &device, |done, total| {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
@@ -149,7 +146,6 @@ fn main() -> anyhow::Result<()> {
         bar.finish_and_clear();
         let wall_s = t0.elapsed().as_secs_f64();
         let img = grid(&to_rgb8(&s.images)?, args.samples, 2, 2);
-        // ANCHOR_END: sample
         let file = format!("grid_{}.png", g.name);
         save_png(&img, &args.out.join(&file))?;
         eprintln!("{:>12}: {:.1} s, {:.2} NFE/step → {}", g.name, wall_s, s.nfe_per_step, args.out.join(&file).display());

@@ -72,14 +72,12 @@ fn main() -> anyhow::Result<()> {
     };
     model.num_classes = data.classes.len();
     model.in_channels = data.image_shape()?.0;
-    // ANCHOR: config
     let mut cfg = TrainConfig::new(model, &args.data, args.steps, args.seed);
     cfg.batch_size = args.batch_size;
     cfg.optim.lr = args.lr;
     cfg.optim.weight_decay = args.weight_decay;
     cfg.ema_decay = args.ema_decay;
     cfg.checkpoint_every = args.checkpoint_every;
-    // ANCHOR_END: config
     let device = erg::device::best();
     eprintln!(
         "training {} ({:.2}M parameters) on {} {} images, {} classes, {} steps of batch {}, {}",
@@ -92,9 +90,7 @@ fn main() -> anyhow::Result<()> {
         cfg.batch_size,
         erg::device::describe(&device)
     );
-    // ANCHOR: train
     let report = train(&cfg, &data, &device, &RunPaths::new(&args.out), args.resume, None, true)?;
-    // ANCHOR_END: train
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("EMA weights: {}", RunPaths::new(&args.out).ema().display());
     Ok(())
