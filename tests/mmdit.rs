@@ -9,23 +9,10 @@ use candle_nn::VarBuilder;
 use common::max_abs_diff;
 use erg::attention::{AttentionPlan, ForwardPlan, Rectifier};
 use erg::models::mmdit::{Mmdit, MmditConfig};
-use erg::nn::{seeded_varbuilder, SeededVarMap};
 
-/// Random weights (every tensor, N(0, 0.3²)) in the SD3 layout, written under `model.diffusion_model.`.
+/// Random weights (every tensor, N(0, 0.3²)) in the SD3 layout.
 fn random_weights(cfg: &MmditConfig, seed: u64) -> HashMap<String, Tensor> {
-    let map = SeededVarMap::new(seed);
-    Mmdit::new(cfg, seeded_varbuilder(&map, DType::F32, &Device::Cpu)).unwrap();
-    let data = map.varmap.data().lock().unwrap();
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            let mut r = erg::rng::stream(seed, 100 + i as u64);
-            ((*n).clone(), (erg::rng::randn(&mut r, data[*n].dims(), &Device::Cpu).unwrap() * 0.3).unwrap())
-        })
-        .collect()
+    common::random_tensors(seed, 0.3, |vb| Mmdit::new(cfg, vb))
 }
 
 fn randn(dims: &[usize], seed: u64) -> Tensor {

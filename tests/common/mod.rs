@@ -24,3 +24,22 @@ pub fn random_dit(cfg: &DitConfig, seed: u64) -> (Dit, SeededVarMap) {
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
+
+/// Every tensor `build` asks its `VarBuilder` for, filled with N(0, scale²) values from the
+/// seeded generator (tensor i of the sorted names from stream (seed, 100 + i)): random weights in
+/// a model's real key layout, for loading and parity tests.
+pub fn random_tensors<T>(seed: u64, scale: f64, build: impl FnOnce(candle_nn::VarBuilder) -> erg::Result<T>) -> std::collections::HashMap<String, Tensor> {
+    let map = SeededVarMap::new(seed);
+    build(seeded_varbuilder(&map, DType::F32, &Device::Cpu)).unwrap();
+    let data = map.varmap.data().lock().unwrap();
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut r = erg::rng::stream(seed, 100 + i as u64);
+            ((*n).clone(), (erg::rng::randn(&mut r, data[*n].dims(), &Device::Cpu).unwrap() * scale).unwrap())
+        })
+        .collect()
+}
