@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use clap::Parser;
-use erg::checkpoint::{load_card, load_tensors, save_dit};
+use erg::checkpoint::{load_card, load_tensors, save_checkpoint, ModelCard};
 use erg::train::RunPaths;
 
 #[derive(Parser, Debug)]
@@ -37,7 +37,7 @@ fn main() -> anyhow::Result<()> {
         "f32" => DType::F32,
         d => anyhow::bail!("unknown --dtype {d}: f16 or f32"),
     };
-    let (tensors, mut card) = match a.which.as_str() {
+    let (tensors, mut card): (_, ModelCard<serde_json::Value>) = match a.which.as_str() {
         "ema" => (load_tensors(&paths.ema(), &Device::Cpu)?, load_card(&paths.ema())?),
         "weak" => (load_tensors(&paths.weak(), &Device::Cpu)?, load_card(&paths.weak())?),
         "raw" => {
@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         w => anyhow::bail!("unknown --which {w}: ema, weak or raw"),
     };
     card.ema = a.which != "raw";
-    save_dit(&tensors, &card, &a.to, dtype)?;
+    save_checkpoint(&tensors, &card, &a.to, dtype)?;
     eprintln!("wrote {} ({} tensors, step {}, {:?})", a.to.display(), tensors.len(), card.step, dtype);
     Ok(())
 }

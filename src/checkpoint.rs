@@ -19,15 +19,18 @@ pub const SHIPPED_EMOJI_WEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/
 pub const SHIPPED_EMOJI_CLASSIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-classifier.safetensors");
 
 /// The JSON sidecar of a model checkpoint (`<stem>.json` beside `<stem>.safetensors`).
+/// `C` is the model's configuration: [`DitConfig`] for the DiT,
+/// [`crate::models::mmdit::TextToImageConfig`] for the text-to-image MMDiT, or
+/// `serde_json::Value` to read any card.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelCard {
-    /// Architecture: `dit`.
+pub struct ModelCard<C = DitConfig> {
+    /// Architecture: `dit` or `mmdit-t2i`.
     pub model: String,
     /// Model configuration.
-    pub config: DitConfig,
+    pub config: C,
     /// Training step the weights are from.
     pub step: u64,
-    /// Class names (index = label).
+    /// Class names (index = label); empty for a text-to-image model.
     pub classes: Vec<String>,
     /// Data set the model was trained on.
     pub dataset: String,
@@ -89,15 +92,15 @@ pub fn card_path(weights: &Path) -> PathBuf {
     weights.with_extension("json")
 }
 
-/// Saves a DiT's weights (as `dtype`) and its card atomically.
-pub fn save_dit(tensors: &HashMap<String, Tensor>, card: &ModelCard, weights: &Path, dtype: DType) -> Result<()> {
+/// Saves a model's weights (as `dtype`) and its card atomically.
+pub fn save_checkpoint<C: Serialize>(tensors: &HashMap<String, Tensor>, card: &ModelCard<C>, weights: &Path, dtype: DType) -> Result<()> {
     save_tensors(tensors, weights, dtype)?;
     let json = serde_json::to_vec_pretty(card).map_err(|e| Error::Other(e.to_string()))?;
     write_atomic(&card_path(weights), &json)
 }
 
 /// Reads a model card.
-pub fn load_card(weights: &Path) -> Result<ModelCard> {
+pub fn load_card<C: serde::de::DeserializeOwned>(weights: &Path) -> Result<ModelCard<C>> {
     let p = card_path(weights);
     let text = std::fs::read_to_string(&p).map_err(|_| Error::Missing { path: p.clone(), hint: "every checkpoint needs its JSON card beside it".into() })?;
     serde_json::from_str(&text).map_err(|e| Error::corrupt(&p, e))

@@ -94,8 +94,14 @@ impl TimeSampling {
 /// Rectified-flow loss ‖v_θ(x_t, t, c) − (x₁ − ε)‖², mean over all elements (differentiable).
 /// `x1`, `eps`: (B, C, H, W); `t`: (B,); `cond`: the model's conditioning.
 pub fn loss<M: Denoiser>(model: &M, x1: &Tensor, eps: &Tensor, t: &Tensor, cond: &Tensor) -> Result<Tensor> {
+    loss_embedded(model, x1, eps, t, &model.embed_condition(cond)?)
+}
+
+/// [`loss`] from an embedded condition (as from [`Denoiser::embed_condition`]; precomputed text
+/// embeddings when training a text-to-image model with a frozen encoder).
+pub fn loss_embedded<M: Denoiser>(model: &M, x1: &Tensor, eps: &Tensor, t: &Tensor, cond_emb: &Tensor) -> Result<Tensor> {
     let x_t = interpolate(x1, eps, t)?;
-    let v = model.velocity(&x_t, t, cond, &ForwardPlan::train(x1.dim(0)?))?;
+    let v = model.velocity_embedded(&x_t, t, cond_emb, &ForwardPlan::train(x1.dim(0)?))?;
     let target = velocity_target(x1, eps)?;
     Ok((v - target)?.sqr()?.flatten_all()?.mean(D::Minus1)?)
 }

@@ -96,7 +96,7 @@ fn checkpoint_round_trip_and_deterministic_sampling() {
     assert_eq!(card.step, 4);
     // save the loaded weights again (f16, as shipped) and reload: outputs equal to f16 precision
     let copy = dir.path().join("copy.safetensors");
-    erg::checkpoint::save_dit(&read(&ema), &card, &copy, candle_core::DType::F16).unwrap();
+    erg::checkpoint::save_checkpoint(&read(&ema), &card, &copy, candle_core::DType::F16).unwrap();
     let (m2, _) = load_dit(&copy, &Device::Cpu).unwrap();
     let labels = class_grid_labels(10, 1, &Device::Cpu).unwrap();
     let cfg = SampleConfig { num_steps: 4, seed: 3, batch_size: 6 };
@@ -113,7 +113,7 @@ fn checkpoint_round_trip_and_deterministic_sampling() {
     assert!(diff < 5e-2, "f16 round trip changed samples by {diff}");
     // exact f32 round trip
     let copy32 = dir.path().join("copy32.safetensors");
-    erg::checkpoint::save_dit(&read(&ema), &card, &copy32, candle_core::DType::F32).unwrap();
+    erg::checkpoint::save_checkpoint(&read(&ema), &card, &copy32, candle_core::DType::F32).unwrap();
     let (m3, _) = load_dit(&copy32, &Device::Cpu).unwrap();
     let d = sample(Models::main(&m3), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
     assert_eq!(a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), d.images.flatten_all().unwrap().to_vec1::<f32>().unwrap());
@@ -132,7 +132,7 @@ fn missing_and_corrupt_checkpoints_are_reported() {
     assert!(matches!(e, erg::Error::Corrupt { .. }), "{e}");
     // a card whose config does not match the weights
     let weak = dir.path().join("weak.safetensors");
-    let mut card = erg::checkpoint::load_card(&weak).unwrap();
+    let mut card: erg::checkpoint::ModelCard = erg::checkpoint::load_card(&weak).unwrap();
     card.config.hidden_size = 64;
     std::fs::write(dir.path().join("weak.json"), serde_json::to_string(&card).unwrap()).unwrap();
     assert!(load_dit(&weak, &Device::Cpu).unwrap_err().to_string().contains("do not match"));

@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::flow::uniform_schedule;
-use crate::guidance::{Condition, Guidance, Guider, Models};
+use crate::guidance::{Guidance, Guider, Models};
 use crate::models::Denoiser;
 use crate::rng::per_sample_noise;
 use crate::{Error, Result};
@@ -44,10 +44,7 @@ pub fn along_sampling<M: Denoiser>(models: Models<'_, M>, guidance: &Guidance, c
     let b = cond.dim(0)?;
     let mut x = per_sample_noise(seed, 0, b, &[c, h, w], cond.device())?;
     let mut guider = Guider::new(guidance, models, seed)?;
-    let neg_cond = match term.negative.condition {
-        Condition::Given => cond.clone(),
-        Condition::Null => model.null_condition(cond)?,
-    };
+    let neg_emb = neg_model.embed_branch_condition(cond, term.negative.condition)?;
     let schedule = uniform_schedule(num_steps);
     let mut out = Vec::with_capacity(num_steps);
     let norm = ((c * h * w) as f64).sqrt();
@@ -56,7 +53,7 @@ pub fn along_sampling<M: Denoiser>(models: Models<'_, M>, guidance: &Guidance, c
         let tt = Tensor::full(t as f32, b, cond.device())?;
         let std_plan = crate::attention::ForwardPlan::uniform(b, crate::attention::AttentionPlan::standard());
         let pos = model.velocity(&x, &tt, cond, &std_plan)?;
-        let neg = neg_model.velocity(&x, &tt, &neg_cond, &crate::attention::ForwardPlan::uniform(b, term.negative.attention_at(t)))?;
+        let neg = neg_model.velocity_embedded(&x, &tt, &neg_emb, &crate::attention::ForwardPlan::uniform(b, term.negative.attention_at(t)))?;
         let diff = (&pos - &neg)?;
         let coef = (per_sample_dot(&diff, &pos)? / per_sample_dot(&pos, &pos)?.clamp(1e-12, f64::MAX)?)?; // (B,)
         let par = pos.broadcast_mul(&coef.reshape((b, 1, 1, 1))?)?;

@@ -73,7 +73,8 @@ pub enum Rectifier {
     Standard,
     /// The rectified energy update of Algorithm 1 (temperature τ, weight α, step γ, K steps).
     Energy(Energy),
-    /// PAG (Ahn et al. 2024): the attention map is replaced by the identity, output = V.
+    /// PAG (Ahn et al. 2024): the attention map is replaced by the identity, output = V; in
+    /// joint image–text attention only the image–image block (see [`attention`]).
     Identity,
     /// SEG (Hong 2024): queries blurred over the token grid by a Gaussian of standard deviation
     /// `sigma` tokens (kernel ⌈6σ⌉ + 1 made odd, clipped to the grid, reflect padding,
@@ -149,7 +150,19 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, mode
             if q.dims() != v.dims() {
                 return Err(Error::shape("PAG's identity attention needs as many queries as values (self-attention)"));
             }
-            Ok(v.clone())
+            let s = q.dim(2)?;
+            match grid.map(|(r, c)| r * c) {
+                // Joint attention (MMDiT): only the image–image block becomes the identity; image
+                // queries still attend to the text keys, text queries attend normally
+                // (diffusers' `PAGJointAttnProcessor2_0`).
+                Some(n) if n < s => {
+                    let mask: Vec<f32> = (0..s * s).map(|i| if i / s < n && i % s < n && i / s != i % s { -1e9 } else { 0.0 }).collect();
+                    let mask = Tensor::from_vec(mask, (s, s), q.device())?.to_dtype(q.dtype())?;
+                    let logits = (q.contiguous()?.matmul(&kt)? * beta)?.broadcast_add(&mask)?; // (B, H, S, S)
+                    Ok(softmax_last_dim(&logits, mode)?.matmul(&v.contiguous()?)?)
+                }
+                _ => Ok(v.clone()),
+            }
         }
         Rectifier::SmoothedQueries { sigma } => {
             rectifier.validate()?;

@@ -62,16 +62,24 @@ impl Dataset {
         Ok((c, h, w))
     }
 
-    /// A random batch (with replacement) moved to `device`: images (B, C, H, W), labels (B,) u32.
-    pub fn batch(&self, rng: &mut StdRng, batch_size: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    /// Indices of a random batch, drawn uniformly with replacement.
+    pub fn batch_indices(&self, rng: &mut StdRng, batch_size: usize) -> Result<Vec<u32>> {
         if self.is_empty() {
             return Err(Error::Other("cannot draw a batch from an empty data set".into()));
         }
-        let idx: Vec<u32> = (0..batch_size).map(|_| rng.random_range(0..self.len() as u32)).collect();
+        Ok((0..batch_size).map(|_| rng.random_range(0..self.len() as u32)).collect())
+    }
+
+    /// The images `idx` (B, C, H, W) on `device`.
+    pub fn images_at(&self, idx: &[u32], device: &Device) -> Result<Tensor> {
+        Ok(self.images.index_select(&Tensor::new(idx, &Device::Cpu)?, 0)?.to_device(device)?)
+    }
+
+    /// A random batch (with replacement) moved to `device`: images (B, C, H, W), labels (B,) u32.
+    pub fn batch(&self, rng: &mut StdRng, batch_size: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+        let idx = self.batch_indices(rng, batch_size)?;
         let labels: Vec<u32> = idx.iter().map(|&i| self.labels[i as usize]).collect();
-        let idx_t = Tensor::new(idx.as_slice(), &Device::Cpu)?;
-        let x = self.images.index_select(&idx_t, 0)?.to_device(device)?;
-        Ok((x, Tensor::new(labels.as_slice(), device)?))
+        Ok((self.images_at(&idx, device)?, Tensor::new(labels.as_slice(), device)?))
     }
 
     /// The first `n` images of each class (fewer where a class has fewer), in class order.

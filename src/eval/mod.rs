@@ -6,7 +6,9 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod sweep;
+pub mod text;
 
 pub use rank::{mean_ranks, select_best, Direction, MetricSpec};
 pub use results::{ResultsFile, RunRecord};
-pub use run::{evaluate, reference, run_key, Bench, BenchPaths, EvalConfig, Reference};
+pub use run::{evaluate, image_metrics, reference, run_key, Bench, BenchPaths, EvalConfig, Reference};
+pub use text::{evaluate_prompts, PromptSet};

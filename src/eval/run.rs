@@ -106,26 +106,8 @@ pub fn evaluate<M: Denoiser>(
     let scfg = SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
     let s = sample(models, guidance, &labels, &scfg, 0, device, on_step)?;
     let images = s.images.clamp(-1.0, 1.0)?;
-    let feats = to_array2(&extract(extractor, &images, device)?)?;
-    let fid = frechet_distance(&reference.gaussian, &Gaussian::fit(&feats)?)?;
-    let p = prdc(&reference.features, &feats, cfg.k_pr, cfg.k_dc)?;
-    let cons = if guidance.positive == Condition::Given {
-        let mut logits = Vec::new();
-        for st in (0..images.dim(0)?).step_by(256) {
-            logits.push(classifier.logits(&images.narrow(0, st, 256.min(images.dim(0)? - st))?)?);
-        }
-        consistency(&Tensor::cat(&logits, 0)?, &labels)?
-    } else {
-        f64::NAN
-    };
-    let metrics = BTreeMap::from([
-        ("fid".to_string(), fid),
-        ("precision".to_string(), p.precision),
-        ("recall".to_string(), p.recall),
-        ("density".to_string(), p.density),
-        ("coverage".to_string(), p.coverage),
-        ("consistency".to_string(), cons),
-    ]);
+    let wanted = (guidance.positive == Condition::Given).then_some(&labels);
+    let metrics = image_metrics(&images, wanted, extractor, classifier, reference, cfg, device)?;
     Ok(RunRecord {
         key: run_key(guidance, cfg),
         method: guidance.name.clone(),
@@ -137,6 +119,42 @@ pub fn evaluate<M: Denoiser>(
         wall_s: t0.elapsed().as_secs_f64(),
         metrics,
     })
+}
+
+/// Every metric of generated `images` (N, C, H, W) in [−1, 1]: FID (Fréchet distance of
+/// `extractor`'s features to `reference`), precision, recall (k = `cfg.k_pr`), density, coverage
+/// (k = `cfg.k_dc`) and consistency, `classifier`'s accuracy on the `wanted` classes (N,) u32
+/// (NaN when `None`, for unconditional generation).
+pub fn image_metrics(
+    images: &Tensor,
+    wanted: Option<&Tensor>,
+    extractor: &dyn FeatureExtractor,
+    classifier: &SmallCnn,
+    reference: &Reference,
+    cfg: &EvalConfig,
+    device: &Device,
+) -> Result<BTreeMap<String, f64>> {
+    let feats = to_array2(&extract(extractor, images, device)?)?;
+    let fid = frechet_distance(&reference.gaussian, &Gaussian::fit(&feats)?)?;
+    let p = prdc(&reference.features, &feats, cfg.k_pr, cfg.k_dc)?;
+    let cons = match wanted {
+        Some(labels) => {
+            let mut logits = Vec::new();
+            for st in (0..images.dim(0)?).step_by(256) {
+                logits.push(classifier.logits(&images.narrow(0, st, 256.min(images.dim(0)? - st))?)?);
+            }
+            consistency(&Tensor::cat(&logits, 0)?, labels)?
+        }
+        None => f64::NAN,
+    };
+    Ok(BTreeMap::from([
+        ("fid".to_string(), fid),
+        ("precision".to_string(), p.precision),
+        ("recall".to_string(), p.recall),
+        ("density".to_string(), p.density),
+        ("coverage".to_string(), p.coverage),
+        ("consistency".to_string(), cons),
+    ]))
 }
 
 /// Everything an evaluation of a class-conditional DiT on the emoji needs, loaded once: the model,

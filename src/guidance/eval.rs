@@ -39,6 +39,9 @@ pub struct Guider<'a, M: Denoiser> {
     models: Models<'a, M>,
     noise_key: u64,
     apg_buffers: Vec<Option<Tensor>>,
+    /// Embedded conditions of this run, by (raw condition tensor, branch condition, model): a
+    /// text encoder runs once per prompt batch and condition, not at every step.
+    embeddings: Vec<(candle_core::TensorId, Condition, ModelChoice, Tensor)>,
 }
 
 enum Where {
@@ -65,7 +68,31 @@ impl<'a, M: Denoiser> Guider<'a, M> {
             }
             guidance.validate(weak.depth())?;
         }
-        Ok(Self { guidance, models, noise_key, apg_buffers: vec![None; guidance.terms.len()] })
+        let conditions = std::iter::once(guidance.positive).chain(guidance.terms.iter().map(|t| t.negative.condition));
+        for c in conditions {
+            if let Condition::Rectified(r) = c {
+                let layers = models.main.text_layers().ok_or_else(|| {
+                    Error::hp(format!("{} uses C-ERG, which needs a text-conditioned model; this one has no text encoder (use I-ERG)", guidance.name))
+                })?;
+                r.validate(layers)?;
+            }
+        }
+        Ok(Self { guidance, models, noise_key, apg_buffers: vec![None; guidance.terms.len()], embeddings: vec![] })
+    }
+
+    /// The embedded condition `which` of `cond` on the main or weak model, computed once per run.
+    fn embedded(&mut self, cond: &Tensor, which: Condition, model: ModelChoice) -> Result<Tensor> {
+        let id = cond.id();
+        if let Some((.., e)) = self.embeddings.iter().find(|(i, c, m, _)| *i == id && *c == which && *m == model) {
+            return Ok(e.clone());
+        }
+        let net = match model {
+            ModelChoice::Main => self.models.main,
+            ModelChoice::Weak => self.models.weak.ok_or_else(|| Error::hp("no weak model"))?,
+        };
+        let e = net.embed_branch_condition(cond, which)?;
+        self.embeddings.push((id, which, model, e.clone()));
+        Ok(e)
     }
 
     /// The guided velocity at `x` (B, C, H, W), time `t`, step index `step`, raw condition `cond`
@@ -75,13 +102,10 @@ impl<'a, M: Denoiser> Guider<'a, M> {
         let g = self.guidance;
         let main = self.models.main;
         let b = x.dim(0)?;
-        let raw = |model: &M, c: Condition| -> Result<Tensor> {
-            match c {
-                Condition::Given => Ok(cond.clone()),
-                Condition::Null => model.null_condition(cond),
-            }
-        };
-        let mut pos_emb = main.embed_condition(&raw(main, g.positive)?)?;
+        if cond.dim(0)? != b {
+            return Err(Error::shape(format!("{} conditions for a batch of {b} images", cond.dim(0)?)));
+        }
+        let mut pos_emb = self.embedded(cond, g.positive, ModelChoice::Main)?;
         if let Some(cads) = &g.cads {
             let mut r = rng::stream(self.noise_key ^ CADS_SALT, step as u64);
             let noise = rng::randn(&mut r, pos_emb.dims(), pos_emb.device())?.to_dtype(pos_emb.dtype())?;
@@ -107,8 +131,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
             }
             match (n.model, &n.sag) {
                 (ModelChoice::Weak, _) => {
-                    let weak = self.models.weak.expect("checked in new");
-                    weak_embs.push(weak.embed_condition(&raw(weak, n.condition)?)?);
+                    weak_embs.push(self.embedded(cond, n.condition, ModelChoice::Weak)?);
                     weak_groups.push((b, plan));
                     jobs.push((i, Where::Weak(weak_groups.len() - 1)));
                 }
@@ -120,7 +143,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
                     jobs.push((i, Where::Sag));
                 }
                 (ModelChoice::Main, None) => {
-                    embs.push(if same_input { pos_emb.clone() } else { main.embed_condition(&raw(main, n.condition)?)? });
+                    embs.push(if same_input { pos_emb.clone() } else { self.embedded(cond, n.condition, ModelChoice::Main)? });
                     groups.push((b, plan));
                     jobs.push((i, Where::Group(groups.len() - 1)));
                 }
@@ -156,9 +179,10 @@ impl<'a, M: Denoiser> Guider<'a, M> {
                     let n = &g.terms[*i].negative;
                     let sag = n.sag.as_ref().expect("SAG job");
                     let attn = plan.recorded.borrow().clone().ok_or_else(|| Error::Other("SAG: the attention map was not recorded".into()))?;
-                    let mask = super::Sag::mask(&attn)?;
+                    let (gh, gw) = main.token_grid();
+                    let mask = super::Sag::image_mask(&attn, gh * gw)?;
                     let degraded = sag.degrade(x, &pos, t, &mask, main.token_grid())?;
-                    let emb = if n.condition == g.positive { pos_emb.clone() } else { main.embed_condition(&raw(main, n.condition)?)? };
+                    let emb = if n.condition == g.positive { pos_emb.clone() } else { self.embedded(cond, n.condition, ModelChoice::Main)? };
                     main.velocity_embedded(&degraded, &Tensor::full(t as f32, b, x.device())?, &emb, &ForwardPlan::uniform(b, AttentionPlan::standard()))?
                 }
             };

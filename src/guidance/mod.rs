@@ -28,20 +28,24 @@ use serde::{Deserialize, Serialize};
 pub use apg::Apg;
 pub use cads::Cads;
 pub use eval::{guided_velocity, Guider, Models};
-pub use presets::{preset, IErg, PRESET_NAMES};
+pub use presets::{preset, preset_for, IErg, TextErg, PRESET_NAMES};
 pub use sag::Sag;
 
 use crate::attention::{AttentionPlan, Rectifier};
+pub use crate::text::TextRectification;
 use crate::{Error, Result};
 
 /// Which condition a branch uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     /// The condition asked for (class label or prompt).
     Given,
     /// The null condition (null class / empty prompt), as in CFG.
     Null,
+    /// C-ERG (ERG Sec. 3.2): the prompt encoded with the text encoder's self-attention
+    /// temperature τ_c in layers [l_min^c, l_max^c), φ_c^τ. Needs a model with a text encoder.
+    Rectified(TextRectification),
 }
 
 /// Which network a branch runs.
@@ -171,8 +175,10 @@ impl Guidance {
                 if n.model == ModelChoice::Weak {
                     d.push_str(" weak model");
                 }
-                if n.condition == Condition::Null && self.positive == Condition::Given {
-                    d.push_str(" null cond.");
+                match n.condition {
+                    Condition::Null if self.positive == Condition::Given => d.push_str(" null cond."),
+                    Condition::Rectified(r) => d.push_str(&format!(" C-ERG τ_c={} layers [{},{})", r.tau, r.l_min, r.l_max)),
+                    _ => {}
                 }
                 let a = &n.attention;
                 let r = match a.rectifier {
@@ -259,6 +265,11 @@ impl Guidance {
     /// Eq. (10)'s guidance scale of the first term, w = 1 + s (1 when there is none).
     pub fn guidance_scale(&self) -> f64 {
         self.terms.first().map(|t| 1.0 + t.scale).unwrap_or(1.0)
+    }
+
+    /// Whether any branch uses C-ERG's rectified text condition (needs a text encoder).
+    pub fn needs_text_encoder(&self) -> bool {
+        self.terms.iter().any(|t| matches!(t.negative.condition, Condition::Rectified(_)))
     }
 
     /// Whether any branch needs the weak model.

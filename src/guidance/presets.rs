@@ -15,16 +15,22 @@
 //! | `slg` | c | (∅, w − 1), (c, middle blocks skipped, s = 2.8) | 3 |
 //! | `autoguidance` | c | (c on the weak model, w − 1) | 2 |
 //! | `ierg`, `erg` | c | (∅, τ = 0.01 in blocks 12–15 of 28 when t > κ = 0.3, w − 1) | 2 |
+//! | `cerg` (text) | c | (φ_c^τ: the prompt encoded with τ_c = 0.01 in every text layer, w − 1) | 2 |
+//! | `ierg` (text) | c | (∅, τ = 0.01, γ = 1.5 in blocks 10–17 of 24 when t > κ = 0.4, w − 1) | 2 |
+//! | `erg` (text) | c | (φ_c^τ with the I-ERG attention when t > κ, w − 1) | 2 |
 //! | `erg+apg` | c | as `ierg`, APG combiner | 2 |
 //! | `erg+cads` | c + CADS | as `ierg` | 2 |
 //! | `cfg+pag`, `cfg+seg`, `cfg+sag` | c | (∅, w − 1) and the perturbed term | 3 |
 //! | `pag-uncond`, `seg-uncond`, `sag-uncond`, `autoguidance-uncond`, `ierg-uncond` | ∅ | the perturbed term with ∅ | 2 |
 //!
 //! For a class-conditional DiT there is no text encoder, so `erg` is I-ERG (C-ERG needs one).
+//! For a text-to-image model ([`preset_for`] with the encoder's layer count) `ierg`, `cerg` and
+//! `erg` (and `erg+apg`, `erg+cads`) use Table 7's text-to-image defaults ([`TextErg`]).
 use serde::{Deserialize, Serialize};
 
 use super::{Apg, Branch, Cads, Combiner, Condition, Guidance, ModelChoice, Sag, Term, Window};
 use crate::attention::{scale_block_range, AttentionPlan, Energy, Rectifier};
+use crate::text::TextRectification;
 use crate::{Error, Result};
 
 /// I-ERG hyperparameters (Table 7 names): rectifier (τ, α, γ, K) in blocks [l_min, l_max) of the
@@ -60,6 +66,37 @@ impl IErg {
     }
 }
 
+/// ERG for text-to-image models (Table 7, text-to-image MMDiT): I-ERG with κ = 0.4, τ = 0.01,
+/// α = 1, γ = 1.5, K = 1 in blocks 10–17 of 24 (scaled to the depth), and C-ERG with τ_c = 0.01
+/// in every layer of the text encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TextErg {
+    /// The denoiser part.
+    pub ierg: IErg,
+    /// The text-encoder part (C-ERG).
+    pub text: TextRectification,
+}
+
+impl TextErg {
+    /// Table 7's text-to-image defaults for a denoiser of `depth` blocks and a text encoder of
+    /// `text_layers` layers.
+    pub fn defaults(depth: usize, text_layers: usize) -> Self {
+        let (l_min, l_max) = scale_block_range(10, 17, 24, depth);
+        Self {
+            ierg: IErg { energy: Energy { tau: 0.01, alpha: 1.0, gamma: 1.5, steps: 1 }, kappa: 0.4, l_min, l_max },
+            text: TextRectification { tau: 0.01, l_min: 0, l_max: text_layers },
+        }
+    }
+    /// C-ERG alone: the rectified prompt, standard attention.
+    pub fn c_erg_branch(&self) -> Branch {
+        Branch::plain(Condition::Rectified(self.text))
+    }
+    /// ERG: the rectified prompt, and the I-ERG attention when t > κ.
+    pub fn erg_branch(&self) -> Branch {
+        self.ierg.branch(Condition::Rectified(self.text))
+    }
+}
+
 /// Names accepted by [`preset`].
 pub const PRESET_NAMES: &[&str] = &[
     "none",
@@ -73,6 +110,7 @@ pub const PRESET_NAMES: &[&str] = &[
     "slg",
     "autoguidance",
     "ierg",
+    "cerg",
     "erg",
     "erg+apg",
     "erg+cads",
@@ -118,9 +156,31 @@ pub fn slg_term(depth: usize) -> Term {
 }
 
 /// A method by name (see the module table), with guidance scale w for the CFG-like term and the
-/// published defaults for the rest, for a model of `depth` blocks.
+/// published defaults for the rest, for a class-conditional or unconditional model of `depth`
+/// blocks (no text encoder: `cerg` is an error). See [`preset_for`].
 pub fn preset(name: &str, guidance_scale: f64, depth: usize) -> Result<Guidance> {
+    preset_for(name, guidance_scale, depth, None)
+}
+
+/// [`preset`] for a model of `depth` blocks whose text encoder has `text_layers` layers (`None`
+/// without one): with a text encoder, `ierg`, `cerg`, `erg`, `erg+apg` and `erg+cads` use
+/// [`TextErg::defaults`].
+pub fn preset_for(name: &str, guidance_scale: f64, depth: usize, text_layers: Option<usize>) -> Result<Guidance> {
     let w = guidance_scale;
+    if let Some(layers) = text_layers {
+        let te = TextErg::defaults(depth, layers);
+        let one = |n: &str, b: Branch| Guidance { name: n.into(), terms: vec![term(b, w - 1.0)], ..Guidance::none() };
+        match name {
+            "ierg" => return Ok(one(name, te.ierg.branch(Condition::Null))),
+            "cerg" => return Ok(one(name, te.c_erg_branch())),
+            "erg" => return Ok(one(name, te.erg_branch())),
+            "erg+apg" => return Ok(Guidance { combiner: Combiner::Apg(Apg::default()), ..one(name, te.erg_branch()) }),
+            "erg+cads" => return Ok(Guidance { cads: Some(Cads::default()), ..one(name, te.erg_branch()) }),
+            _ => {}
+        }
+    } else if name == "cerg" {
+        return Err(Error::hp("cerg (C-ERG) needs a text-to-image model with a text encoder; use ierg"));
+    }
     let ierg = IErg::class_conditional_defaults(depth);
     let named = |mut g: Guidance| {
         g.name = name.to_string();

@@ -38,6 +38,22 @@ impl Sag {
         Ok(attn.sum(1)?.gt(1.0)?.to_dtype(DType::F32)?)
     }
 
+    /// The mask (B, n) of the first `n` (image) tokens from a map (B, S, S) over S ≥ n tokens:
+    /// [`Self::mask`] when S = n; in joint image–text attention (MMDiT) the image–image block,
+    /// thresholded at its mean received attention (the image rows no longer sum to 1 over image
+    /// keys).
+    pub fn image_mask(attn: &Tensor, n: usize) -> Result<Tensor> {
+        let s = attn.dim(1)?;
+        if s == n {
+            return Self::mask(attn);
+        }
+        if s < n {
+            return Err(Error::shape(format!("SAG: attention over {s} tokens, the image has {n}")));
+        }
+        let received = attn.narrow(1, 0, n)?.narrow(2, 0, n)?.sum(1)?; // (B, n)
+        Ok(received.broadcast_gt(&received.mean_keepdim(1)?)?.to_dtype(DType::F32)?)
+    }
+
     /// Gaussian blur of images (B, C, H, W) over H and W (separable).
     pub fn blur(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;

@@ -7,6 +7,8 @@ pub mod mmdit;
 use candle_core::Tensor;
 
 use crate::attention::ForwardPlan;
+use crate::guidance::Condition;
+use crate::text::TextRectification;
 use crate::Result;
 
 /// A velocity-predicting denoiser D(x, c, t) with rectifiable attention.
@@ -41,4 +43,28 @@ pub trait Denoiser {
 
     /// The raw null ("unconditional") condition with the batch size and layout of `cond`.
     fn null_condition(&self, cond: &Tensor) -> Result<Tensor>;
+
+    /// Layers of the model's text encoder (the range of C-ERG's l_min^c, l_max^c); `None` for a
+    /// model without one (class-conditional DiT), which then cannot use C-ERG.
+    fn text_layers(&self) -> Option<usize> {
+        None
+    }
+
+    /// C-ERG's embedded condition φ_c^τ: the raw condition (a prompt's token ids) encoded with the
+    /// text encoder's attention temperature (ERG Sec. 3.2). Errors for a model without a text
+    /// encoder.
+    fn embed_rectified_condition(&self, cond: &Tensor, rect: &TextRectification) -> Result<Tensor> {
+        let _ = (cond, rect);
+        Err(crate::Error::hp("C-ERG needs a text encoder; this model is not text-conditioned (use I-ERG)"))
+    }
+
+    /// The embedded condition a branch asks for: `cond` itself, the null condition, or C-ERG's
+    /// rectified encoding of `cond`.
+    fn embed_branch_condition(&self, cond: &Tensor, which: Condition) -> Result<Tensor> {
+        match which {
+            Condition::Given => self.embed_condition(cond),
+            Condition::Null => self.embed_condition(&self.null_condition(cond)?),
+            Condition::Rectified(r) => self.embed_rectified_condition(cond, &r),
+        }
+    }
 }

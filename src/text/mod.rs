@@ -1,6 +1,8 @@
 //! Text encoders for text-to-image guidance, with the C-ERG rectification (ERG Sec. 3.2):
 //! a temperature τ_c on the self-attention logits of layers [l_min^c, l_max^c), which gives the
 //! "weak" conditioning φ_c^τ used as the negative.
+pub mod encoder;
 pub mod minilm;
 
+pub use encoder::{empty_prompt_ids, TextEncoder};
 pub use minilm::{MiniLm, MiniLmConfig, TextRectification};

@@ -3,8 +3,10 @@
 //! reproducible, resumable from atomic checkpoints.
 pub mod ema;
 pub mod optim;
+pub mod text_to_image;
 pub mod trainer;
 
 pub use ema::Ema;
 pub use optim::{AdamW, AdamWConfig};
-pub use trainer::{train, RunPaths, TrainConfig, TrainReport};
+pub use text_to_image::TextToImageTask;
+pub use trainer::{train, train_task, ClassConditional, RunPaths, TrainConfig, TrainReport, TrainTask};

@@ -1,5 +1,6 @@
-//! The training loop: rectified-flow loss, AdamW, EMA, label dropout, seeded batches,
-//! atomic checkpoints and exact resume.
+//! The training loop: rectified-flow loss, AdamW, EMA, condition dropout, seeded batches,
+//! atomic checkpoints and exact resume, for any [`TrainTask`] (the class-conditional DiT,
+//! [`ClassConditional`]; the text-to-image MMDiT, [`crate::train::TextToImageTask`]).
 //!
 //! Every random draw of step k comes from the stream (seed, k) ([`crate::rng::stream`]), so a
 //! run resumed from a checkpoint at step k continues exactly as the uninterrupted run would.
@@ -16,23 +17,77 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
+use rand::rngs::StdRng;
 use rand::Rng;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{AdamW, AdamWConfig, Ema};
-use crate::checkpoint::{load_tensors, save_dit, save_tensors, write_atomic, ModelCard};
+use crate::checkpoint::{load_tensors, save_checkpoint, save_tensors, write_atomic, ModelCard};
 use crate::data::Dataset;
 use crate::flow::{self, TimeSampling};
 use crate::models::dit::{Dit, DitConfig};
+use crate::models::Denoiser;
 use crate::nn::{seeded_varbuilder, SeededVarMap};
 use crate::rng;
 use crate::{Error, Result};
 
+/// What differs between training a class-conditional DiT and a text-to-image MMDiT: the network,
+/// its conditions (with dropout to the null condition for classifier-free guidance) and its card.
+pub trait TrainTask {
+    /// The model configuration stored in `run.json` and the model card.
+    type Config: Clone + PartialEq + std::fmt::Debug + Serialize + DeserializeOwned;
+    /// The network.
+    type Model: Denoiser;
+    /// Architecture name in the model card.
+    const NAME: &'static str;
+    /// Checks the configuration and that `data` fits it.
+    fn check(&self, cfg: &Self::Config, data: &Dataset) -> Result<()>;
+    /// Builds the network with its trainable variables in `map`.
+    fn build(&self, cfg: &Self::Config, map: &SeededVarMap, device: &Device) -> Result<Self::Model>;
+    /// The embedded conditions (B, ...) of the data items `idx`; item i gets the null condition
+    /// where `dropped[i]`. May draw from `r` (e.g. which caption of an item).
+    fn conditions(&self, model: &Self::Model, data: &Dataset, r: &mut StdRng, idx: &[u32], dropped: &[bool], device: &Device) -> Result<Tensor>;
+    /// Class names for the card (empty for text conditions).
+    fn classes(&self, data: &Dataset) -> Vec<String>;
+}
+
+/// The class-conditional DiT: labels, with the null class for dropped ones.
+pub struct ClassConditional;
+
+impl TrainTask for ClassConditional {
+    type Config = DitConfig;
+    type Model = Dit;
+    const NAME: &'static str = "dit";
+    fn check(&self, cfg: &DitConfig, data: &Dataset) -> Result<()> {
+        cfg.validate()?;
+        let (c, h, w) = data.image_shape()?;
+        if (c, h, w) != (cfg.in_channels, cfg.input_size.0, cfg.input_size.1) {
+            return Err(Error::shape(format!("data images are {c}x{h}x{w}, the model expects {}x{}x{}", cfg.in_channels, cfg.input_size.0, cfg.input_size.1)));
+        }
+        if data.classes.len() != cfg.num_classes {
+            return Err(Error::shape(format!("data has {} classes, the model {}", data.classes.len(), cfg.num_classes)));
+        }
+        Ok(())
+    }
+    fn build(&self, cfg: &DitConfig, map: &SeededVarMap, device: &Device) -> Result<Dit> {
+        Dit::new(cfg, seeded_varbuilder(map, DType::F32, device))
+    }
+    fn conditions(&self, model: &Dit, data: &Dataset, _r: &mut StdRng, idx: &[u32], dropped: &[bool], device: &Device) -> Result<Tensor> {
+        let null = model.config().num_classes as u32;
+        let y: Vec<u32> = idx.iter().zip(dropped).map(|(&i, &d)| if d { null } else { data.labels[i as usize] }).collect();
+        model.embed_condition(&Tensor::new(y.as_slice(), device)?)
+    }
+    fn classes(&self, data: &Dataset) -> Vec<String> {
+        data.classes.clone()
+    }
+}
+
 /// Everything that defines a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
+pub struct TrainConfig<C = DitConfig> {
     /// Model architecture.
-    pub model: DitConfig,
+    pub model: C,
     /// Name of the data set (recorded in the model card).
     pub dataset: String,
     /// Total optimisation steps.
@@ -58,11 +113,11 @@ pub struct TrainConfig {
     pub weak_step: Option<u64>,
 }
 
-impl TrainConfig {
+impl<C> TrainConfig<C> {
     /// Defaults for a model: batch 64, AdamW lr 4e-4 (β = 0.9, 0.999, weight decay 0), 200
     /// warm-up steps, EMA 0.999, label dropout 0.1, logit-normal t, checkpoints every 250 steps,
     /// weak model at steps/16.
-    pub fn new(model: DitConfig, dataset: &str, steps: u64, seed: u64) -> Self {
+    pub fn new(model: C, dataset: &str, steps: u64, seed: u64) -> Self {
         Self {
             model,
             dataset: dataset.into(),
@@ -80,7 +135,6 @@ impl TrainConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        self.model.validate()?;
         if self.steps == 0 || self.batch_size == 0 || self.checkpoint_every == 0 {
             return Err(Error::hp("steps, batch_size and checkpoint_every must be >= 1"));
         }
@@ -159,8 +213,8 @@ fn named_vars(map: &SeededVarMap) -> Vec<(String, Var)> {
     v
 }
 
-fn card(cfg: &TrainConfig, classes: &[String], step: u64) -> ModelCard {
-    ModelCard { model: "dit".into(), config: cfg.model.clone(), step, classes: classes.to_vec(), dataset: cfg.dataset.clone(), ema: true }
+fn card<T: TrainTask>(cfg: &TrainConfig<T::Config>, classes: &[String], step: u64) -> ModelCard<T::Config> {
+    ModelCard { model: T::NAME.into(), config: cfg.model.clone(), step, classes: classes.to_vec(), dataset: cfg.dataset.clone(), ema: true }
 }
 
 struct State<'a> {
@@ -181,26 +235,34 @@ fn save_state(paths: &RunPaths, s: &State, step: u64) -> Result<()> {
     save_tensors(&t, &paths.state(), DType::F32)
 }
 
-/// Trains (or resumes) a DiT on `data` with the rectified-flow loss.
+/// Trains (or resumes) a DiT on `data` with the rectified-flow loss: [`train_task`] with
+/// [`ClassConditional`].
+pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPaths, resume: bool, stop_at: Option<u64>, progress: bool) -> Result<TrainReport> {
+    train_task(&ClassConditional, cfg, data, device, paths, resume, stop_at, progress)
+}
+
+/// Trains (or resumes) the model of `task` on `data` with the rectified-flow loss.
 ///
 /// With `resume`, an existing `state.safetensors` in the run folder is continued (its `run.json`
 /// must match `cfg`); without it, an existing run folder is an error (nothing is overwritten).
 /// `stop_at` ends the call early at that step (after checkpointing), as an interruption would.
 /// `progress` shows a progress bar with loss and steps/s.
-pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPaths, resume: bool, stop_at: Option<u64>, progress: bool) -> Result<TrainReport> {
+#[allow(clippy::too_many_arguments)]
+pub fn train_task<T: TrainTask>(
+    task: &T,
+    cfg: &TrainConfig<T::Config>,
+    data: &Dataset,
+    device: &Device,
+    paths: &RunPaths,
+    resume: bool,
+    stop_at: Option<u64>,
+    progress: bool,
+) -> Result<TrainReport> {
     cfg.validate()?;
-    let (c, h, w) = data.image_shape()?;
-    if (c, h, w) != (cfg.model.in_channels, cfg.model.input_size.0, cfg.model.input_size.1) {
-        return Err(Error::shape(format!(
-            "data images are {c}x{h}x{w}, the model expects {}x{}x{}",
-            cfg.model.in_channels, cfg.model.input_size.0, cfg.model.input_size.1
-        )));
-    }
-    if data.classes.len() != cfg.model.num_classes {
-        return Err(Error::shape(format!("data has {} classes, the model {}", data.classes.len(), cfg.model.num_classes)));
-    }
+    task.check(&cfg.model, data)?;
+    let classes = task.classes(data);
     let map = SeededVarMap::new(cfg.seed);
-    let model = Dit::new(&cfg.model, seeded_varbuilder(&map, DType::F32, device))?;
+    let model = task.build(&cfg.model, &map, device)?;
     let vars = named_vars(&map);
     let mut opt = AdamW::new(vars.clone(), cfg.optim)?;
     let mut ema = Ema::new(&vars, cfg.ema_decay)?;
@@ -210,7 +272,7 @@ pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPath
         if !resume {
             return Err(Error::Other(format!("{} already holds a run; pass --resume to continue it or choose another --out", paths.dir.display())));
         }
-        let saved: TrainConfig = serde_json::from_str(&std::fs::read_to_string(paths.config())?).map_err(|e| Error::corrupt(paths.config(), e))?;
+        let saved: TrainConfig<T::Config> = serde_json::from_str(&std::fs::read_to_string(paths.config())?).map_err(|e| Error::corrupt(paths.config(), e))?;
         // The total step count may be extended on resume; everything else must match.
         let same = TrainConfig { steps: cfg.steps, weak_step: cfg.weak_step, ..saved } == *cfg;
         if !same {
@@ -242,15 +304,15 @@ pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPath
     let mut log = std::fs::OpenOptions::new().append(true).open(paths.loss())?;
     let t0 = Instant::now();
     let mut losses = Vec::new();
-    let null = cfg.model.num_classes as u32;
     for step in start..end {
         let mut r = rng::stream(cfg.seed, step);
-        let (x1, y) = data.batch(&mut r, cfg.batch_size, device)?;
-        let y: Vec<u32> = y.to_vec1::<u32>()?.into_iter().map(|l| if r.random::<f64>() < cfg.label_dropout { null } else { l }).collect();
-        let y = Tensor::new(y.as_slice(), device)?;
+        let idx = data.batch_indices(&mut r, cfg.batch_size)?;
+        let x1 = data.images_at(&idx, device)?;
+        let dropped: Vec<bool> = idx.iter().map(|_| r.random::<f64>() < cfg.label_dropout).collect();
+        let cond = task.conditions(&model, data, &mut r, &idx, &dropped, device)?;
         let eps = rng::randn(&mut r, x1.dims(), device)?;
         let t = Tensor::new(cfg.time_sampling.sample(&mut r, cfg.batch_size).as_slice(), device)?;
-        let loss = flow::loss(&model, &x1, &eps, &t, &y)?;
+        let loss = flow::loss_embedded(&model, &x1, &eps, &t, &cond)?;
         let grads = loss.backward()?;
         opt.cfg.lr = cfg.lr_at(step);
         opt.apply(&grads)?;
@@ -268,12 +330,12 @@ pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPath
         }
         let done = step + 1;
         if cfg.weak_step == Some(done) {
-            save_dit(&ema.weights, &card(cfg, &data.classes, done), &paths.weak(), DType::F32)?;
+            save_checkpoint(&ema.weights, &card::<T>(cfg, &classes, done), &paths.weak(), DType::F32)?;
         }
         if done % cfg.checkpoint_every == 0 || done == end {
             log.flush()?;
             save_state(paths, &State { vars: &vars, ema: &ema, opt: &opt }, done)?;
-            save_dit(&ema.weights, &card(cfg, &data.classes, done), &paths.ema(), DType::F32)?;
+            save_checkpoint(&ema.weights, &card::<T>(cfg, &classes, done), &paths.ema(), DType::F32)?;
         }
     }
     bar.finish_and_clear();

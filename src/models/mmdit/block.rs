@@ -5,6 +5,7 @@
 use candle_core::{Module, Tensor, D};
 use candle_nn::VarBuilder;
 
+use super::config::Activation;
 use crate::attention::ForwardPlan;
 use crate::nn::ops::{layer_norm_no_affine, modulate, OpMode};
 use crate::Result;
@@ -19,6 +20,7 @@ pub(crate) struct Stream {
     /// Absent for a pre-only stream.
     post: Option<(candle_nn::Linear, candle_nn::Linear, candle_nn::Linear)>,
     head_size: usize,
+    activation: Activation,
 }
 
 /// Per-stream state kept from before to after attention.
@@ -27,7 +29,7 @@ pub(crate) struct Pending {
 }
 
 impl Stream {
-    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, pre_only: bool, vb: VarBuilder) -> Result<Self> {
+    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, pre_only: bool, activation: Activation, vb: VarBuilder) -> Result<Self> {
         let n_mods = if pre_only { 2 } else { 6 };
         let post = if pre_only {
             None
@@ -47,6 +49,7 @@ impl Stream {
             ln_k,
             post,
             head_size,
+            activation,
         })
     }
 
@@ -71,7 +74,12 @@ impl Stream {
         let m = &p.mods;
         let x = (x + proj.forward(attn)?.broadcast_mul(&m[2].unsqueeze(1)?)?)?;
         let h = modulate(&layer_norm_no_affine(&x, 1e-6, mode)?, &m[3], &m[4])?;
-        let h = fc2.forward(&fc1.forward(&h)?.gelu()?)?; // tanh-GELU, as SD3
+        let h = fc1.forward(&h)?; // (B, N, 4D)
+        let h = match self.activation {
+            Activation::GeluTanh => h.gelu()?, // SD3
+            Activation::GeluErf => crate::nn::ops::gelu_erf(&h, mode)?,
+        };
+        let h = fc2.forward(&h)?;
         Ok((x + h.broadcast_mul(&m[5].unsqueeze(1)?)?)?)
     }
 }
@@ -83,8 +91,11 @@ pub struct JointBlock {
 }
 
 impl JointBlock {
-    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, last: bool, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { x: Stream::new(d, head_size, qk_norm, false, vb.pp("x_block"))?, context: Stream::new(d, head_size, qk_norm, last, vb.pp("context_block"))? })
+    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, last: bool, activation: Activation, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            x: Stream::new(d, head_size, qk_norm, false, activation, vb.pp("x_block"))?,
+            context: Stream::new(d, head_size, qk_norm, last, activation, vb.pp("context_block"))?,
+        })
     }
 
     /// Block `l`: image tokens `x` (B, N, D), text tokens `ctx` (B, L, D), conditioning `c`

@@ -17,12 +17,14 @@
 //! (MMDiT-X's second image attention of SD3.5-medium is not implemented.)
 pub mod block;
 pub mod config;
+pub mod t2i;
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 pub use block::JointBlock;
 pub use config::MmditConfig;
+pub use t2i::{TextToImage, TextToImageConfig};
 
 use crate::attention::ForwardPlan;
 use crate::nn::ops::{layer_norm_no_affine, modulate};
@@ -55,7 +57,7 @@ impl Mmdit {
             y_mlp: (lin(cfg.adm_in_channels, d, "y_embedder.mlp.0")?, lin(d, d, "y_embedder.mlp.2")?),
             context_embedder: lin(cfg.context_embed_size, d, "context_embedder")?,
             blocks: (0..cfg.depth)
-                .map(|i| JointBlock::new(d, cfg.head_size, cfg.qk_norm, i + 1 == cfg.depth, vb.pp(format!("joint_blocks.{i}"))))
+                .map(|i| JointBlock::new(d, cfg.head_size, cfg.qk_norm, i + 1 == cfg.depth, cfg.activation, vb.pp(format!("joint_blocks.{i}"))))
                 .collect::<Result<_>>()?,
             final_ada_ln: lin(d, 2 * d, "final_layer.adaLN_modulation.1")?,
             final_linear: lin(d, p * p * cfg.out_channels, "final_layer.linear")?,

@@ -1,0 +1,153 @@
+//! Text-to-image sampling from the shipped emoji MMDiT (conditioned on all-MiniLM-L6-v2), with
+//! any guidance method, and methods side by side at the same seeds.
+//!
+//! ```text
+//! cargo run --release --example t2i -- --prompt "red apple" --guidance erg
+//! cargo run --release --example t2i -- --prompt "red apple" --prompt "rocket" --prompt "dog face" --compare none,cfg,cerg,ierg,erg
+//! ```
+//! Needs the text encoder in the hf-hub cache (offline: the `setup_minilm` example; `.ci/run` does
+//! it). Writes `t2i_<method>.png` (rows = prompts, columns = seeds), `t2i_comparison.png` and
+//! `t2i_summary.md` into `--out`.
+use std::path::PathBuf;
+use std::time::Instant;
+
+// ANCHOR: setup
+use clap::Parser;
+use erg::guidance::{preset_for, Condition, Guidance, Models};
+use erg::imaging::{grid, labelled_comparison, save_png, to_rgb8, Panel};
+use erg::models::mmdit::{t2i::SHIPPED_EMOJI_MMDIT, TextToImage};
+use erg::models::Denoiser;
+use erg::sample::{sample, SampleConfig};
+// ANCHOR_END: setup
+
+#[derive(Parser, Debug)]
+#[command(about = "Sample the text-to-image emoji MMDiT with CFG, C-ERG, I-ERG, ERG and the other methods.")]
+struct Args {
+    /// A prompt (repeat for several).
+    #[arg(long, default_values_t = vec!["red apple".to_string()])]
+    prompt: Vec<String>,
+    /// The method when not comparing.
+    #[arg(long, default_value = "erg")]
+    guidance: String,
+    /// Comma-separated methods side by side (none, uncond, cfg, apg, cads, pag, seg, sag, slg,
+    /// autoguidance, cerg, ierg, erg, erg+apg, erg+cads, cfg+pag, ...); overrides --guidance.
+    #[arg(long, value_delimiter = ',')]
+    compare: Vec<String>,
+    /// Guidance scale w.
+    #[arg(long, default_value_t = 3.0)]
+    guidance_scale: f64,
+    /// C-ERG text-encoder temperature τ_c (Table 7: 0.01), for cerg/erg.
+    #[arg(long)]
+    tau_c: Option<f64>,
+    /// I-ERG attention temperature τ (Table 7: 0.01), for ierg/erg.
+    #[arg(long)]
+    tau: Option<f64>,
+    /// I-ERG kickoff κ (Table 7, text-to-image: 0.4).
+    #[arg(long)]
+    kappa: Option<f64>,
+    /// Images (seeds) per prompt.
+    #[arg(long, default_value_t = 8)]
+    samples: usize,
+    /// Euler steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Base seed (the same seeds for every prompt and method).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Model weights (safetensors with its JSON card).
+    #[arg(long, default_value = SHIPPED_EMOJI_MMDIT)]
+    checkpoint: PathBuf,
+    /// AutoGuidance's weak model (the early checkpoint of the same run).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-mmdit-weak.safetensors"))]
+    weak_checkpoint: PathBuf,
+    /// Output folder.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+}
+
+// ANCHOR: method
+/// A preset for the text-to-image model, with this run's τ_c, τ and κ where they apply.
+fn method(name: &str, a: &Args, model: &TextToImage) -> anyhow::Result<Guidance> {
+    let mut g = preset_for(name, a.guidance_scale, model.depth(), model.text_layers())?;
+    for t in &mut g.terms {
+        let n = &mut t.negative;
+        if let (Condition::Rectified(r), Some(tau_c)) = (&mut n.condition, a.tau_c) {
+            r.tau = tau_c;
+        }
+        if let erg::attention::Rectifier::Energy(e) = &mut n.attention.rectifier {
+            if let Some(tau) = a.tau {
+                e.tau = tau;
+            }
+            if let Some(k) = a.kappa {
+                n.kappa = k;
+            }
+        }
+    }
+    Ok(g)
+}
+// ANCHOR_END: method
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let device = erg::device::best();
+    std::fs::create_dir_all(&a.out)?;
+    // ANCHOR: load
+    let (model, card) = TextToImage::load_with_hub_encoder(&a.checkpoint, &device)?;
+    let names = if a.compare.is_empty() { vec![a.guidance.clone()] } else { a.compare.clone() };
+    let methods: Vec<Guidance> = names.iter().map(|n| method(n, &a, &model)).collect::<anyhow::Result<_>>()?;
+    let weak = if methods.iter().any(|g| g.needs_weak_model()) { Some(TextToImage::load_with_hub_encoder(&a.weak_checkpoint, &device)?.0) } else { None };
+    let prompts: Vec<&str> = a.prompt.iter().map(String::as_str).collect();
+    // ANCHOR_END: load
+    eprintln!(
+        "{} (step {}), {} prompts × {} seeds, {} steps, {}",
+        a.checkpoint.display(),
+        card.step,
+        prompts.len(),
+        a.samples,
+        a.steps,
+        erg::device::describe(&device)
+    );
+
+    let cfg = SampleConfig { num_steps: a.steps, seed: a.seed, batch_size: a.samples };
+    let mut panels = vec![];
+    let mut md = format!(
+        "# Text-to-image samples\n\nCheckpoint `{}` (step {}), {} Euler steps, seeds {}..{}, w = {}.\n\n| method | setting | NFE / step | wall time (s) | grid |\n|---|---|---|---|---|\n",
+        a.checkpoint.display(),
+        card.step,
+        a.steps,
+        a.seed,
+        a.seed + a.samples as u64,
+        a.guidance_scale
+    );
+    for g in &methods {
+        let t0 = Instant::now();
+        let bar = indicatif::ProgressBar::new((prompts.len() * a.steps) as u64);
+        bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
+        bar.set_prefix(g.name.clone());
+        // ANCHOR: sample
+        let mut images = vec![];
+        let mut nfe = 0.0;
+        for (i, p) in prompts.iter().enumerate() {
+            // the same seeds (first_index 0) for every prompt and every method
+            let ids = model.prompt_ids(&vec![*p; a.samples], &device)?; // (S, L) token ids
+            let s = sample(Models { main: &model, weak: weak.as_ref() }, g, &ids, &cfg, 0, &device, |d, _| bar.set_position((i * a.steps + d) as u64))?;
+            images.push(s.images); // (S, 3, 32, 32)
+            nfe = s.nfe_per_step;
+        }
+        let img = grid(&to_rgb8(&candle_core::Tensor::cat(&images, 0)?)?, a.samples, 2, 2);
+        // ANCHOR_END: sample
+        bar.finish_and_clear();
+        let file = format!("t2i_{}.png", g.name);
+        save_png(&img, &a.out.join(&file))?;
+        let wall = t0.elapsed().as_secs_f64();
+        eprintln!("{:>10}: {wall:.1} s, {nfe:.2} NFE/step → {}", g.name, a.out.join(&file).display());
+        md.push_str(&format!("| {} | {} | {nfe:.2} | {wall:.1} | [{file}]({file}) |\n", g.name, g.describe()));
+        panels.push(Panel { title: format!("{}, w = {}", g.name.to_uppercase(), g.guidance_scale()), image: img });
+    }
+    let row = card.config.image_size.0 as u32 * 2 + 2;
+    let labels: Vec<String> = a.prompt.clone();
+    save_png(&labelled_comparison(&panels, &labels, row, 2, 3)?, &a.out.join("t2i_comparison.png"))?;
+    std::fs::write(a.out.join("t2i_summary.md"), md)?;
+    eprintln!("comparison → {}", a.out.join("t2i_comparison.png").display());
+    Ok(())
+}

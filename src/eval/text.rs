@@ -1,0 +1,111 @@
+//! Text-to-image evaluation (the Table 1 analogue): prompts drawn from the emoji captions, images
+//! sampled with a method, and the metrics of [`super::run::image_metrics`] against the training
+//! images. Consistency is the shipped classifier's agreement with the prompt's emoji category
+//! (the paper uses CLIPScore/VQAScore on COCO; here no captioned reference set of that kind
+//! exists, and CLIP can be plugged in as the feature extractor where its weights are available).
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use super::run::{image_metrics, run_key};
+use super::{EvalConfig, Reference, RunRecord};
+use crate::data::emoji::Meta;
+use crate::features::{classifier::SmallCnn, FeatureExtractor};
+use crate::guidance::{Condition, Guidance, Models};
+use crate::models::mmdit::TextToImage;
+use crate::sample::{sample, SampleConfig};
+use crate::{Error, Result};
+
+/// Evaluation prompts with the class (emoji category) each should depict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PromptSet {
+    /// The prompts.
+    pub prompts: Vec<String>,
+    /// Class index of each prompt (into the data set's classes).
+    pub classes: Vec<u32>,
+}
+
+impl PromptSet {
+    /// `per_class` prompts of each emoji category: the names (caption before `;`) of items spread
+    /// evenly through the category's list, each name once. Deterministic.
+    /// Errors: a category with fewer distinct names than `per_class`.
+    pub fn emoji(meta: &Meta, per_class: usize) -> Result<Self> {
+        let (mut prompts, mut classes) = (vec![], vec![]);
+        for (c, class) in meta.classes.iter().enumerate() {
+            let mut names: Vec<String> = vec![];
+            for it in meta.items.iter().filter(|it| it.label as usize == c) {
+                let name = it.caption.split(';').next().unwrap_or("").trim().to_string();
+                if !name.is_empty() && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            if names.len() < per_class {
+                return Err(Error::hp(format!("class {class} has {} distinct names, fewer than {per_class}", names.len())));
+            }
+            for j in 0..per_class {
+                prompts.push(names[j * names.len() / per_class].clone());
+                classes.push(c as u32);
+            }
+        }
+        Ok(Self { prompts, classes })
+    }
+
+    /// A short stable hash of the prompts (part of run keys).
+    pub fn hash(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.prompts.join("\n").bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// Samples `samples_per_prompt` images for each prompt of `prompts` with `guidance` (sample i of
+/// the run from seed stream (cfg.seed, i)), and computes FID, precision, recall, density,
+/// coverage against `reference` and consistency (the classifier's accuracy on the prompts'
+/// classes; NaN for unconditional methods). `cfg.samples_per_class` is ignored.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_prompts(
+    models: Models<'_, TextToImage>,
+    guidance: &Guidance,
+    extractor: &dyn FeatureExtractor,
+    classifier: &SmallCnn,
+    reference: &Reference,
+    prompts: &PromptSet,
+    samples_per_prompt: usize,
+    cfg: &EvalConfig,
+    device: &Device,
+    on_step: impl FnMut(usize, usize),
+) -> Result<RunRecord> {
+    let t0 = Instant::now();
+    let expanded: Vec<&str> = prompts.prompts.iter().flat_map(|p| std::iter::repeat_n(p.as_str(), samples_per_prompt)).collect();
+    let ids = models.main.prompt_ids(&expanded, device)?; // (P·S, L)
+    let wanted: Vec<u32> = prompts.classes.iter().flat_map(|&c| std::iter::repeat_n(c, samples_per_prompt)).collect();
+    let wanted = Tensor::new(wanted.as_slice(), device)?;
+    let scfg = SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
+    let s = sample(models, guidance, &ids, &scfg, 0, device, on_step)?;
+    let images = s.images.clamp(-1.0, 1.0)?;
+    let metrics = image_metrics(&images, (guidance.positive == Condition::Given).then_some(&wanted), extractor, classifier, reference, cfg, device)?;
+    Ok(RunRecord {
+        key: run_key(guidance, &key_config(cfg, prompts, samples_per_prompt)),
+        method: guidance.name.clone(),
+        guidance: serde_json::to_value(guidance).unwrap(),
+        seed: cfg.seed,
+        steps: cfg.num_steps,
+        nfe_per_step: s.nfe_per_step,
+        samples: images.dim(0)?,
+        wall_s: t0.elapsed().as_secs_f64(),
+        metrics,
+    })
+}
+
+/// The configuration whose [`run_key`] identifies a text-to-image run (prompts and samples per
+/// prompt included).
+pub fn key_config(cfg: &EvalConfig, prompts: &PromptSet, samples_per_prompt: usize) -> EvalConfig {
+    let mut k = cfg.clone();
+    k.samples_per_class = samples_per_prompt;
+    k.features = Some(format!("{}|t2i-prompts:{}", cfg.features.clone().unwrap_or_default(), prompts.hash()));
+    k
+}
