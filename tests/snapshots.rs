@@ -1,6 +1,8 @@
 //! Snapshots of the book's analyses on tiny deterministic configurations (fixed inputs, CPU f32,
 //! values rounded to 4 decimals): a change in behaviour shows up as a snapshot diff to review
 //! (`cargo insta review`, or compare the `.snap.new` file and rename it).
+mod common;
+
 use erg::analysis::hopfield::summarize;
 use erg::attention::Energy;
 
@@ -90,4 +92,22 @@ fn layer_range_suggestion_finds_the_middle_regime() {
     assert_eq!(suggest_layer_range(&[0.5, 0.1, 0.5, 0.1, 0.1, 0.1]), (1, 2));
     // Flat: the middle third.
     assert_eq!(suggest_layer_range(&[0.2; 6]), (2, 4));
+}
+
+#[test]
+fn ch05_velocity_variance_on_a_tiny_text_model() {
+    use erg::analysis::variance::initial_velocity_variance;
+    use erg::text::TextRectification;
+    let m = common::t2i_model(70);
+    let prompts = common::t2i_prompts();
+    let rect = TextRectification { tau: 0.01, l_min: 0, l_max: 2 };
+    let vv = initial_velocity_variance(&m, &prompts, &rect, 5, 0).unwrap();
+    assert_eq!(vv.marginal_null.len(), 3 * 8 * 8);
+    assert_eq!(vv.conditional_rectified.len(), 2 * 3 * 8 * 8);
+    assert!(vv.marginal_null.iter().chain(&vv.conditional_null).all(|v| v.is_finite() && *v >= 0.0));
+    // τ_c = 1 makes the rectified prompt the prompt itself: no conditional variance at all
+    let same = initial_velocity_variance(&m, &prompts, &TextRectification { tau: 1.0, ..rect }, 5, 0).unwrap();
+    assert!(same.conditional_rectified.iter().all(|v| *v < 1e-10));
+    assert!(initial_velocity_variance(&m, &prompts, &rect, 1, 0).is_err());
+    insta::assert_json_snapshot!("ch05_velocity_variance", vv.summary(4));
 }

@@ -14,35 +14,8 @@ use erg::models::Denoiser;
 use erg::nn::OpMode;
 use erg::text::{empty_prompt_ids, MiniLm, MiniLmConfig, TextEncoder, TextRectification};
 
-fn tiny_minilm() -> MiniLmConfig {
-    MiniLmConfig {
-        vocab_size: 128,
-        hidden_size: 12,
-        num_hidden_layers: 2,
-        num_attention_heads: 3,
-        intermediate_size: 24,
-        max_position_embeddings: 16,
-        type_vocab_size: 2,
-        layer_norm_eps: 1e-12,
-    }
-}
-
-fn encoder(seed: u64) -> TextEncoder {
-    let cfg = tiny_minilm();
-    let w = common::random_tensors(seed, 0.5, |vb| MiniLm::new(&cfg, vb));
-    TextEncoder::new(MiniLm::new(&cfg, VarBuilder::from_tensors(w, DType::F32, &Device::Cpu)).unwrap(), 6).unwrap()
-}
-
-/// A tiny text-to-image model with random weights everywhere (so every block matters).
-fn model(seed: u64) -> TextToImage {
-    let cfg = TextToImageConfig::test_tiny();
-    let w = common::random_tensors(seed, 0.3, |vb| TextToImage::new(&cfg, vb, None));
-    TextToImage::new(&cfg, VarBuilder::from_tensors(w, DType::F32, &Device::Cpu), Some(encoder(seed + 1))).unwrap()
-}
-
-/// Two "prompts" as token ids (B, 6): [CLS] a b [SEP] pad pad.
 fn prompts() -> Tensor {
-    Tensor::new(&[[101u32, 7, 9, 102, 0, 0], [101, 30, 31, 45, 102, 0]], &Device::Cpu).unwrap()
+    common::t2i_prompts()
 }
 
 fn noise(seed: u64) -> Tensor {
@@ -52,7 +25,7 @@ fn noise(seed: u64) -> Tensor {
 
 #[test]
 fn packed_embeddings_and_the_c_erg_negative() {
-    let enc = encoder(3);
+    let enc = common::text_encoder(3);
     let ids = prompts();
     let plain = enc.encode_ids(&ids, None).unwrap();
     assert_eq!(plain.dims(), &[2, 7, 12]);
@@ -76,7 +49,7 @@ fn packed_embeddings_and_the_c_erg_negative() {
 
 #[test]
 fn every_preset_runs_on_prompts_with_its_nfe() {
-    let (m, weak) = (model(10), model(20));
+    let (m, weak) = (common::t2i_model(10), common::t2i_model(20));
     let (x, ids) = (noise(1), prompts());
     for name in PRESET_NAMES {
         let g = preset_for(name, 3.0, m.depth(), m.text_layers()).unwrap();
@@ -95,7 +68,7 @@ fn every_preset_runs_on_prompts_with_its_nfe() {
 
 #[test]
 fn erg_is_c_erg_before_kappa_and_differs_after() {
-    let m = model(30);
+    let m = common::t2i_model(30);
     let (x, ids) = (noise(2), prompts());
     let layers = m.text_layers();
     let run = |name: &str, t: f64| erg::guidance::guided_velocity(&m, &preset_for(name, 3.0, m.depth(), layers).unwrap(), &x, t, &ids).unwrap().0;
@@ -120,7 +93,7 @@ fn c_erg_needs_a_text_encoder() {
     let e = erg::guidance::guided_velocity(&bare, &Guidance::cfg(3.0), &noise(3), 0.5, &prompts()).unwrap_err().to_string();
     assert!(e.contains("text encoder"), "{e}");
     // a C-ERG layer range beyond the encoder is rejected
-    let m = model(40);
+    let m = common::t2i_model(40);
     let mut g = preset_for("cerg", 3.0, m.depth(), Some(2)).unwrap();
     if let erg::guidance::Condition::Rectified(r) = &mut g.terms[0].negative.condition {
         r.l_max = 5;
@@ -155,7 +128,7 @@ fn pag_in_joint_attention_replaces_only_the_image_image_block() {
 
 #[test]
 fn temperature_one_reproduces_the_standard_model() {
-    let m = model(50);
+    let m = common::t2i_model(50);
     let (x, ids) = (noise(4), prompts());
     let emb = m.embed_condition(&ids).unwrap();
     let t = Tensor::new(&[0.3f32, 0.8], &Device::Cpu).unwrap();
@@ -170,7 +143,7 @@ fn temperature_one_reproduces_the_standard_model() {
 
 fn tiny_task(data: &erg::data::Dataset) -> erg::train::TextToImageTask {
     // one "caption" row per class plus the empty prompt, from the tiny random encoder
-    let enc = encoder(60);
+    let enc = common::text_encoder(60);
     let ids: Vec<u32> = (0..data.classes.len() as u32 + 1)
         .flat_map(|c| if c == data.classes.len() as u32 { vec![101, 102, 0, 0, 0, 0] } else { vec![101, 3 + c, 20 + c, 102, 0, 0] })
         .collect();
@@ -198,12 +171,12 @@ fn training_lowers_the_loss_and_the_checkpoint_loads() {
     assert!(r.final_loss < r.first_loss);
 
     let ema = dir.path().join("ema.safetensors");
-    let (m, card) = TextToImage::load(&ema, Some(encoder(60)), &Device::Cpu).unwrap();
+    let (m, card) = TextToImage::load(&ema, Some(common::text_encoder(60)), &Device::Cpu).unwrap();
     assert_eq!((card.model.as_str(), card.step), ("mmdit-t2i", 60));
     let (v, _) = erg::guidance::guided_velocity(&m, &Guidance::cfg(2.0), &noise(5), 0.5, &prompts()).unwrap();
     assert_eq!(v.dims(), &[2, 3, 8, 8]);
     // an encoder of the wrong width is refused
-    let wide = MiniLmConfig { hidden_size: 24, num_attention_heads: 4, ..tiny_minilm() };
+    let wide = MiniLmConfig { hidden_size: 24, num_attention_heads: 4, ..common::tiny_minilm() };
     let ww = common::random_tensors(1, 0.5, |vb| MiniLm::new(&wide, vb));
     let wrong = TextEncoder::new(MiniLm::new(&wide, VarBuilder::from_tensors(ww, DType::F32, &Device::Cpu)).unwrap(), 6).unwrap();
     assert!(TextToImage::load(&ema, Some(wrong), &Device::Cpu).is_err());
@@ -228,7 +201,7 @@ fn every_weight_of_the_text_to_image_model_gets_a_gradient() {
         let mut r = erg::rng::stream(4, 500 + i as u64);
         v.set(&(erg::rng::randn(&mut r, v.dims(), &Device::Cpu).unwrap() * 0.2).unwrap()).unwrap();
     }
-    let emb = encoder(2).encode_ids(&prompts(), None).unwrap();
+    let emb = common::text_encoder(2).encode_ids(&prompts(), None).unwrap();
     let x1 = noise(7);
     let t = Tensor::new(&[0.3f32, 0.6], &Device::Cpu).unwrap();
     let loss = erg::flow::loss_embedded(&m, &x1, &noise(8), &t, &emb).unwrap();

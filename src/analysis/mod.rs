@@ -3,7 +3,9 @@
 //! - [`hopfield`]: the Hopfield energy of attention, Algorithm 1's trajectories, entropy vs τ;
 //! - [`decomposition`]: parallel / orthogonal parts of the guidance difference along sampling
 //!   (Fig. 6) and the suggested κ;
-//! - [`certainty`]: attention certainty per block (Fig. 7) and the suggested layer range.
+//! - [`certainty`]: attention certainty per block (Fig. 7) and the suggested layer range;
+//! - [`variance`]: the variance of the first velocity for CFG's and C-ERG's negatives (Fig. 5).
 pub mod certainty;
 pub mod decomposition;
 pub mod hopfield;
+pub mod variance;

@@ -43,3 +43,38 @@ pub fn random_tensors<T>(seed: u64, scale: f64, build: impl FnOnce(candle_nn::Va
         })
         .collect()
 }
+
+pub fn tiny_minilm() -> erg::text::MiniLmConfig {
+    erg::text::MiniLmConfig {
+        vocab_size: 128,
+        hidden_size: 12,
+        num_hidden_layers: 2,
+        num_attention_heads: 3,
+        intermediate_size: 24,
+        max_position_embeddings: 16,
+        type_vocab_size: 2,
+        layer_norm_eps: 1e-12,
+    }
+}
+
+/// A tiny random MiniLM (2 layers, width 12) packing 6 tokens.
+pub fn text_encoder(seed: u64) -> erg::text::TextEncoder {
+    use erg::text::MiniLm;
+    let cfg = tiny_minilm();
+    let w = random_tensors(seed, 0.5, |vb| MiniLm::new(&cfg, vb));
+    erg::text::TextEncoder::new(MiniLm::new(&cfg, candle_nn::VarBuilder::from_tensors(w, DType::F32, &Device::Cpu)).unwrap(), 6).unwrap()
+}
+
+/// A tiny text-to-image model with random weights everywhere (so every block matters) and a tiny
+/// random text encoder.
+pub fn t2i_model(seed: u64) -> erg::models::mmdit::TextToImage {
+    use erg::models::mmdit::{TextToImage, TextToImageConfig};
+    let cfg = TextToImageConfig::test_tiny();
+    let w = random_tensors(seed, 0.3, |vb| TextToImage::new(&cfg, vb, None));
+    TextToImage::new(&cfg, candle_nn::VarBuilder::from_tensors(w, DType::F32, &Device::Cpu), Some(text_encoder(seed + 1))).unwrap()
+}
+
+/// Two "prompts" as token ids (2, 6) for [`t2i_model`]: [CLS] a b [SEP] pad pad, and a longer one.
+pub fn t2i_prompts() -> Tensor {
+    Tensor::new(&[[101u32, 7, 9, 102, 0, 0], [101, 30, 31, 45, 102, 0]], &Device::Cpu).unwrap()
+}
