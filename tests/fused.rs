@@ -75,3 +75,20 @@ fn training_forward_is_the_same_with_and_without_fused_kernels() {
     let b = model.forward(&x, &t, &y, &plan).unwrap();
     assert!(max_abs_diff(&a, &b) < 1e-4, "{}", max_abs_diff(&a, &b));
 }
+
+#[test]
+fn vectorisable_exp_and_erf_are_accurate() {
+    use erg::nn::fused::{erf_approx, exp_approx};
+    let (mut max_exp, mut max_erf) = (0f32, 0f32);
+    for i in -200_000..=200_000 {
+        let x = i as f32 * 1e-4 * 4.0; // [−80, 80] for exp, steps of 4e-4
+        let rel = ((exp_approx(x) - x.exp()) / x.exp()).abs();
+        max_exp = max_exp.max(rel);
+        let y = i as f32 * 5e-5; // [−10, 10] for erf
+        max_erf = max_erf.max((erf_approx(y) - libm::erff(y)).abs());
+    }
+    assert!(max_exp < 2e-7, "exp rel. error {max_exp}");
+    assert!(max_erf < 6e-7, "erf abs. error {max_erf}");
+    assert_eq!(exp_approx(-1000.0), exp_approx(-87.3));
+    assert!(erf_approx(0.0).abs() < 1e-7 && (erf_approx(-3.0) + libm::erff(3.0)).abs() < 6e-7);
+}
