@@ -1,16 +1,19 @@
-//! Chapter 5 of the book: the variance of the first velocity v(ε, φ, t = 0) for CFG's negative
-//! (the empty prompt φ_∅) and C-ERG's (the prompt encoded with τ_c, φ_c^τ), marginal (Eq. 13)
-//! and conditional (Eq. 14), on the shipped text-to-image emoji MMDiT (ERG Appendix B.1, Fig. 5).
+//! Chapter 5 of the book: the shipped text-to-image emoji MMDiT with CFG, C-ERG and ERG at the
+//! same seeds, then the variance of the first velocity v(ε, φ, t = 0) for CFG's negative (the
+//! empty prompt φ_∅) and C-ERG's (the prompt encoded with τ_c, φ_c^τ), marginal (Eq. 13) and
+//! conditional (Eq. 14) (ERG Appendix B.1, Fig. 5).
 //!
 //! ```text
-//! cargo run --release --example ch05_velocity_variance   # → results/ch05/velocity_variance.{png,svg}
+//! cargo run --release --example ch05_velocity_variance   # → results/ch05/{samples.png, velocity_variance.{png,svg}}
 //! cargo run --release --example ch05_velocity_variance -- --quick
 //! ```
 use std::path::Path;
 
 use erg::analysis::variance::{histogram, initial_velocity_variance, VelocityVariance};
 use erg::eval::PromptSet;
-use erg::guidance::TextErg;
+use erg::guidance::{preset_for, Models, TextErg};
+use erg::imaging::{grid, labelled_comparison, save_png, to_rgb8, Panel};
+use erg::sample::{sample, SampleConfig};
 use erg::models::mmdit::{t2i::SHIPPED_EMOJI_MMDIT, TextToImage};
 use erg::models::Denoiser;
 use plotters::prelude::*;
@@ -23,6 +26,30 @@ fn main() -> anyhow::Result<()> {
     erg::imaging::register_font();
     let device = erg::device::best();
     let (model, _) = TextToImage::load_with_hub_encoder(Path::new(SHIPPED_EMOJI_MMDIT), &device)?;
+    // ANCHOR_END: setup
+
+    // ANCHOR: samples
+    // Three prompts × 6 seeds with CFG, C-ERG and ERG (Table 7 text-to-image defaults), w = 3.
+    let show = ["red apple", "rocket", "dog face"];
+    let seeds = if quick { 2 } else { 6 };
+    let steps = if quick { 10 } else { 50 };
+    let mut panels = vec![];
+    for name in ["cfg", "cerg", "erg"] {
+        let g = preset_for(name, 3.0, model.depth(), model.text_layers())?;
+        let mut rows = vec![];
+        for p in show {
+            let ids = model.prompt_ids(&vec![p; seeds], &device)?; // (seeds, L), the same seeds for every prompt
+            let cfg = SampleConfig { num_steps: steps, seed: 0, batch_size: seeds };
+            rows.push(sample(Models::main(&model), &g, &ids, &cfg, 0, &device, |_, _| {})?.images);
+        }
+        let images = candle_core::Tensor::cat(&rows, 0)?;
+        panels.push(Panel { title: format!("{}, w = 3", name.to_uppercase()), image: grid(&to_rgb8(&images)?, seeds, 2, 2) });
+    }
+    let labels: Vec<String> = show.iter().map(|s| s.to_string()).collect();
+    save_png(&labelled_comparison(&panels, &labels, 66, 2, 3)?, &out.join("samples.png"))?;
+    // ANCHOR_END: samples
+
+    // ANCHOR: prompts
     // D_c: 3 emoji names of each of the 9 categories; N = 20 noises as in the paper.
     let meta = erg::data::emoji::load_meta(erg::data::emoji::DEFAULT_DIR)?;
     let prompts = PromptSet::emoji(&meta, if quick { 1 } else { 3 })?;
@@ -31,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let num_noises = if quick { 6 } else { 20 };
     // C-ERG of Table 7: τ_c = 0.01 in every layer of the text encoder.
     let rect = TextErg::defaults(model.depth(), model.text_layers().unwrap_or(0)).text;
-    // ANCHOR_END: setup
+    // ANCHOR_END: prompts
 
     // ANCHOR: variance
     let vv = initial_velocity_variance(&model, &ids, &rect, num_noises, 0)?;

@@ -14,10 +14,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use erg::eval::{evaluate_prompts, reference, EvalConfig, PromptSet, ResultsFile};
-use erg::features::classifier::SmallCnn;
-use erg::guidance::{preset_for, Guidance, Models};
-use erg::models::mmdit::{t2i::SHIPPED_EMOJI_MMDIT, TextToImage};
+use erg::eval::{EvalConfig, ResultsFile, TextBench};
+use erg::guidance::{preset_for, Guidance};
+use erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT;
 use erg::models::Denoiser;
 
 #[derive(Parser, Debug)]
@@ -67,17 +66,10 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
     // ANCHOR: setup
-    let (model, card) = TextToImage::load_with_hub_encoder(&a.checkpoint, &device)?;
-    let weak = TextToImage::load_with_hub_encoder(&a.weak_checkpoint, &device)?.0;
-    let (classifier, ccard) = SmallCnn::load(&a.classifier, &device)?;
-    let extractor: Box<dyn erg::features::FeatureExtractor> = match (&a.features, &a.feature_weights) {
-        (Some(n), Some(w)) => erg::features::load(n, w, &device)?,
-        _ => Box::new(SmallCnn::load(&a.classifier, &device)?.0),
-    };
-    let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, card.config.image_size.0)?;
-    let meta = erg::data::emoji::load_meta(erg::data::emoji::DEFAULT_DIR)?;
-    let prompts = PromptSet::emoji(&meta, a.prompts_per_class)?;
-    let reference = reference(extractor.as_ref(), &data, None, &device)?;
+    let mut bench = TextBench::load(&a.checkpoint, &a.weak_checkpoint, &a.classifier, a.prompts_per_class, a.samples_per_prompt, &device)?;
+    if let (Some(n), Some(w)) = (&a.features, &a.feature_weights) {
+        bench.set_extractor(erg::features::load(n, w, &device)?, &device)?;
+    }
     // ANCHOR_END: setup
     let names: Vec<String> = a.methods.clone().unwrap_or_else(|| {
         let v: &[&str] = match a.table {
@@ -86,58 +78,32 @@ fn main() -> anyhow::Result<()> {
         };
         v.iter().map(|s| s.to_string()).collect()
     });
+    // ANCHOR: evaluate
     let cfg = EvalConfig { num_steps: a.steps, seed: a.seed, features: a.features.clone(), batch_size: 96, ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results_t2i.jsonl"))?;
+    let (depth, text_layers) = (bench.model.depth(), bench.model.text_layers());
+    let variants: Vec<(String, Guidance)> = names.iter().map(|n| Ok((n.clone(), preset_for(n, a.guidance_scale, depth, text_layers)?))).collect::<anyhow::Result<_>>()?;
     let t0 = std::time::Instant::now();
-    let mut rows = Vec::new();
-    for name in &names {
-        let g: Guidance = preset_for(name, a.guidance_scale, model.depth(), model.text_layers())?;
-        let key = erg::eval::run_key(&g, &erg::eval::text::key_config(&cfg, &prompts, a.samples_per_prompt));
-        if !results.contains(&key) {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>14} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
-            bar.set_prefix(name.clone());
-            // ANCHOR: evaluate
-            let rec = evaluate_prompts(
-                Models { main: &model, weak: Some(&weak) },
-                &g,
-                extractor.as_ref(),
-                &classifier,
-                &reference,
-                &prompts,
-                a.samples_per_prompt,
-                &cfg,
-                &device,
-                |d, t| {
-                    bar.set_length(t as u64);
-                    bar.set_position(d as u64);
-                },
-            )?;
-            // ANCHOR_END: evaluate
-            bar.finish_and_clear();
-            eprintln!("{name:>14}: FID {:.2}, consistency {:.1}, {:.0} s", rec.metrics["fid"], rec.metrics["consistency"], rec.wall_s);
-            results.append(rec)?;
-        }
-        rows.push((name.clone(), results.records().iter().find(|r| r.key == key).cloned().expect("just appended")));
-    }
+    let rows = bench.evaluate_variants(&variants, &cfg, &mut results, &device)?;
+    // ANCHOR_END: evaluate
     let mut md = format!(
         "# Table {} analogue (text-to-image{})\n\nModel `{}` (step {}). {} prompts ({} emoji names per category × {} categories) × {} seeds = {} images, {} Euler steps, seed {}, guidance scale w = {} (presets; text-to-image ERG defaults of Table 7 scaled to {} blocks). Reference: all {} training images. Features: {}; consistency: the classifier's agreement with the prompt's category (held-out accuracy {:.1} %).\n\n",
         a.table,
         if a.table == 5 { ", ERG's components" } else { "" },
         a.checkpoint.display(),
-        card.step,
-        prompts.prompts.len(),
+        bench.card.step,
+        bench.prompts.prompts.len(),
         a.prompts_per_class,
-        meta.classes.len(),
+        bench.data.classes.len(),
         a.samples_per_prompt,
-        prompts.prompts.len() * a.samples_per_prompt,
+        bench.prompts.prompts.len() * a.samples_per_prompt,
         a.steps,
         a.seed,
         a.guidance_scale,
-        model.depth(),
-        data.len(),
-        extractor.name(),
-        ccard.heldout_accuracy
+        depth,
+        bench.data.len(),
+        bench.extractor().name(),
+        bench.classifier_card.heldout_accuracy
     );
     md.push_str(&erg::eval::report::markdown_table("method", &rows));
     md.push_str("\n| method | setting |\n|---|---|\n");

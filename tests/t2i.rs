@@ -54,15 +54,19 @@ fn every_preset_runs_on_prompts_with_its_nfe() {
     for name in PRESET_NAMES {
         let g = preset_for(name, 3.0, m.depth(), m.text_layers()).unwrap();
         let mut guider = Guider::new(&g, Models { main: &m, weak: Some(&weak) }, 0).unwrap();
-        let (v, nfe) = guider.velocity(&x, 0.7, 0, &ids).unwrap();
-        assert_eq!(v.dims(), x.dims(), "{name}");
-        let want = match *name {
-            "none" | "uncond" => 1,
-            "slg" | "cfg+pag" | "cfg+seg" | "cfg+sag" => 3,
-            _ => 2,
-        };
-        assert_eq!(nfe, want, "{name}");
-        assert!(v.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|a| a.is_finite()), "{name}");
+        // t = 0.05: CADS's condition is mostly noise; t = 0.7: I-ERG is on (t > κ)
+        for (step, t) in [0.05, 0.7].into_iter().enumerate() {
+            let (v, nfe) = guider.velocity(&x, t, step, &ids).unwrap();
+            assert_eq!(v.dims(), x.dims(), "{name}");
+            let want = match *name {
+                "none" | "uncond" => 1,
+                "ierg-uncond" if t < 0.2 => 1, // both branches are the same before κ
+                "slg" | "cfg+pag" | "cfg+seg" | "cfg+sag" => 3,
+                _ => 2,
+            };
+            assert_eq!(nfe, want, "{name}");
+            assert!(v.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|a| a.is_finite()), "{name} at t = {t}");
+        }
     }
 }
 

@@ -11,4 +11,4 @@ pub mod text;
 pub use rank::{mean_ranks, select_best, Direction, MetricSpec};
 pub use results::{ResultsFile, RunRecord};
 pub use run::{evaluate, image_metrics, reference, run_key, Bench, BenchPaths, EvalConfig, Reference};
-pub use text::{evaluate_prompts, PromptSet};
+pub use text::{evaluate_prompts, PromptSet, TextBench};

@@ -8,10 +8,12 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::run::{image_metrics, run_key};
-use super::{EvalConfig, Reference, RunRecord};
+use super::run::{image_metrics, reference, run_key};
+use super::{EvalConfig, Reference, ResultsFile, RunRecord};
 use crate::data::emoji::Meta;
-use crate::features::{classifier::SmallCnn, FeatureExtractor};
+use crate::data::Dataset;
+use crate::features::classifier::{ClassifierCard, SmallCnn};
+use crate::features::FeatureExtractor;
 use crate::guidance::{Condition, Guidance, Models};
 use crate::models::mmdit::TextToImage;
 use crate::sample::{sample, SampleConfig};
@@ -108,4 +110,101 @@ pub fn key_config(cfg: &EvalConfig, prompts: &PromptSet, samples_per_prompt: usi
     k.samples_per_class = samples_per_prompt;
     k.features = Some(format!("{}|t2i-prompts:{}", cfg.features.clone().unwrap_or_default(), prompts.hash()));
     k
+}
+
+/// Everything a text-to-image evaluation on the emoji needs, loaded once: the model and its weak
+/// early checkpoint, the classifier, the prompts, the data and the reference features.
+pub struct TextBench {
+    /// The model being evaluated (with its text encoder).
+    pub model: TextToImage,
+    /// Its card.
+    pub card: crate::checkpoint::ModelCard<crate::models::mmdit::TextToImageConfig>,
+    /// AutoGuidance's weak model.
+    pub weak: TextToImage,
+    /// The classifier (consistency, and features unless `extractor` is set).
+    pub classifier: SmallCnn,
+    /// Its card (held-out accuracy).
+    pub classifier_card: ClassifierCard,
+    /// Pretrained features for the distribution metrics, if not the classifier's.
+    pub extractor: Option<Box<dyn FeatureExtractor>>,
+    /// The training images (the reference set).
+    pub data: Dataset,
+    /// Reference features.
+    pub reference: Reference,
+    /// The evaluation prompts.
+    pub prompts: PromptSet,
+    /// Seeds per prompt.
+    pub samples_per_prompt: usize,
+}
+
+impl TextBench {
+    /// Loads the model and weak model (text encoder through hf-hub), the classifier, the emoji at
+    /// the model's resolution, and [`PromptSet::emoji`] with `prompts_per_class`.
+    pub fn load(
+        checkpoint: &std::path::Path,
+        weak: &std::path::Path,
+        classifier: &std::path::Path,
+        prompts_per_class: usize,
+        samples_per_prompt: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let (model, card) = TextToImage::load_with_hub_encoder(checkpoint, device)?;
+        let weak = TextToImage::load_with_hub_encoder(weak, device)?.0;
+        let (classifier, classifier_card) = SmallCnn::load(classifier, device)?;
+        let data = crate::data::emoji::load(crate::data::emoji::DEFAULT_DIR, card.config.image_size.0)?;
+        let meta = crate::data::emoji::load_meta(crate::data::emoji::DEFAULT_DIR)?;
+        let prompts = PromptSet::emoji(&meta, prompts_per_class)?;
+        let reference = reference(&classifier, &data, None, device)?;
+        Ok(Self { model, card, weak, classifier, classifier_card, extractor: None, data, reference, prompts, samples_per_prompt })
+    }
+
+    /// Uses `extractor` for the distribution metrics (the reference features are recomputed).
+    pub fn set_extractor(&mut self, extractor: Box<dyn FeatureExtractor>, device: &Device) -> Result<()> {
+        self.reference = reference(extractor.as_ref(), &self.data, None, device)?;
+        self.extractor = Some(extractor);
+        Ok(())
+    }
+
+    /// The extractor of the distribution metrics.
+    pub fn extractor(&self) -> &dyn FeatureExtractor {
+        match &self.extractor {
+            Some(e) => e.as_ref(),
+            None => &self.classifier,
+        }
+    }
+
+    /// The key of a run of `guidance` with `cfg` on this bench.
+    pub fn key(&self, guidance: &Guidance, cfg: &EvalConfig) -> String {
+        run_key(guidance, &key_config(cfg, &self.prompts, self.samples_per_prompt))
+    }
+
+    /// One evaluation run (see [`evaluate_prompts`]).
+    pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
+        let models = Models { main: &self.model, weak: Some(&self.weak) };
+        evaluate_prompts(models, guidance, self.extractor(), &self.classifier, &self.reference, &self.prompts, self.samples_per_prompt, cfg, device, on_step)
+    }
+
+    /// Evaluates each labelled variant (or reuses its record from `results`), in order, with a
+    /// progress bar per run; an interrupted call resumes from `results`.
+    pub fn evaluate_variants(&self, variants: &[(String, Guidance)], cfg: &EvalConfig, results: &mut ResultsFile, device: &Device) -> Result<Vec<(String, RunRecord)>> {
+        let mut out = Vec::with_capacity(variants.len());
+        for (label, g) in variants {
+            let key = self.key(g, cfg);
+            if !results.contains(&key) {
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
+                bar.set_prefix(label.clone());
+                let rec = self.evaluate(g, cfg, device, |d, t| {
+                    bar.set_length(t as u64);
+                    bar.set_position(d as u64);
+                })?;
+                bar.finish_and_clear();
+                eprintln!("{label:>24}: FID {:.2}, consistency {:.1} ({:.0} s)", rec.metrics["fid"], rec.metrics["consistency"], rec.wall_s);
+                results.append(rec)?;
+            }
+            let rec = results.records().iter().find(|r| r.key == key).cloned().ok_or_else(|| Error::Other(format!("run {key} missing after evaluation")))?;
+            out.push((label.clone(), rec));
+        }
+        Ok(out)
+    }
 }
