@@ -186,7 +186,13 @@ impl TextBench {
 
     /// Evaluates each labelled variant (or reuses its record from `results`), in order, with a
     /// progress bar per run; an interrupted call resumes from `results`.
-    pub fn evaluate_variants(&self, variants: &[(String, Guidance)], cfg: &EvalConfig, results: &mut ResultsFile, device: &Device) -> Result<Vec<(String, RunRecord)>> {
+    pub fn evaluate_variants(
+        &self,
+        variants: &[(String, Guidance)],
+        cfg: &EvalConfig,
+        results: &mut ResultsFile,
+        device: &Device,
+    ) -> Result<Vec<(String, RunRecord)>> {
         let mut out = Vec::with_capacity(variants.len());
         for (label, g) in variants {
             let key = self.key(g, cfg);

@@ -66,6 +66,19 @@ pub fn layer_norm_no_affine(x: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor
     })
 }
 
+/// RMS norm over the last dimension with a weight (SD3.5's QK-norm `ln_q`/`ln_k`):
+/// x / √(mean(x²) + ε) ⊙ w. `Infer`: candle-nn's fused kernel; `Train`: a differentiable
+/// composition (candle-nn's `ops::rms_norm` has no backward pass). `x`: (..., D), `w`: (D,).
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<Tensor> {
+    Ok(match mode {
+        OpMode::Infer => candle_nn::ops::rms_norm(&x.contiguous()?, weight, eps as f32)?,
+        OpMode::Train => {
+            let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+            x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight)?
+        }
+    })
+}
+
 /// adaLN modulation: `x * (1 + scale) + shift`; `x`: (B, N, D), `shift`/`scale`: (B, D).
 pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
     Ok(x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?.broadcast_add(&shift.unsqueeze(1)?)?)

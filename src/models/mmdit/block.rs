@@ -15,8 +15,9 @@ pub(crate) struct Stream {
     ada_ln: candle_nn::Linear,
     n_mods: usize,
     qkv: candle_nn::Linear,
-    ln_q: Option<candle_nn::RmsNorm>,
-    ln_k: Option<candle_nn::RmsNorm>,
+    /// QK RMS-norm weights (`attn.ln_q.weight`, `attn.ln_k.weight`), ε = 10⁻⁶.
+    ln_q: Option<Tensor>,
+    ln_k: Option<Tensor>,
     /// Absent for a pre-only stream.
     post: Option<(candle_nn::Linear, candle_nn::Linear, candle_nn::Linear)>,
     head_size: usize,
@@ -37,7 +38,8 @@ impl Stream {
             Some((candle_nn::linear(d, d, vb.pp("attn.proj"))?, candle_nn::linear(d, 4 * d, vb.pp("mlp.fc1"))?, candle_nn::linear(4 * d, d, vb.pp("mlp.fc2"))?))
         };
         let (ln_q, ln_k) = if qk_norm {
-            (Some(candle_nn::rms_norm(head_size, 1e-6, vb.pp("attn.ln_q"))?), Some(candle_nn::rms_norm(head_size, 1e-6, vb.pp("attn.ln_k"))?))
+            let w = |n: &str| vb.pp(n).get_with_hints(head_size, "weight", candle_nn::Init::Const(1.0));
+            (Some(w("attn.ln_q")?), Some(w("attn.ln_k")?))
         } else {
             (None, None)
         };
@@ -62,8 +64,8 @@ impl Stream {
         let qkv = self.qkv.forward(&h)?.reshape((b, n, 3, heads, self.head_size))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
         let (mut q, mut k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
         if let (Some(lq), Some(lk)) = (&self.ln_q, &self.ln_k) {
-            q = lq.forward(&q)?;
-            k = lk.forward(&k)?;
+            q = crate::nn::ops::rms_norm(&q, lq, 1e-6, mode)?;
+            k = crate::nn::ops::rms_norm(&k, lk, 1e-6, mode)?;
         }
         Ok((q, k, v, Pending { mods }))
     }
