@@ -13,9 +13,9 @@ use erg::analysis::variance::{histogram, initial_velocity_variance, VelocityVari
 use erg::eval::PromptSet;
 use erg::guidance::{preset_for, Models, TextErg};
 use erg::imaging::{grid, labelled_comparison, save_png, to_rgb8, Panel};
-use erg::sample::{sample, SampleConfig};
 use erg::models::mmdit::{t2i::SHIPPED_EMOJI_MMDIT, TextToImage};
 use erg::models::Denoiser;
+use erg::sample::{sample, SampleConfig};
 use plotters::prelude::*;
 
 fn main() -> anyhow::Result<()> {

@@ -82,7 +82,8 @@ fn main() -> anyhow::Result<()> {
     let cfg = EvalConfig { num_steps: a.steps, seed: a.seed, features: a.features.clone(), batch_size: 96, ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results_t2i.jsonl"))?;
     let (depth, text_layers) = (bench.model.depth(), bench.model.text_layers());
-    let variants: Vec<(String, Guidance)> = names.iter().map(|n| Ok((n.clone(), preset_for(n, a.guidance_scale, depth, text_layers)?))).collect::<anyhow::Result<_>>()?;
+    let variants: Vec<(String, Guidance)> =
+        names.iter().map(|n| Ok((n.clone(), preset_for(n, a.guidance_scale, depth, text_layers)?))).collect::<anyhow::Result<_>>()?;
     let t0 = std::time::Instant::now();
     let rows = bench.evaluate_variants(&variants, &cfg, &mut results, &device)?;
     // ANCHOR_END: evaluate

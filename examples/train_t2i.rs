@@ -37,6 +37,10 @@ struct Args {
     /// Seed of weights and batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Step at which the EMA is saved as AutoGuidance's weak model (default: steps / 16); may be
+    /// changed when resuming.
+    #[arg(long)]
+    weak_step: Option<u64>,
     /// Steps between checkpoints.
     #[arg(long, default_value_t = 250)]
     checkpoint_every: u64,
@@ -63,6 +67,9 @@ fn main() -> anyhow::Result<()> {
     cfg.ema_decay = args.ema_decay;
     cfg.label_dropout = args.caption_dropout;
     cfg.checkpoint_every = args.checkpoint_every;
+    if let Some(w) = args.weak_step {
+        cfg.weak_step = Some(w);
+    }
     eprintln!(
         "training the emoji MMDiT ({} blocks, D = {}), {} steps of batch {}, {}",
         cfg.model.mmdit.depth,

@@ -146,3 +146,21 @@ fn wrong_data_shape_is_rejected_before_training() {
     let e = train(&cfg, &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap_err();
     assert!(e.to_string().contains("the model expects"), "{e}");
 }
+
+#[test]
+fn debiased_ema_forgets_the_initial_weights() {
+    // θ₀ = 0, then θ_k = 2 for every k: the raw EMA is 2·(1 − dⁿ), the debiased one exactly 2.
+    let v = candle_core::Var::from_tensor(&Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let vars = vec![("w".to_string(), v.clone())];
+    let mut ema = erg::train::Ema::new(&vars, 0.9).unwrap();
+    let init = ema.weights.clone();
+    v.set(&Tensor::full(2f32, 3, &Device::Cpu).unwrap()).unwrap();
+    for _ in 0..5 {
+        ema.update(&vars).unwrap();
+    }
+    let raw = ema.weights["w"].to_vec1::<f32>().unwrap()[0];
+    assert!((raw - 2.0 * (1.0 - 0.9f32.powi(5))).abs() < 1e-5);
+    let fixed = ema.debiased(&init, 5).unwrap()["w"].to_vec1::<f32>().unwrap();
+    assert!(fixed.iter().all(|x| (x - 2.0).abs() < 1e-5), "{fixed:?}");
+    assert_eq!(ema.debiased(&init, 0).unwrap()["w"].to_vec1::<f32>().unwrap()[0], raw);
+}

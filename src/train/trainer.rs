@@ -8,8 +8,9 @@
 //! Files in the run folder:
 //! - `run.json`: the [`TrainConfig`];
 //! - `state.safetensors`: weights, EMA weights, optimizer moments and the step (f32, atomic);
-//! - `ema.safetensors` + `ema.json`: the EMA weights and model card, for sampling;
-//! - `weak.safetensors` + `weak.json`: the EMA weights at `weak_step` (AutoGuidance's weak model);
+//! - `ema.safetensors` + `ema.json`: the EMA weights (bias-corrected, [`Ema::debiased`]) and
+//!   model card, for sampling;
+//! - `weak.safetensors` + `weak.json`: the same at `weak_step` (AutoGuidance's weak model);
 //! - `loss.csv`: `step,loss,lr,elapsed_s`.
 use std::collections::HashMap;
 use std::io::Write;
@@ -264,6 +265,8 @@ pub fn train_task<T: TrainTask>(
     let map = SeededVarMap::new(cfg.seed);
     let model = task.build(&cfg.model, &map, device)?;
     let vars = named_vars(&map);
+    // θ₀, for the EMA's bias correction (rebuilt from the seed on resume).
+    let init: HashMap<String, Tensor> = vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<_>>()?;
     let mut opt = AdamW::new(vars.clone(), cfg.optim)?;
     let mut ema = Ema::new(&vars, cfg.ema_decay)?;
     let mut start = 0u64;
@@ -330,12 +333,12 @@ pub fn train_task<T: TrainTask>(
         }
         let done = step + 1;
         if cfg.weak_step == Some(done) {
-            save_checkpoint(&ema.weights, &card::<T>(cfg, &classes, done), &paths.weak(), DType::F32)?;
+            save_checkpoint(&ema.debiased(&init, done)?, &card::<T>(cfg, &classes, done), &paths.weak(), DType::F32)?;
         }
         if done % cfg.checkpoint_every == 0 || done == end {
             log.flush()?;
             save_state(paths, &State { vars: &vars, ema: &ema, opt: &opt }, done)?;
-            save_checkpoint(&ema.weights, &card::<T>(cfg, &classes, done), &paths.ema(), DType::F32)?;
+            save_checkpoint(&ema.debiased(&init, done)?, &card::<T>(cfg, &classes, done), &paths.ema(), DType::F32)?;
         }
     }
     bar.finish_and_clear();
