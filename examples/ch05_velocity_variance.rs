@@ -19,8 +19,8 @@ use erg::sample::{sample, SampleConfig};
 use plotters::prelude::*;
 
 fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
     // ANCHOR: setup
+    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
     let out = Path::new("results/ch05");
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();
@@ -83,6 +83,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+// ANCHOR: helpers
 /// Two histograms (marginal, conditional) of log10 variance, CFG against C-ERG.
 fn plot(vv: &VelocityVariance, out: &Path) -> anyhow::Result<()> {
     let log = |v: &[f64]| v.iter().map(|x| x.max(1e-8).log10()).collect::<Vec<_>>();
@@ -123,3 +124,4 @@ fn plot(vv: &VelocityVariance, out: &Path) -> anyhow::Result<()> {
     });
     Ok(())
 }
+// ANCHOR_END: helpers

@@ -14,8 +14,8 @@ use erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT;
 use erg::models::Denoiser;
 
 fn main() -> anyhow::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
     // ANCHOR: setup
+    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
     let out = Path::new("results/ch08");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();

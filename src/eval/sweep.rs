@@ -65,6 +65,54 @@ pub fn grid(method: &str, depth: usize, scales: &[f64]) -> Result<Vec<Guidance>>
     Ok(out)
 }
 
+/// A compact grid for text-to-image models (a few settings per method, sized for a CPU):
+/// CFG, APG, AutoGuidance w ∈ {2, 3}; CADS (τ₁, τ₂) ∈ {(0.6, 0.9), (0.8, 1.0)} at w = 3; PAG,
+/// SEG (with CFG at w = 3) perturbation scale ∈ {0.5, 1}; SAG ∈ {0.25, 0.75}; ERG and its
+/// combinations at w = 3 with I-ERG τ ∈ {0.1, 0.5}, γ = 1 (κ = 0.4, Table 7's blocks) and, for `erg`,
+/// C-ERG τ_c ∈ {0.01, 0.1}; `cerg` τ_c ∈ {0.01, 0.1, 0.5}.
+pub fn text_grid(method: &str, depth: usize, text_layers: usize) -> Result<Vec<Guidance>> {
+    let p = |w: f64| crate::guidance::preset_for(method, w, depth, Some(text_layers));
+    let with = |w: f64, f: &dyn Fn(&mut Guidance)| -> Result<Guidance> {
+        let mut g = p(w)?;
+        f(&mut g);
+        Ok(g)
+    };
+    let erg = |tau: f64, tau_c: Option<f64>| {
+        move |g: &mut Guidance| {
+            for t in &mut g.terms {
+                if let Rectifier::Energy(e) = &mut t.negative.attention.rectifier {
+                    (e.tau, e.gamma) = (tau, 1.0);
+                }
+                if let (crate::guidance::Condition::Rectified(r), Some(tc)) = (&mut t.negative.condition, tau_c) {
+                    r.tau = tc;
+                }
+            }
+        }
+    };
+    Ok(match method {
+        "none" | "uncond" => vec![p(1.0)?],
+        "cfg" | "apg" | "autoguidance" => vec![p(2.0)?, p(3.0)?],
+        "cads" => [(0.6, 0.9), (0.8, 1.0)].iter().map(|&(a, b)| with(3.0, &move |g: &mut Guidance| {
+            let c = g.cads.as_mut().expect("CADS preset");
+            (c.tau1, c.tau2) = (a, b);
+        })).collect::<Result<_>>()?,
+        "pag" | "cfg+seg" | "seg" | "cfg+pag" => [0.5, 1.0].iter().map(|&s| with(3.0, &move |g: &mut Guidance| g.terms.last_mut().expect("term").scale = s)).collect::<Result<_>>()?,
+        "sag" => [0.25, 0.75].iter().map(|&s| with(3.0, &move |g: &mut Guidance| g.terms.last_mut().expect("term").scale = s)).collect::<Result<_>>()?,
+        "erg" => {
+            let mut v = vec![];
+            for tau in [0.1, 0.5] {
+                for tau_c in [0.01, 0.1] {
+                    v.push(with(3.0, &erg(tau, Some(tau_c)))?);
+                }
+            }
+            v
+        }
+        "ierg" | "erg+apg" | "erg+cads" => [0.1, 0.5].iter().map(|&tau| with(3.0, &erg(tau, None))).collect::<Result<_>>()?,
+        "cerg" => [0.01, 0.1, 0.5].iter().map(|&tc| with(3.0, &erg(1.0, Some(tc)))).collect::<Result<_>>()?,
+        m => vec![crate::guidance::preset_for(m, 3.0, depth, Some(text_layers))?],
+    })
+}
+
 /// For each method, the record with the lowest mean rank over `metrics` among that method's runs.
 pub fn select_per_method<'a>(records: &'a [RunRecord], metrics: &[MetricSpec]) -> BTreeMap<String, &'a RunRecord> {
     let mut by: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
