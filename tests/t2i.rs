@@ -249,3 +249,29 @@ fn real_minilm_prompts_when_cached() {
     assert_eq!(plain.dims(), &[3, 17, 384]);
     assert!(max_abs_diff(&plain, &rect) > 1e-2);
 }
+
+#[test]
+fn shipped_text_to_image_model_runs_every_method() {
+    let path = std::path::Path::new(erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT);
+    let weak_path = path.with_file_name("emoji-mmdit-weak.safetensors");
+    // Without the text encoder in the cache the weights still load and say what is missing.
+    let (bare, card) = TextToImage::load(path, None, &Device::Cpu).expect("the shipped text-to-image checkpoint loads");
+    assert_eq!((card.model.as_str(), bare.depth()), ("mmdit-t2i", 6));
+    let Ok((m, _)) = TextToImage::load_with_hub_encoder(path, &Device::Cpu) else {
+        eprintln!("all-MiniLM-L6-v2 is not in the hf-hub cache (run setup_minilm); skipped");
+        return;
+    };
+    let (weak, wcard) = TextToImage::load_with_hub_encoder(&weak_path, &Device::Cpu).unwrap();
+    assert!(wcard.step < card.step);
+    let ids = m.prompt_ids(&["red apple", "rocket"], &Device::Cpu).unwrap();
+    let mut r = erg::rng::stream(8, 8);
+    let x0 = erg::rng::randn(&mut r, &[2, 3, 32, 32], &Device::Cpu).unwrap();
+    for name in PRESET_NAMES {
+        let g = preset_for(name, 3.0, m.depth(), m.text_layers()).unwrap();
+        let mut guider = Guider::new(&g, Models { main: &m, weak: Some(&weak) }, 1).unwrap();
+        for (step, t) in [0.0, 0.5, 0.9].into_iter().enumerate() {
+            let (v, _) = guider.velocity(&x0, t, step, &ids).unwrap();
+            assert!(v.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().is_finite(), "{name} at t = {t}");
+        }
+    }
+}
