@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example ch02_flow_and_dit      # → results/ch02/{data,loss,samples}.png (≈ 1 min)
+//! cargo run --release --example ch02_flow_and_dit -- --quick   # CI-sized (6 training steps, 10 sampling steps)
 //! ```
 use std::path::Path;
 
@@ -15,6 +16,7 @@ use plotters::prelude::*;
 
 fn main() -> anyhow::Result<()> {
     // ANCHOR: data
+    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
     let out = Path::new("results/ch02");
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();
@@ -30,12 +32,12 @@ fn main() -> anyhow::Result<()> {
     // A short run of the shipped recipe (emoji-tiny, batch 64, AdamW, EMA, label dropout, logit-normal
     // t) to watch the rectified-flow loss ‖v_θ(x_t, t, c) − (x₁ − ε)‖² fall; the shipped model is
     // the same recipe run for 4,000 steps.
-    let mut cfg = TrainConfig::new(DitConfig::emoji_tiny(), "emoji", 60, 0);
+    let mut cfg = TrainConfig::new(DitConfig::emoji_tiny(), "emoji", if quick { 6 } else { 60 }, 0);
     cfg.checkpoint_every = 1_000; // no checkpoint in 60 steps but the final one
     let paths = RunPaths::new(out.join("run"));
     let _ = std::fs::remove_dir_all(out.join("run")); // start fresh each time
     let report = train(&cfg, &data, &device, &paths, false, None, false)?;
-    println!("60 steps: loss {:.3} → {:.3}, {:.2} s/step", report.first_loss, report.final_loss, report.s_per_step);
+    println!("{} steps: loss {:.3} → {:.3}, {:.2} s/step", cfg.steps, report.first_loss, report.final_loss, report.s_per_step);
     let losses: Vec<(f64, f64)> = std::fs::read_to_string(paths.loss())?
         .lines()
         .skip(1)
@@ -48,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         root.fill(&WHITE)?;
         let ymax = losses.iter().map(|p| p.1).fold(0.0, f64::max) * 1.05;
         let mut chart = ChartBuilder::on(&root)
-            .caption("rectified-flow loss, first 60 steps", ("sans-serif", 18))
+            .caption(format!("rectified-flow loss, first {} steps", cfg.steps), ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(44)
@@ -63,7 +65,15 @@ fn main() -> anyhow::Result<()> {
     // The shipped model (EMA after 4,000 steps), no guidance: 4 seeds of each class, 50 Euler steps.
     let (model, card) = erg::checkpoint::load_dit(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
     let labels = class_grid_labels(card.classes.len(), 4, &device)?;
-    let s = sample(Models::main(&model), &Guidance::none(), &labels, &SampleConfig { num_steps: 50, seed: 0, batch_size: 64 }, 0, &device, |_, _| {})?;
+    let s = sample(
+        Models::main(&model),
+        &Guidance::none(),
+        &labels,
+        &SampleConfig { num_steps: if quick { 10 } else { 50 }, seed: 0, batch_size: 64 },
+        0,
+        &device,
+        |_, _| {},
+    )?;
     save_png(&grid(&to_rgb8(&s.images)?, 4, 2, 2), &out.join("samples.png"))?;
     // ANCHOR_END: samples
     println!("→ {}", out.display());

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example ch03_guidance          # → results/ch03/zoo.png, results/ch03/nfe.md
+//! cargo run --release --example ch03_guidance -- --quick   # CI-sized (6 steps)
 //! ```
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use erg::sample::{class_grid_labels, sample, SampleConfig};
 
 fn main() -> anyhow::Result<()> {
     // ANCHOR: setup
+    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
     let out = Path::new("results/ch03");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();
@@ -21,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     let models = Models { main: &model, weak: Some(&weak) };
     // One sample of each of the 9 classes, the same noise for every method; 25 Euler steps.
     let labels = class_grid_labels(card.classes.len(), 1, &device)?;
-    let cfg = SampleConfig { num_steps: 25, seed: 3, batch_size: 64 };
+    let cfg = SampleConfig { num_steps: if quick { 6 } else { 25 }, seed: 3, batch_size: 64 };
     let names = ["none", "cfg", "apg", "cads", "pag", "sag", "seg", "slg", "autoguidance", "ierg", "erg+apg", "erg+cads"];
     // ANCHOR_END: setup
 

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example ch04_rectifiers        # → results/ch04/{table6.md, sigma.{png,svg}, samples.png}
+//! cargo run --release --example ch04_rectifiers -- --quick   # CI-sized (2 per class, 6 steps)
 //! ```
 use std::path::Path;
 
@@ -14,11 +15,12 @@ use erg::models::Denoiser;
 
 fn main() -> anyhow::Result<()> {
     // ANCHOR: setup
+    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
     let out = Path::new("results/ch04");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();
     let bench = Bench::from_paths(&BenchPaths::default_paths(), &device)?;
-    let cfg = EvalConfig { samples_per_class: 10, num_steps: 25, ..Default::default() };
+    let cfg = EvalConfig { samples_per_class: if quick { 2 } else { 10 }, num_steps: if quick { 6 } else { 25 }, ..Default::default() };
     let mut results = ResultsFile::open(out.join("results.jsonl"))?;
     // I-ERG at w = 3, blocks and κ of the class-conditional preset; only the rectifier changes.
     let with = |name: &str, r: Rectifier| -> anyhow::Result<(String, Guidance)> {

@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example ch06_decomposition     # → results/ch06/decomposition.{png,svg}
+//! cargo run --release --example ch06_decomposition -- --quick   # CI-sized (2 per class, 10 steps)
 //! ```
 use std::path::Path;
 
@@ -14,20 +15,22 @@ use plotters::prelude::*;
 
 fn main() -> anyhow::Result<()> {
     // ANCHOR: setup
+    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
     let out = Path::new("results/ch06");
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();
     let device = erg::device::best();
     let (model, _) = erg::checkpoint::load_dit(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
     // 8 samples of each of the 9 classes, 50 Euler steps, seed 0.
-    let labels = erg::sample::class_grid_labels(9, 8, &device)?;
+    let labels = erg::sample::class_grid_labels(9, if quick { 2 } else { 8 }, &device)?;
+    let num_steps = if quick { 10 } else { 50 };
     // ANCHOR_END: setup
 
     // ANCHOR: decompose
     let mut curves: Vec<(String, Vec<DecompositionPoint>)> = Vec::new();
     for name in ["cfg", "ierg"] {
         let g = preset(name, 3.0, model.depth())?;
-        curves.push((name.to_string(), along_sampling(Models::main(&model), &g, &labels, 50, 0)?));
+        curves.push((name.to_string(), along_sampling(Models::main(&model), &g, &labels, num_steps, 0)?));
     }
     let kappa = suggest_kappa(&curves[0].1, 0.9);
     println!("suggested κ (CFG's parallel part within 10 % of its floor after the peak): {kappa:?}");

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example ch07_attention_blocks              # → results/ch07/
 //! cargo run --release --example ch07_attention_blocks -- --fig8    # + every [l_min, l_max) evaluated (≈ 5 min)
+//! cargo run --release --example ch07_attention_blocks -- --fig8 --quick   # CI-sized grid (1 per class, 4 steps)
 //! ```
 use std::path::Path;
 
@@ -17,6 +18,7 @@ use plotters::prelude::*;
 fn main() -> anyhow::Result<()> {
     let fig8 = std::env::args().any(|a| a == "--fig8");
     // ANCHOR: certainty
+    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
     let out = Path::new("results/ch07");
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();
@@ -70,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         // Every block range [l_min, l_max) for I-ERG (w = 3, τ = 0.01, κ = 0.3), evaluated with
         // the metrics machinery at a small sample count; FID and consistency per range.
         let bench = Bench::from_paths(&BenchPaths::default_paths(), &device)?;
-        let cfg = EvalConfig { samples_per_class: 4, num_steps: 20, ..Default::default() };
+        let cfg = EvalConfig { samples_per_class: if quick { 1 } else { 4 }, num_steps: if quick { 4 } else { 20 }, ..Default::default() };
         let depth = model.depth();
         let mut grid = vec![vec![f64::NAN; depth + 1]; depth];
         for a in 0..depth {

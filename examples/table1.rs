@@ -102,7 +102,8 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{} settings evaluated; selections → {}", runs.len(), a.out.join("selected_t2i.json").display());
         names.iter().filter_map(|n| best.get(n).map(|r| (n.clone(), (*r).clone()))).collect()
     } else {
-        let variants: Vec<(String, Guidance)> = names.iter().map(|n| Ok((n.clone(), preset_for(n, a.guidance_scale, depth, text_layers)?))).collect::<anyhow::Result<_>>()?;
+        let variants: Vec<(String, Guidance)> =
+            names.iter().map(|n| Ok((n.clone(), preset_for(n, a.guidance_scale, depth, text_layers)?))).collect::<anyhow::Result<_>>()?;
         bench.evaluate_variants(&variants, &cfg, &mut results, &device)?
     };
     // ANCHOR_END: evaluate
