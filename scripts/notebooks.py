@@ -65,6 +65,8 @@ def notebook(chapter: Path, example: Path) -> dict:
         cells.append(cell("code", anchor(src, m.group(2))))
         pos = m.end()
     emit_markdown(cells, text[pos:])
+    for i, c in enumerate(cells):  # nbformat 4.5 wants stable cell ids
+        c["id"] = f"{example.stem}-{i}"
     return {"cells": cells, "metadata": {"kernelspec": {"display_name": "Rust", "language": "rust", "name": "rust"},
                                          "language_info": {"name": "Rust", "file_extension": ".rs", "mimetype": "text/rust"}},
             "nbformat": 4, "nbformat_minor": 5}
