@@ -10,6 +10,10 @@ use plotters::prelude::*;
 use crate::{Error, Result};
 
 static FONT: &[u8] = include_bytes!("../data/fonts/DejaVuSans.ttf");
+
+/// The embedded DejaVu Sans (for [`png_and_svg!`](crate::png_and_svg), which registers it with the
+/// caller's plotters: in evcxr each cell links its own copy of plotters' font registry).
+pub static FONT_DATA: &[u8] = FONT;
 static REGISTER: Once = Once::new();
 
 /// Registers the embedded DejaVu Sans as plotters' "sans-serif" (once; needed for text layout).
@@ -170,6 +174,8 @@ macro_rules! png_and_svg {
     ($stem:expr, $size:expr, |$root:ident| $body:block) => {{
         let stem: std::path::PathBuf = $stem.into();
         let (png, svg) = (stem.with_extension("png"), stem.with_extension("svg"));
+        // The embedded font, registered with the plotters this expansion uses.
+        let _ = plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, $crate::imaging::FONT_DATA);
         {
             let $root = plotters::prelude::BitMapBackend::new(&png, $size).into_drawing_area();
             $body

@@ -92,11 +92,18 @@ pub fn text_grid(method: &str, depth: usize, text_layers: usize) -> Result<Vec<G
     Ok(match method {
         "none" | "uncond" => vec![p(1.0)?],
         "cfg" | "apg" | "autoguidance" => vec![p(2.0)?, p(3.0)?],
-        "cads" => [(0.6, 0.9), (0.8, 1.0)].iter().map(|&(a, b)| with(3.0, &move |g: &mut Guidance| {
-            let c = g.cads.as_mut().expect("CADS preset");
-            (c.tau1, c.tau2) = (a, b);
-        })).collect::<Result<_>>()?,
-        "pag" | "cfg+seg" | "seg" | "cfg+pag" => [0.5, 1.0].iter().map(|&s| with(3.0, &move |g: &mut Guidance| g.terms.last_mut().expect("term").scale = s)).collect::<Result<_>>()?,
+        "cads" => [(0.6, 0.9), (0.8, 1.0)]
+            .iter()
+            .map(|&(a, b)| {
+                with(3.0, &move |g: &mut Guidance| {
+                    let c = g.cads.as_mut().expect("CADS preset");
+                    (c.tau1, c.tau2) = (a, b);
+                })
+            })
+            .collect::<Result<_>>()?,
+        "pag" | "cfg+seg" | "seg" | "cfg+pag" => {
+            [0.5, 1.0].iter().map(|&s| with(3.0, &move |g: &mut Guidance| g.terms.last_mut().expect("term").scale = s)).collect::<Result<_>>()?
+        }
         "sag" => [0.25, 0.75].iter().map(|&s| with(3.0, &move |g: &mut Guidance| g.terms.last_mut().expect("term").scale = s)).collect::<Result<_>>()?,
         "erg" => {
             let mut v = vec![];
