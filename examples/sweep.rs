@@ -45,7 +45,8 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
     let bench = Bench::from_paths(&a.paths, &device)?;
-    let cfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.features_key(), ..Default::default() };
+    let cfg =
+        EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
     let runs: Vec<Guidance> = a.methods.iter().map(|m| grid(m, bench.model.depth(), &a.scales)).collect::<Result<Vec<_>, _>>()?.concat();
     let todo = runs.iter().filter(|g| !results.contains(&run_key(g, &cfg))).count();

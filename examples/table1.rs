@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR: setup
     let mut bench = TextBench::load(&a.checkpoint, &a.weak_checkpoint, &a.classifier, a.prompts_per_class, a.samples_per_prompt, &device)?;
     if let (Some(n), Some(w)) = (&a.features, &a.feature_weights) {
-        bench.set_extractor(erg::features::load(n, w, &device)?, &device)?;
+        bench.scorer.set_extractor(erg::features::load(n, w, &device)?, &device)?;
     }
     // ANCHOR_END: setup
     let names: Vec<String> = a.methods.clone().unwrap_or_else(|| {
@@ -115,16 +115,16 @@ fn main() -> anyhow::Result<()> {
         bench.card.step,
         bench.prompts.prompts.len(),
         a.prompts_per_class,
-        bench.data.classes.len(),
+        bench.scorer.data.classes.len(),
         a.samples_per_prompt,
         bench.prompts.prompts.len() * a.samples_per_prompt,
         a.steps,
         a.seed,
         if a.sweep { "each method at its setting of lowest mean rank in a compact grid (`erg::eval::sweep::text_grid`)".to_string() } else { format!("presets at guidance scale w = {}", a.guidance_scale) },
         depth,
-        bench.data.len(),
-        bench.extractor().name(),
-        bench.classifier_card.heldout_accuracy
+        bench.scorer.data.len(),
+        bench.scorer.extractor().name(),
+        bench.scorer.classifier_card.heldout_accuracy
     );
     md.push_str(&erg::eval::report::markdown_table("method", &rows));
     md.push_str("\n| method | setting |\n|---|---|\n");

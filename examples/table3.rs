@@ -64,7 +64,8 @@ fn main() -> anyhow::Result<()> {
         Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
         None => Default::default(),
     };
-    let cfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.features_key(), ..Default::default() };
+    let cfg =
+        EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
     let t0 = std::time::Instant::now();
     let mut rows = Vec::new();
@@ -107,12 +108,12 @@ fn main() -> anyhow::Result<()> {
         a.seed,
         if selected.is_empty() { "presets, see erg::guidance::presets" } else { "selected by mean rank in `sweep` where available, presets otherwise" },
         a.guidance_scale,
-        bench.data.len(),
-        match &bench.extractor {
+        bench.scorer.data.len(),
+        match &bench.scorer.extractor {
             Some(e) => format!("{} (FID = Fréchet distance of its features)", e.name()),
             None => "the crate's classifier (FID = Fréchet distance of its penultimate-layer features)".to_string(),
         },
-        bench.classifier_card.heldout_accuracy
+        bench.scorer.classifier_card.heldout_accuracy
     );
     for r in &rows {
         let m = &r.metrics;

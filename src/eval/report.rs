@@ -27,11 +27,24 @@ pub fn evaluate_variants(
     results: &mut ResultsFile,
     device: &candle_core::Device,
 ) -> Result<Vec<(String, RunRecord)>> {
+    cached_runs(variants, results, |g| run_key(g, cfg), |_, g| bench.evaluate(g, cfg, device, |_, _| {}))
+}
+
+/// The record of each labelled variant, in order: from `results` when it holds the variant's
+/// `key`, else from `run(label, guidance)`, appended to `results` (so an interrupted caller resumes).
+/// A line per new run goes to stderr. Shared by [`evaluate_variants`] and
+/// [`super::TextBench::evaluate_variants`].
+pub fn cached_runs(
+    variants: &[(String, Guidance)],
+    results: &mut ResultsFile,
+    key: impl Fn(&Guidance) -> String,
+    mut run: impl FnMut(&str, &Guidance) -> Result<RunRecord>,
+) -> Result<Vec<(String, RunRecord)>> {
     let mut out = Vec::with_capacity(variants.len());
     for (label, g) in variants {
-        let key = run_key(g, cfg);
+        let key = key(g);
         if !results.contains(&key) {
-            let rec = bench.evaluate(g, cfg, device, |_, _| {})?;
+            let rec = run(label, g)?;
             eprintln!("{label:>28}: FID {:.2}, consistency {:.1} ({:.0} s)", rec.metrics["fid"], rec.metrics["consistency"], rec.wall_s);
             results.append(rec)?;
         }

@@ -157,15 +157,10 @@ pub fn image_metrics(
     ]))
 }
 
-/// Everything an evaluation of a class-conditional DiT on the emoji needs, loaded once: the model,
-/// its weak early checkpoint (AutoGuidance), the classifier, the data and its reference features.
-pub struct Bench {
-    /// The model being evaluated.
-    pub model: crate::models::dit::Dit,
-    /// Its card.
-    pub card: crate::checkpoint::ModelCard,
-    /// The weak model.
-    pub weak: crate::models::dit::Dit,
+/// What scores generated emoji, shared by [`Bench`] and [`super::TextBench`]: the classifier
+/// (consistency; features unless a pretrained extractor is set), the training images and their
+/// reference features.
+pub struct Scorer {
     /// The feature extractor / consistency scorer.
     pub classifier: SmallCnn,
     /// Its card (held-out accuracy).
@@ -176,6 +171,50 @@ pub struct Bench {
     pub data: Dataset,
     /// Reference features.
     pub reference: Reference,
+}
+
+impl Scorer {
+    /// Loads the classifier and the emoji at `image_size`² and computes the reference features.
+    /// Errors: missing or corrupt classifier or data files.
+    pub fn load(classifier: &std::path::Path, image_size: usize, device: &Device) -> Result<Self> {
+        let (classifier, classifier_card) = SmallCnn::load(classifier, device)?;
+        let data = crate::data::emoji::load(crate::data::emoji::DEFAULT_DIR, image_size)?;
+        let reference = reference(&classifier, &data, None, device)?;
+        Ok(Self { classifier, classifier_card, extractor: None, data, reference })
+    }
+
+    /// Uses `extractor` for the distribution metrics (the reference features are recomputed).
+    pub fn set_extractor(&mut self, extractor: Box<dyn FeatureExtractor>, device: &Device) -> Result<()> {
+        self.reference = reference(extractor.as_ref(), &self.data, None, device)?;
+        self.extractor = Some(extractor);
+        Ok(())
+    }
+
+    /// The extractor of the distribution metrics.
+    pub fn extractor(&self) -> &dyn FeatureExtractor {
+        match &self.extractor {
+            Some(e) => e.as_ref(),
+            None => &self.classifier,
+        }
+    }
+
+    /// The evaluation settings' `features` field (None for the classifier).
+    pub fn features_key(&self) -> Option<String> {
+        self.extractor.as_ref().map(|e| e.name())
+    }
+}
+
+/// Everything an evaluation of a class-conditional DiT on the emoji needs, loaded once: the model,
+/// its weak early checkpoint (AutoGuidance) and the [`Scorer`].
+pub struct Bench {
+    /// The model being evaluated.
+    pub model: crate::models::dit::Dit,
+    /// Its card.
+    pub card: crate::checkpoint::ModelCard,
+    /// The weak model.
+    pub weak: crate::models::dit::Dit,
+    /// Classifier, data and reference features.
+    pub scorer: Scorer,
 }
 
 /// Command-line paths of the three checkpoints a [`Bench`] loads (shipped ones by default).
@@ -217,39 +256,17 @@ impl Bench {
     pub fn from_paths(paths: &BenchPaths, device: &Device) -> Result<Self> {
         let mut bench = Self::load(&paths.checkpoint, &paths.weak_checkpoint, &paths.classifier, device)?;
         if let (Some(name), Some(weights)) = (&paths.features, &paths.feature_weights) {
-            bench.set_extractor(crate::features::load(name, weights, device)?, device)?;
+            bench.scorer.set_extractor(crate::features::load(name, weights, device)?, device)?;
         }
         Ok(bench)
-    }
-
-    /// Uses `extractor` for the distribution metrics (the reference features are recomputed).
-    pub fn set_extractor(&mut self, extractor: Box<dyn FeatureExtractor>, device: &Device) -> Result<()> {
-        self.reference = reference(extractor.as_ref(), &self.data, None, device)?;
-        self.extractor = Some(extractor);
-        Ok(())
-    }
-
-    /// The extractor of the distribution metrics.
-    pub fn extractor(&self) -> &dyn FeatureExtractor {
-        match &self.extractor {
-            Some(e) => e.as_ref(),
-            None => &self.classifier,
-        }
-    }
-
-    /// The evaluation settings' `features` field for this bench (None for the classifier).
-    pub fn features_key(&self) -> Option<String> {
-        self.extractor.as_ref().map(|e| e.name())
     }
 
     /// Loads the three checkpoints and the emoji data at the model's resolution.
     pub fn load(checkpoint: &std::path::Path, weak: &std::path::Path, classifier: &std::path::Path, device: &Device) -> Result<Self> {
         let (model, card) = crate::checkpoint::load_dit(checkpoint, device)?;
         let (weak, _) = crate::checkpoint::load_dit(weak, device)?;
-        let (classifier, classifier_card) = SmallCnn::load(classifier, device)?;
-        let data = crate::data::emoji::load(crate::data::emoji::DEFAULT_DIR, model.image_shape().1)?;
-        let reference = reference(&classifier, &data, None, device)?;
-        Ok(Self { model, card, weak, classifier, classifier_card, extractor: None, data, reference })
+        let scorer = Scorer::load(classifier, model.image_shape().1, device)?;
+        Ok(Self { model, card, weak, scorer })
     }
     /// The main and weak models.
     pub fn models(&self) -> Models<'_, crate::models::dit::Dit> {
@@ -257,6 +274,7 @@ impl Bench {
     }
     /// One evaluation run (see [`evaluate`]).
     pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
-        evaluate(self.models(), guidance, self.extractor(), &self.classifier, &self.reference, self.card.classes.len(), cfg, device, on_step)
+        let s = &self.scorer;
+        evaluate(self.models(), guidance, s.extractor(), &s.classifier, &s.reference, self.card.classes.len(), cfg, device, on_step)
     }
 }

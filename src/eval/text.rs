@@ -8,11 +8,10 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::run::{image_metrics, reference, run_key};
+use super::run::{image_metrics, run_key, Scorer};
 use super::{EvalConfig, Reference, ResultsFile, RunRecord};
 use crate::data::emoji::Meta;
-use crate::data::Dataset;
-use crate::features::classifier::{ClassifierCard, SmallCnn};
+use crate::features::classifier::SmallCnn;
 use crate::features::FeatureExtractor;
 use crate::guidance::{Condition, Guidance, Models};
 use crate::models::mmdit::TextToImage;
@@ -113,7 +112,7 @@ pub fn key_config(cfg: &EvalConfig, prompts: &PromptSet, samples_per_prompt: usi
 }
 
 /// Everything a text-to-image evaluation on the emoji needs, loaded once: the model and its weak
-/// early checkpoint, the classifier, the prompts, the data and the reference features.
+/// early checkpoint, the [`Scorer`] (classifier, data, reference features) and the prompts.
 pub struct TextBench {
     /// The model being evaluated (with its text encoder).
     pub model: TextToImage,
@@ -121,16 +120,8 @@ pub struct TextBench {
     pub card: crate::checkpoint::ModelCard<crate::models::mmdit::TextToImageConfig>,
     /// AutoGuidance's weak model.
     pub weak: TextToImage,
-    /// The classifier (consistency, and features unless `extractor` is set).
-    pub classifier: SmallCnn,
-    /// Its card (held-out accuracy).
-    pub classifier_card: ClassifierCard,
-    /// Pretrained features for the distribution metrics, if not the classifier's.
-    pub extractor: Option<Box<dyn FeatureExtractor>>,
-    /// The training images (the reference set).
-    pub data: Dataset,
-    /// Reference features.
-    pub reference: Reference,
+    /// Classifier, data and reference features.
+    pub scorer: Scorer,
     /// The evaluation prompts.
     pub prompts: PromptSet,
     /// Seeds per prompt.
@@ -138,8 +129,9 @@ pub struct TextBench {
 }
 
 impl TextBench {
-    /// Loads the model and weak model (text encoder through hf-hub), the classifier, the emoji at
-    /// the model's resolution, and [`PromptSet::emoji`] with `prompts_per_class`.
+    /// Loads the model and weak model (text encoder through hf-hub), the [`Scorer`] at the model's
+    /// resolution, and [`PromptSet::emoji`] with `prompts_per_class`.
+    /// Errors: missing or corrupt files; the text encoder not in the hf-hub cache.
     pub fn load(
         checkpoint: &std::path::Path,
         weak: &std::path::Path,
@@ -150,27 +142,10 @@ impl TextBench {
     ) -> Result<Self> {
         let (model, card) = TextToImage::load_with_hub_encoder(checkpoint, device)?;
         let weak = TextToImage::load_with_hub_encoder(weak, device)?.0;
-        let (classifier, classifier_card) = SmallCnn::load(classifier, device)?;
-        let data = crate::data::emoji::load(crate::data::emoji::DEFAULT_DIR, card.config.image_size.0)?;
+        let scorer = Scorer::load(classifier, card.config.image_size.0, device)?;
         let meta = crate::data::emoji::load_meta(crate::data::emoji::DEFAULT_DIR)?;
         let prompts = PromptSet::emoji(&meta, prompts_per_class)?;
-        let reference = reference(&classifier, &data, None, device)?;
-        Ok(Self { model, card, weak, classifier, classifier_card, extractor: None, data, reference, prompts, samples_per_prompt })
-    }
-
-    /// Uses `extractor` for the distribution metrics (the reference features are recomputed).
-    pub fn set_extractor(&mut self, extractor: Box<dyn FeatureExtractor>, device: &Device) -> Result<()> {
-        self.reference = reference(extractor.as_ref(), &self.data, None, device)?;
-        self.extractor = Some(extractor);
-        Ok(())
-    }
-
-    /// The extractor of the distribution metrics.
-    pub fn extractor(&self) -> &dyn FeatureExtractor {
-        match &self.extractor {
-            Some(e) => e.as_ref(),
-            None => &self.classifier,
-        }
+        Ok(Self { model, card, weak, scorer, prompts, samples_per_prompt })
     }
 
     /// The key of a run of `guidance` with `cfg` on this bench.
@@ -181,11 +156,12 @@ impl TextBench {
     /// One evaluation run (see [`evaluate_prompts`]).
     pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
         let models = Models { main: &self.model, weak: Some(&self.weak) };
-        evaluate_prompts(models, guidance, self.extractor(), &self.classifier, &self.reference, &self.prompts, self.samples_per_prompt, cfg, device, on_step)
+        let s = &self.scorer;
+        evaluate_prompts(models, guidance, s.extractor(), &s.classifier, &s.reference, &self.prompts, self.samples_per_prompt, cfg, device, on_step)
     }
 
     /// Evaluates each labelled variant (or reuses its record from `results`), in order, with a
-    /// progress bar per run; an interrupted call resumes from `results`.
+    /// progress bar per run ([`super::report::cached_runs`]).
     pub fn evaluate_variants(
         &self,
         variants: &[(String, Guidance)],
@@ -193,24 +169,21 @@ impl TextBench {
         results: &mut ResultsFile,
         device: &Device,
     ) -> Result<Vec<(String, RunRecord)>> {
-        let mut out = Vec::with_capacity(variants.len());
-        for (label, g) in variants {
-            let key = self.key(g, cfg);
-            if !results.contains(&key) {
+        super::report::cached_runs(
+            variants,
+            results,
+            |g| self.key(g, cfg),
+            |label, g| {
                 let bar = indicatif::ProgressBar::new(0);
                 bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
-                bar.set_prefix(label.clone());
+                bar.set_prefix(label.to_string());
                 let rec = self.evaluate(g, cfg, device, |d, t| {
                     bar.set_length(t as u64);
                     bar.set_position(d as u64);
-                })?;
+                });
                 bar.finish_and_clear();
-                eprintln!("{label:>24}: FID {:.2}, consistency {:.1} ({:.0} s)", rec.metrics["fid"], rec.metrics["consistency"], rec.wall_s);
-                results.append(rec)?;
-            }
-            let rec = results.records().iter().find(|r| r.key == key).cloned().ok_or_else(|| Error::Other(format!("run {key} missing after evaluation")))?;
-            out.push((label.clone(), rec));
-        }
-        Ok(out)
+                rec
+            },
+        )
     }
 }
