@@ -101,12 +101,13 @@ fn ch05_velocity_variance_on_a_tiny_text_model() {
     let m = common::t2i_model(70);
     let prompts = common::t2i_prompts();
     let rect = TextRectification { tau: 0.01, l_min: 0, l_max: 2 };
-    let vv = initial_velocity_variance(&m, &prompts, &rect, 5, 0).unwrap();
+    // 6 noises: with 5, a median sat at 0.52505, where summation order flips the 4th decimal.
+    let vv = initial_velocity_variance(&m, &prompts, &rect, 6, 0).unwrap();
     assert_eq!(vv.marginal_null.len(), 3 * 8 * 8);
     assert_eq!(vv.conditional_rectified.len(), 2 * 3 * 8 * 8);
     assert!(vv.marginal_null.iter().chain(&vv.conditional_null).all(|v| v.is_finite() && *v >= 0.0));
     // τ_c = 1 makes the rectified prompt the prompt itself: no conditional variance at all
-    let same = initial_velocity_variance(&m, &prompts, &TextRectification { tau: 1.0, ..rect }, 5, 0).unwrap();
+    let same = initial_velocity_variance(&m, &prompts, &TextRectification { tau: 1.0, ..rect }, 6, 0).unwrap();
     assert!(same.conditional_rectified.iter().all(|v| *v < 1e-10));
     assert!(initial_velocity_variance(&m, &prompts, &rect, 1, 0).is_err());
     insta::assert_json_snapshot!("ch05_velocity_variance", vv.summary(4));

@@ -92,7 +92,8 @@ fn var0(x: &Tensor) -> Result<Tensor> {
 
 /// Eqs. 13–14 for `prompts` (P, ...) raw conditions (token ids) and `num_noises` noises ε drawn
 /// from seed `seed` (noise i from stream (seed, i), the same for every prompt), with C-ERG's `rect`.
-/// Runs 3·P forwards of batch `num_noises` at t = 0 with standard attention.
+/// Runs one forward of batch N for the empty prompt and one of batch 2N per prompt (conditional
+/// and rectified rows together), at t = 0 with standard attention; each prompt is encoded once.
 /// Errors: fewer than 2 noises; a model without a text encoder.
 pub fn initial_velocity_variance<M: Denoiser>(model: &M, prompts: &Tensor, rect: &TextRectification, num_noises: usize, seed: u64) -> Result<VelocityVariance> {
     if num_noises < 2 {
@@ -100,24 +101,33 @@ pub fn initial_velocity_variance<M: Denoiser>(model: &M, prompts: &Tensor, rect:
     }
     let (c, h, w) = model.image_shape();
     let dev = prompts.device();
-    let eps = per_sample_noise(seed, 0, num_noises, &[c, h, w], dev)?; // (N, C, H, W)
-    let t = Tensor::zeros(num_noises, candle_core::DType::F32, dev)?;
-    let plan = ForwardPlan::uniform(num_noises, AttentionPlan::standard());
-    let (mut null_all, mut rect_all, mut cond_null, mut cond_rect) = (vec![], vec![], vec![], vec![]);
+    let n = num_noises;
+    let eps = per_sample_noise(seed, 0, n, &[c, h, w], dev)?; // (N, C, H, W)
+    let velocity = |embs: &[Tensor]| -> Result<Tensor> {
+        // each embedding (1, ...) is repeated over the N noises
+        let rows: Vec<Tensor> = embs
+            .iter()
+            .map(|e| e.repeat(std::iter::once(n).chain(std::iter::repeat_n(1, e.rank() - 1)).collect::<Vec<_>>()))
+            .collect::<candle_core::Result<_>>()?;
+        let k = embs.len();
+        let x = Tensor::cat(&vec![eps.clone(); k], 0)?;
+        let t = Tensor::zeros(k * n, candle_core::DType::F32, dev)?;
+        model.velocity_embedded(&x, &t, &Tensor::cat(&rows, 0)?, &ForwardPlan::uniform(k * n, AttentionPlan::standard()))
+    };
+    // φ_∅ does not depend on the prompt: one forward, its variance over the N noises
+    let vn = velocity(&[model.embed_branch_condition(&prompts.narrow(0, 0, 1)?, Condition::Null)?])?; // (N, C, H, W)
+    let (mut rect_all, mut cond_null, mut cond_rect) = (vec![], vec![], vec![]);
     for p in 0..prompts.dim(0)? {
-        let ids = prompts.narrow(0, p, 1)?.repeat(num_noises)?.contiguous()?; // (N, L)
-        let ids = ids.reshape((num_noises, ()))?;
-        let v = |which: Condition| -> Result<Tensor> { model.velocity_embedded(&eps, &t, &model.embed_branch_condition(&ids, which)?, &plan) };
-        let (vc, vn, vr) = (v(Condition::Given)?, v(Condition::Null)?, v(Condition::Rectified(*rect))?); // (N, C, H, W) each
+        let ids = prompts.narrow(0, p, 1)?; // (1, L)
+        let both = velocity(&[model.embed_branch_condition(&ids, Condition::Given)?, model.embed_branch_condition(&ids, Condition::Rectified(*rect))?])?;
+        let (vc, vr) = (both.narrow(0, 0, n)?, both.narrow(0, n, n)?); // (N, C, H, W) each
         cond_null.push(var0(&(&vc - &vn)?)?.flatten_all()?);
         cond_rect.push(var0(&(&vc - &vr)?)?.flatten_all()?);
-        null_all.push(vn);
         rect_all.push(vr);
     }
     let flat = |ts: Vec<Tensor>| -> Result<Vec<f64>> { Ok(Tensor::cat(&ts, 0)?.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1()?) };
     Ok(VelocityVariance {
-        // φ_∅ does not depend on the prompt: its variance is over the N noises
-        marginal_null: flat(vec![var0(&null_all[0])?.flatten_all()?])?,
+        marginal_null: flat(vec![var0(&vn)?.flatten_all()?])?,
         marginal_rectified: flat(vec![var0(&Tensor::cat(&rect_all, 0)?)?.flatten_all()?])?,
         conditional_null: flat(cond_null)?,
         conditional_rectified: flat(cond_rect)?,
