@@ -62,6 +62,15 @@ impl Dataset {
         Ok((c, h, w))
     }
 
+    /// Checks that the images are (C, H, W) = `want`; the error names both shapes.
+    pub fn expect_image_shape(&self, want: (usize, usize, usize)) -> Result<()> {
+        let (c, h, w) = self.image_shape()?;
+        if (c, h, w) != want {
+            return Err(Error::shape(format!("data images are {c}x{h}x{w}, the model expects {}x{}x{}", want.0, want.1, want.2)));
+        }
+        Ok(())
+    }
+
     /// Indices of a random batch, drawn uniformly with replacement.
     pub fn batch_indices(&self, rng: &mut StdRng, batch_size: usize) -> Result<Vec<u32>> {
         if self.is_empty() {

@@ -79,13 +79,7 @@ impl TrainTask for TextToImageTask {
 
     fn check(&self, cfg: &TextToImageConfig, data: &Dataset) -> Result<()> {
         cfg.validate()?;
-        let (c, h, w) = data.image_shape()?;
-        if (c, h, w) != (cfg.mmdit.in_channels, cfg.image_size.0, cfg.image_size.1) {
-            return Err(Error::shape(format!(
-                "data images are {c}x{h}x{w}, the model expects {}x{}x{}",
-                cfg.mmdit.in_channels, cfg.image_size.0, cfg.image_size.1
-            )));
-        }
+        data.expect_image_shape((cfg.mmdit.in_channels, cfg.image_size.0, cfg.image_size.1))?;
         let (_, rows, d) = self.texts.dims3()?;
         if rows != cfg.context_len + 1 || d != cfg.mmdit.context_embed_size {
             return Err(Error::shape(format!("text table rows are {rows}×{d}, the model takes {}×{}", cfg.context_len + 1, cfg.mmdit.context_embed_size)));

@@ -62,10 +62,7 @@ impl TrainTask for ClassConditional {
     const NAME: &'static str = "dit";
     fn check(&self, cfg: &DitConfig, data: &Dataset) -> Result<()> {
         cfg.validate()?;
-        let (c, h, w) = data.image_shape()?;
-        if (c, h, w) != (cfg.in_channels, cfg.input_size.0, cfg.input_size.1) {
-            return Err(Error::shape(format!("data images are {c}x{h}x{w}, the model expects {}x{}x{}", cfg.in_channels, cfg.input_size.0, cfg.input_size.1)));
-        }
+        data.expect_image_shape((cfg.in_channels, cfg.input_size.0, cfg.input_size.1))?;
         if data.classes.len() != cfg.num_classes {
             return Err(Error::shape(format!("data has {} classes, the model {}", data.classes.len(), cfg.num_classes)));
         }
