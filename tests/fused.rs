@@ -60,23 +60,6 @@ fn fused_gelu_matches_candle_values_and_gradients() {
 }
 
 #[test]
-fn training_forward_is_the_same_with_and_without_fused_kernels() {
-    use erg::attention::ForwardPlan;
-    use erg::models::dit::DitConfig;
-    let cfg = DitConfig::test_tiny();
-    let (model, _) = common::random_dit(&cfg, 11);
-    let x = input(&[4, 1, 28, 28], 12, 1.0);
-    let t = Tensor::new(&[0.1f32, 0.4, 0.7, 0.9], &Device::Cpu).unwrap();
-    let y = Tensor::new(&[0u32, 3, 5, 10], &Device::Cpu).unwrap();
-    let plan = ForwardPlan::train(4);
-    erg::nn::ops::set_fused_kernels(false);
-    let a = model.forward(&x, &t, &y, &plan).unwrap();
-    erg::nn::ops::set_fused_kernels(true);
-    let b = model.forward(&x, &t, &y, &plan).unwrap();
-    assert!(max_abs_diff(&a, &b) < 1e-4, "{}", max_abs_diff(&a, &b));
-}
-
-#[test]
 fn vectorisable_exp_and_erf_are_accurate() {
     use erg::nn::fused::{erf_approx, exp_approx};
     let (mut max_exp, mut max_erf) = (0f32, 0f32);
@@ -91,4 +74,112 @@ fn vectorisable_exp_and_erf_are_accurate() {
     assert!(max_erf < 6e-7, "erf abs. error {max_erf}");
     assert_eq!(exp_approx(-1000.0), exp_approx(-87.3));
     assert!(erf_approx(0.0).abs() < 1e-7 && (erf_approx(-3.0) + libm::erff(3.0)).abs() < 6e-7);
+}
+
+/// Values and gradients of Σ w ⊙ f(xs) with respect to every input, through `f`.
+fn values_and_grads(xs: &[Tensor], w: &Tensor, f: impl Fn(&[Tensor]) -> Tensor) -> (Tensor, Vec<Tensor>) {
+    let vars: Vec<Var> = xs.iter().map(|x| Var::from_tensor(x).unwrap()).collect();
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let y = f(&ts);
+    let g = (&y * w).unwrap().sum_all().unwrap().backward().unwrap();
+    (y, ts.iter().map(|t| g.get(t).expect("gradient reaches every input").clone()).collect())
+}
+
+fn assert_same(a: &(Tensor, Vec<Tensor>), b: &(Tensor, Vec<Tensor>), tol: f32, what: &str) {
+    let d = max_abs_diff(&a.0, &b.0);
+    assert!(d < tol, "{what}: values differ by {d}");
+    for (i, (ga, gb)) in a.1.iter().zip(&b.1).enumerate() {
+        assert_eq!(ga.dims(), gb.dims(), "{what}: gradient {i} shape");
+        let d = max_abs_diff(ga, gb);
+        assert!(d < tol, "{what}: gradient {i} differs by {d}");
+    }
+}
+
+#[test]
+fn row_broadcast_kernels_match_candle_values_and_gradients() {
+    use erg::nn::broadcast::{add_bias, gated_residual, modulate};
+    let (b, n, d) = (3, 17, 40);
+    let x = input(&[b, n, d], 20, 1.0);
+    let h = input(&[b, n, d], 21, 1.0);
+    // shift/scale/gate as the adaLN chunks are: strided (B, D) views of a (B, 3D) projection.
+    let ada = input(&[b, 3 * d], 22, 0.5);
+    let w = input(&[b, n, d], 23, 1.0);
+    let bias = input(&[d], 24, 1.0);
+
+    let fused = values_and_grads(&[x.clone(), bias.clone()], &w, |t| add_bias(&t[0], &t[1]).unwrap());
+    let plain = values_and_grads(&[x.clone(), bias.clone()], &w, |t| t[0].broadcast_add(&t[1]).unwrap());
+    assert_same(&fused, &plain, 1e-5, "add_bias");
+
+    let chunks = |t: &Tensor| t.chunk(3, 1).unwrap();
+    let fused = values_and_grads(&[x.clone(), ada.clone()], &w, |t| {
+        let m = chunks(&t[1]);
+        modulate(&t[0], &m[0], &m[1]).unwrap()
+    });
+    let plain = values_and_grads(&[x.clone(), ada.clone()], &w, |t| {
+        let m = chunks(&t[1]);
+        t[0].broadcast_mul(&(m[1].unsqueeze(1).unwrap() + 1.0).unwrap()).unwrap().broadcast_add(&m[0].unsqueeze(1).unwrap()).unwrap()
+    });
+    assert_same(&fused, &plain, 1e-5, "modulate");
+
+    let fused = values_and_grads(&[x.clone(), ada.clone(), h.clone()], &w, |t| gated_residual(&t[0], &chunks(&t[1])[2], &t[2]).unwrap());
+    let plain =
+        values_and_grads(&[x.clone(), ada.clone(), h.clone()], &w, |t| (&t[0] + t[2].broadcast_mul(&chunks(&t[1])[2].unsqueeze(1).unwrap()).unwrap()).unwrap());
+    assert_same(&fused, &plain, 1e-5, "gated_residual");
+
+    // Mismatched shapes are errors, not panics.
+    assert!(modulate(&x, &ada, &ada).is_err());
+    assert!(gated_residual(&x, &chunks(&ada)[0], &x.narrow(1, 0, 3).unwrap()).is_err());
+    assert!(add_bias(&x, &input(&[d + 1], 1, 1.0)).is_err());
+}
+
+#[test]
+fn fused_linear_matches_candle_values_and_gradients() {
+    use candle_core::Module;
+    for shape in [vec![5, 9, 24], vec![7, 24], vec![2, 3, 4, 24]] {
+        let x = input(&shape, 30, 1.0);
+        let wt = input(&[33, 24], 31, 0.3);
+        let b = input(&[33], 32, 1.0);
+        let mut out = shape.clone();
+        *out.last_mut().unwrap() = 33;
+        let w = input(&out, 33, 1.0);
+        let fused =
+            values_and_grads(&[x.clone(), wt.clone(), b.clone()], &w, |t| erg::nn::Linear::new(t[1].clone(), Some(t[2].clone())).forward(&t[0]).unwrap());
+        let plain =
+            values_and_grads(&[x.clone(), wt.clone(), b.clone()], &w, |t| t[0].broadcast_matmul(&t[1].t().unwrap()).unwrap().broadcast_add(&t[2]).unwrap());
+        assert_same(&fused, &plain, 1e-4, &format!("linear {shape:?}"));
+    }
+    // Without bias, and a wrong input width is an error.
+    let x = input(&[4, 6, 24], 34, 1.0);
+    let wt = input(&[10, 24], 35, 0.3);
+    let lin = erg::nn::Linear::new(wt.clone(), None);
+    assert!(max_abs_diff(&lin.forward(&x).unwrap(), &x.broadcast_matmul(&wt.t().unwrap()).unwrap()) < 1e-5);
+    assert!(lin.forward(&input(&[4, 6, 23], 36, 1.0)).is_err());
+}
+
+#[test]
+fn packed_attention_matches_split_heads_attention_with_per_row_temperatures() {
+    use erg::attention::packed::packed_attention;
+    use erg::attention::{attention, Rectifier};
+    use erg::nn::OpMode;
+    let (b, n, heads, dh) = (4, 19, 3, 8);
+    let qkv = input(&[b, n, 3 * heads * dh], 40, 1.5);
+    let w = input(&[b, n, heads * dh], 41, 1.0);
+    let beta = 1.0 / (dh as f64).sqrt();
+    let taus = [1.0, 1.0, 0.3, 0.3]; // two rows standard, two rectified (ERG's batched branches)
+    let scales: Vec<f64> = taus.iter().map(|t| t * beta).collect();
+    let fused = values_and_grads(&[qkv.clone()], &w, |t| packed_attention(&t[0], heads, &scales).unwrap());
+    let reference = values_and_grads(&[qkv.clone()], &w, |t| {
+        let p = t[0].reshape((b, n, 3, heads, dh)).unwrap().permute((2, 0, 3, 1, 4)).unwrap(); // (3, B, H, N, d_h)
+        let rows: Vec<Tensor> = (0..b)
+            .map(|i| {
+                let part = |k: usize| p.get(k).unwrap().narrow(0, i, 1).unwrap();
+                let o = attention(&part(0), &part(1), &part(2), &Rectifier::temperature(taus[i]), OpMode::Train, None).unwrap(); // (1, H, N, d_h)
+                o.transpose(1, 2).unwrap().reshape((1, n, heads * dh)).unwrap()
+            })
+            .collect();
+        Tensor::cat(&rows, 0).unwrap()
+    });
+    assert_same(&fused, &reference, 1e-5, "packed attention");
+    assert!(packed_attention(&qkv, 5, &scales).is_err(), "3·H·d_h must divide the width");
+    assert!(packed_attention(&qkv, heads, &scales[..3]).is_err(), "one scale per row");
 }

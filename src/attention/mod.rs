@@ -17,6 +17,7 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+pub mod packed;
 pub mod smooth;
 
 use crate::nn::{ops::softmax_last_dim, OpMode};
@@ -308,6 +309,29 @@ impl ForwardPlan {
 
     /// Rectified attention of block `l` over the batch, splitting rows where plans differ.
     /// Shapes as in [`attention`], with B = [`Self::batch`]; `grid` as in [`attention`].
+    /// Per-row logit scales τ/√d_h for [`packed::packed_attention`] when every row of block `l`
+    /// runs plain softmax attention (standard, or a temperature: the energy update with α = γ =
+    /// K = 1) and nothing is recorded at `l`; `None` when block `l` needs [`Self::attend`]
+    /// (identity, smoothed queries, multi-step energy updates, attention recording).
+    pub fn packed_scales(&self, l: usize, head_dim: usize) -> Option<Vec<f64>> {
+        if self.record == Some(l) || self.certainty_threshold.is_some() {
+            return None;
+        }
+        let beta = 1.0 / (head_dim as f64).sqrt();
+        let mut scales = Vec::with_capacity(self.batch());
+        for (rows, plan) in &self.groups {
+            let s = match plan.rectifier(l) {
+                Rectifier::Standard | Rectifier::SkipBlock => beta,
+                Rectifier::Energy(e) if e.is_plain_softmax() => e.tau * beta,
+                _ => return None,
+            };
+            scales.extend(std::iter::repeat_n(s, *rows));
+        }
+        Some(scales)
+    }
+
+    /// Attention of block `l` on q, k, v (B, H, N, d_h) → (B, H, N, d_h), each group of rows with
+    /// its rectifier (one call when all groups agree), recording what the plan asks for.
     pub fn attend(&self, l: usize, q: &Tensor, k: &Tensor, v: &Tensor, grid: Option<(usize, usize)>) -> Result<Tensor> {
         if self.record == Some(l) {
             let rows = self.groups[0].0;

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::Result;
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let v = match s {
         CpuStorage::F32(v) => v,
         _ => candle_core::bail!("{op}: f32 only"),
@@ -34,7 +34,7 @@ pub(crate) fn fast_path(xs: &[&Tensor]) -> bool {
 /// Σ x with 8 independent accumulators, so the loop vectorises (a single f32 accumulator cannot
 /// be reordered by the compiler and runs at one add per latency).
 #[inline]
-fn sum8(x: &[f32]) -> f32 {
+pub(crate) fn sum8(x: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);
     let rest = chunks.remainder();
@@ -48,7 +48,7 @@ fn sum8(x: &[f32]) -> f32 {
 
 /// Σ aᵢbᵢ, vectorisable (see [`sum8`]).
 #[inline]
-fn dot8(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot8(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let rest: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
@@ -62,7 +62,7 @@ fn dot8(a: &[f32], b: &[f32]) -> f32 {
 
 /// max x, vectorisable.
 #[inline]
-fn max8(x: &[f32]) -> f32 {
+pub(crate) fn max8(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
     let rest = chunks.remainder();

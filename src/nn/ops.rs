@@ -79,11 +79,6 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<T
     })
 }
 
-/// adaLN modulation: `x * (1 + scale) + shift`; `x`: (B, N, D), `shift`/`scale`: (B, D).
-pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    Ok(x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?.broadcast_add(&shift.unsqueeze(1)?)?)
-}
-
 /// Exact (erf) GELU. `Infer` and fused kernels off: candle's `gelu_erf` (its forward is the
 /// faster one, measured by the `bench` example); `Train`: the crate's fused kernel, whose backward
 /// is one pass instead of candle's composition.

@@ -4,21 +4,24 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::config::{Activation, DitConfig};
+use crate::attention::packed::{packed_attention, packed_kernel_applies};
 use crate::attention::{select_rows, ForwardPlan};
-use crate::nn::ops::{layer_norm_no_affine, modulate};
+use crate::nn::broadcast::{gated_residual, modulate};
+use crate::nn::ops::layer_norm_no_affine;
+use crate::nn::Linear;
 use crate::Result;
 
 /// A linear layer with an explicit initialisation of the weight (bias 0) when created fresh;
 /// ignored when the weight is loaded.
-pub(crate) fn linear_init(i: usize, o: usize, init: Init, vb: VarBuilder) -> Result<candle_nn::Linear> {
+pub(crate) fn linear_init(i: usize, o: usize, init: Init, vb: VarBuilder) -> Result<Linear> {
     let w = vb.get_with_hints((o, i), "weight", init)?;
     let b = vb.get_with_hints(o, "bias", Init::Const(0.0))?;
-    Ok(candle_nn::Linear::new(w, Some(b)))
+    Ok(Linear::new(w, Some(b)))
 }
 
 /// A linear layer with DiT's default init: xavier-uniform weight, zero bias; `zero` for the
 /// adaLN-Zero modulations and the final layer.
-pub(crate) fn linear(i: usize, o: usize, zero: bool, vb: VarBuilder) -> Result<candle_nn::Linear> {
+pub(crate) fn linear(i: usize, o: usize, zero: bool, vb: VarBuilder) -> Result<Linear> {
     let init = if zero {
         Init::Const(0.0)
     } else {
@@ -31,11 +34,11 @@ pub(crate) fn linear(i: usize, o: usize, zero: bool, vb: VarBuilder) -> Result<c
 /// One DiT block. Weight names: `attn.qkv`, `attn.proj`, `mlp.fc1`, `mlp.fc2`, `adaLN_modulation.1`.
 #[derive(Debug, Clone)]
 pub struct DitBlock {
-    qkv: candle_nn::Linear,
-    proj: candle_nn::Linear,
-    fc1: candle_nn::Linear,
-    fc2: candle_nn::Linear,
-    ada_ln: candle_nn::Linear,
+    qkv: Linear,
+    proj: Linear,
+    fc1: Linear,
+    fc2: Linear,
+    ada_ln: Linear,
     num_heads: usize,
     activation: Activation,
     grid: (usize, usize),
@@ -61,7 +64,11 @@ impl DitBlock {
     fn attn(&self, x: &Tensor, l: usize, plan: &ForwardPlan) -> Result<Tensor> {
         let (b, n, d) = x.dims3()?;
         let h = self.num_heads;
-        let qkv = x.apply(&self.qkv)?.reshape((b, n, 3, h, d / h))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
+        let qkv = x.apply(&self.qkv)?; // (B, N, 3D)
+        if let Some(scales) = plan.packed_scales(l, d / h).filter(|_| packed_kernel_applies(&qkv)) {
+            return Ok(packed_attention(&qkv, h, &scales)?.apply(&self.proj)?); // (B, N, D)
+        }
+        let qkv = qkv.reshape((b, n, 3, h, d / h))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
         let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?); // (B, H, N, d_h)
         let o = plan.attend(l, &q, &k, &v, Some(self.grid))?; // (B, H, N, d_h)
         let o = o.transpose(1, 2)?.reshape((b, n, d))?; // (B, N, D)
@@ -92,8 +99,8 @@ impl DitBlock {
         let (shift_msa, scale_msa, gate_msa) = (&m[0], &m[1], &m[2]);
         let (shift_mlp, scale_mlp, gate_mlp) = (&m[3], &m[4], &m[5]);
         let hdn = modulate(&layer_norm_no_affine(x, 1e-6, plan.mode)?, shift_msa, scale_msa)?;
-        let x = (x + self.attn(&hdn, l, plan)?.broadcast_mul(&gate_msa.unsqueeze(1)?)?)?;
+        let x = gated_residual(x, gate_msa, &self.attn(&hdn, l, plan)?)?;
         let hdn = modulate(&layer_norm_no_affine(&x, 1e-6, plan.mode)?, shift_mlp, scale_mlp)?;
-        Ok((&x + self.mlp(&hdn, plan.mode)?.broadcast_mul(&gate_mlp.unsqueeze(1)?)?)?)
+        gated_residual(&x, gate_mlp, &self.mlp(&hdn, plan.mode)?)
     }
 }

@@ -35,7 +35,7 @@ impl PatchEmbed {
         let (gh, gw) = (h / p, w / p);
         let x = x.reshape((b, c, gh, p, gw, p))?.permute((0, 2, 4, 1, 3, 5))?; // (B, gh, gw, C, p, p)
         let x = x.reshape((b * gh * gw, c * p * p))?; // (B·N, C·p·p)
-        let x = x.matmul(&self.weight)?.broadcast_add(&self.bias)?; // (B·N, D)
+        let x = crate::nn::broadcast::add_bias(&x.matmul(&self.weight)?, &self.bias)?; // (B·N, D)
         Ok(x.reshape((b, gh * gw, ()))?)
     }
 }
@@ -53,8 +53,8 @@ pub fn timestep_features(t: &Tensor, dim: usize) -> Result<Tensor> {
 /// Timestep embedder: 256 sinusoidal features → Linear → SiLU → Linear (`t_embedder.mlp.{0,2}`).
 #[derive(Debug, Clone)]
 pub struct TimestepEmbedder {
-    fc0: candle_nn::Linear,
-    fc2: candle_nn::Linear,
+    fc0: crate::nn::Linear,
+    fc2: crate::nn::Linear,
 }
 
 impl TimestepEmbedder {

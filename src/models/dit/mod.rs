@@ -23,7 +23,8 @@ pub use config::{Activation, DitConfig};
 
 use crate::attention::ForwardPlan;
 use crate::models::Denoiser;
-use crate::nn::ops::{layer_norm_no_affine, modulate};
+use crate::nn::broadcast::modulate;
+use crate::nn::ops::layer_norm_no_affine;
 use crate::{Error, Result};
 
 use block::linear;
@@ -32,8 +33,8 @@ use embed::{pos_embed_2d, LabelEmbedder, PatchEmbed, TimestepEmbedder};
 /// The adaLN final layer: LN (no affine) → modulate(shift, scale) → Linear(D, p²·C_out).
 #[derive(Debug, Clone)]
 pub struct FinalLayer {
-    linear: candle_nn::Linear,
-    ada_ln: candle_nn::Linear,
+    linear: crate::nn::Linear,
+    ada_ln: crate::nn::Linear,
 }
 
 impl FinalLayer {

@@ -6,20 +6,23 @@ use candle_core::{Module, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::config::Activation;
+use crate::attention::packed::{packed_attention, packed_kernel_applies};
 use crate::attention::ForwardPlan;
-use crate::nn::ops::{layer_norm_no_affine, modulate, OpMode};
+use crate::nn::broadcast::{gated_residual, modulate};
+use crate::nn::ops::{layer_norm_no_affine, OpMode};
+use crate::nn::{linear, Linear};
 use crate::Result;
 
 /// One stream's projections.
 pub(crate) struct Stream {
-    ada_ln: candle_nn::Linear,
+    ada_ln: Linear,
     n_mods: usize,
-    qkv: candle_nn::Linear,
+    qkv: Linear,
     /// QK RMS-norm weights (`attn.ln_q.weight`, `attn.ln_k.weight`), ε = 10⁻⁶.
     ln_q: Option<Tensor>,
     ln_k: Option<Tensor>,
     /// Absent for a pre-only stream.
-    post: Option<(candle_nn::Linear, candle_nn::Linear, candle_nn::Linear)>,
+    post: Option<(Linear, Linear, Linear)>,
     head_size: usize,
     activation: Activation,
 }
@@ -32,11 +35,8 @@ pub(crate) struct Pending {
 impl Stream {
     pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, pre_only: bool, activation: Activation, vb: VarBuilder) -> Result<Self> {
         let n_mods = if pre_only { 2 } else { 6 };
-        let post = if pre_only {
-            None
-        } else {
-            Some((candle_nn::linear(d, d, vb.pp("attn.proj"))?, candle_nn::linear(d, 4 * d, vb.pp("mlp.fc1"))?, candle_nn::linear(4 * d, d, vb.pp("mlp.fc2"))?))
-        };
+        let post =
+            if pre_only { None } else { Some((linear(d, d, vb.pp("attn.proj"))?, linear(d, 4 * d, vb.pp("mlp.fc1"))?, linear(4 * d, d, vb.pp("mlp.fc2"))?)) };
         let (ln_q, ln_k) = if qk_norm {
             let w = |n: &str| vb.pp(n).get_with_hints(head_size, "weight", candle_nn::Init::Const(1.0));
             (Some(w("attn.ln_q")?), Some(w("attn.ln_k")?))
@@ -44,9 +44,9 @@ impl Stream {
             (None, None)
         };
         Ok(Self {
-            ada_ln: candle_nn::linear(d, n_mods * d, vb.pp("adaLN_modulation.1"))?,
+            ada_ln: linear(d, n_mods * d, vb.pp("adaLN_modulation.1"))?,
             n_mods,
-            qkv: candle_nn::linear(d, 3 * d, vb.pp("attn.qkv"))?,
+            qkv: linear(d, 3 * d, vb.pp("attn.qkv"))?,
             ln_q,
             ln_k,
             post,
@@ -55,26 +55,31 @@ impl Stream {
         })
     }
 
-    /// Modulated, normalised input → q, k, v (B, H, N, d_h), q and k RMS-normed if configured.
-    pub(crate) fn pre_attention(&self, x: &Tensor, c: &Tensor, mode: OpMode) -> Result<(Tensor, Tensor, Tensor, Pending)> {
-        let (b, n, d) = x.dims3()?;
+    /// Modulated, normalised input → the packed projection qkv (B, N, 3D).
+    pub(crate) fn project(&self, x: &Tensor, c: &Tensor, mode: OpMode) -> Result<(Tensor, Pending)> {
         let mods = self.ada_ln.forward(&c.silu()?)?.chunk(self.n_mods, D::Minus1)?; // n_mods × (B, D)
         let h = modulate(&layer_norm_no_affine(x, 1e-6, mode)?, &mods[0], &mods[1])?; // (B, N, D)
-        let heads = d / self.head_size;
-        let qkv = self.qkv.forward(&h)?.reshape((b, n, 3, heads, self.head_size))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
+        Ok((self.qkv.forward(&h)?, Pending { mods })) // (B, N, 3D)
+    }
+
+    /// qkv (B, N, 3D) → q, k, v (B, H, N, d_h), q and k RMS-normed if configured.
+    pub(crate) fn split_heads(&self, qkv: &Tensor, mode: OpMode) -> Result<(Tensor, Tensor, Tensor)> {
+        let (b, n, w) = qkv.dims3()?;
+        let heads = w / (3 * self.head_size);
+        let qkv = qkv.reshape((b, n, 3, heads, self.head_size))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
         let (mut q, mut k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
         if let (Some(lq), Some(lk)) = (&self.ln_q, &self.ln_k) {
             q = crate::nn::ops::rms_norm(&q, lq, 1e-6, mode)?;
             k = crate::nn::ops::rms_norm(&k, lk, 1e-6, mode)?;
         }
-        Ok((q, k, v, Pending { mods }))
+        Ok((q, k, v))
     }
 
     /// Attention output (B, N, D) → residual updates of attention and MLP.
     pub(crate) fn post_attention(&self, x: &Tensor, attn: &Tensor, p: &Pending, mode: OpMode) -> Result<Tensor> {
         let (proj, fc1, fc2) = self.post.as_ref().expect("post_attention on a pre-only stream");
         let m = &p.mods;
-        let x = (x + proj.forward(attn)?.broadcast_mul(&m[2].unsqueeze(1)?)?)?;
+        let x = gated_residual(x, &m[2], &proj.forward(attn)?)?;
         let h = modulate(&layer_norm_no_affine(&x, 1e-6, mode)?, &m[3], &m[4])?;
         let h = fc1.forward(&h)?; // (B, N, 4D)
         let h = match self.activation {
@@ -82,7 +87,7 @@ impl Stream {
             Activation::GeluErf => crate::nn::ops::gelu_erf(&h, mode)?,
         };
         let h = fc2.forward(&h)?;
-        Ok((x + h.broadcast_mul(&m[5].unsqueeze(1)?)?)?)
+        gated_residual(&x, &m[5], &h)
     }
 }
 
@@ -105,15 +110,26 @@ impl JointBlock {
     /// [image; text] (image first, so SEG's `grid` (rows, cols) of image tokens covers the leading
     /// tokens) with the plan's rectifier for block `l`; the temperature acts after the QK-norm.
     pub fn forward(&self, l: usize, x: &Tensor, ctx: &Tensor, c: &Tensor, plan: &ForwardPlan, grid: (usize, usize)) -> Result<(Tensor, Option<Tensor>)> {
-        let n = x.dim(1)?;
-        let (qx, kx, vx, px) = self.x.pre_attention(x, c, plan.mode)?;
-        let (qc, kc, vc, pc) = self.context.pre_attention(ctx, c, plan.mode)?;
-        let q = Tensor::cat(&[&qx, &qc], 2)?; // (B, H, N + L, d_h)
-        let k = Tensor::cat(&[&kx, &kc], 2)?;
-        let v = Tensor::cat(&[&vx, &vc], 2)?;
-        let o = plan.attend(l, &q, &k, &v, Some(grid))?; // (B, H, N + L, d_h)
-        let (b, _, s, _) = o.dims4()?;
-        let o = o.transpose(1, 2)?.reshape((b, s, ()))?; // (B, N + L, D)
+        let (n, d) = (x.dim(1)?, x.dim(2)?);
+        let (qkv_x, px) = self.x.project(x, c, plan.mode)?; // (B, N, 3D)
+        let (qkv_c, pc) = self.context.project(ctx, c, plan.mode)?; // (B, L, 3D)
+        let head_size = self.x.head_size;
+        // Without QK-norm, plain (temperature) attention runs as one kernel on the packed projections.
+        let packed = plan.packed_scales(l, head_size).filter(|_| self.x.ln_q.is_none() && packed_kernel_applies(&qkv_x));
+        let o = match packed {
+            Some(scales) => packed_attention(&Tensor::cat(&[&qkv_x, &qkv_c], 1)?, d / head_size, &scales)?, // (B, N + L, D)
+            None => {
+                let (qx, kx, vx) = self.x.split_heads(&qkv_x, plan.mode)?;
+                let (qc, kc, vc) = self.context.split_heads(&qkv_c, plan.mode)?;
+                let q = Tensor::cat(&[&qx, &qc], 2)?; // (B, H, N + L, d_h)
+                let k = Tensor::cat(&[&kx, &kc], 2)?;
+                let v = Tensor::cat(&[&vx, &vc], 2)?;
+                let o = plan.attend(l, &q, &k, &v, Some(grid))?; // (B, H, N + L, d_h)
+                let (b, _, s, _) = o.dims4()?;
+                o.transpose(1, 2)?.reshape((b, s, ()))? // (B, N + L, D)
+            }
+        };
+        let s = o.dim(1)?;
         let x_new = self.x.post_attention(x, &o.narrow(1, 0, n)?, &px, plan.mode)?;
         let ctx_new = match self.context.post {
             Some(_) => Some(self.context.post_attention(ctx, &o.narrow(1, n, s - n)?, &pc, plan.mode)?),

@@ -27,7 +27,9 @@ pub use config::MmditConfig;
 pub use t2i::{TextToImage, TextToImageConfig};
 
 use crate::attention::ForwardPlan;
-use crate::nn::ops::{layer_norm_no_affine, modulate};
+use crate::nn::broadcast::modulate;
+use crate::nn::ops::layer_norm_no_affine;
+use crate::nn::Linear;
 use crate::{Error, Result};
 
 /// The MMDiT denoiser.
@@ -35,12 +37,12 @@ pub struct Mmdit {
     cfg: MmditConfig,
     x_embedder: candle_nn::Conv2d,
     pos_embed: Tensor,
-    t_mlp: (candle_nn::Linear, candle_nn::Linear),
-    y_mlp: (candle_nn::Linear, candle_nn::Linear),
-    context_embedder: candle_nn::Linear,
+    t_mlp: (Linear, Linear),
+    y_mlp: (Linear, Linear),
+    context_embedder: Linear,
     blocks: Vec<JointBlock>,
-    final_ada_ln: candle_nn::Linear,
-    final_linear: candle_nn::Linear,
+    final_ada_ln: Linear,
+    final_linear: Linear,
 }
 
 impl Mmdit {
@@ -48,7 +50,7 @@ impl Mmdit {
     pub fn new(cfg: &MmditConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.hidden_size();
         let p = cfg.patch_size;
-        let lin = |i, o, name: &str| candle_nn::linear(i, o, vb.pp(name));
+        let lin = |i, o, name: &str| crate::nn::linear(i, o, vb.pp(name));
         Ok(Self {
             cfg: cfg.clone(),
             x_embedder: candle_nn::conv2d(cfg.in_channels, d, p, Conv2dConfig { stride: p, ..Default::default() }, vb.pp("x_embedder.proj"))?,
