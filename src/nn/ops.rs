@@ -79,11 +79,11 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64, mode: OpMode) -> Result<T
     })
 }
 
-/// Exact (erf) GELU. `Infer` and fused kernels off: candle's `gelu_erf` (its forward is the
-/// faster one, measured by the `bench` example); `Train`: the crate's fused kernel, whose backward
-/// is one pass instead of candle's composition.
-pub fn gelu_erf(x: &Tensor, mode: OpMode) -> Result<Tensor> {
-    if mode == OpMode::Train && fused_kernels() {
+/// Exact (erf) GELU with a backward pass, for sampling and training: the crate's fused kernel
+/// (CPU f32; its forward is also faster than candle's `gelu_erf`, see the `bench` example) with
+/// fused kernels on, candle's `gelu_erf` otherwise.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    if fused_kernels() {
         super::fused::gelu_erf(x)
     } else {
         Ok(x.gelu_erf()?)

@@ -75,11 +75,11 @@ impl DitBlock {
         Ok(o.apply(&self.proj)?)
     }
 
-    fn mlp(&self, x: &Tensor, mode: crate::nn::OpMode) -> Result<Tensor> {
+    fn mlp(&self, x: &Tensor) -> Result<Tensor> {
         let hdn = x.apply(&self.fc1)?; // (B, N, M)
         let hdn = match self.activation {
             Activation::GeluTanh => hdn.gelu()?,
-            Activation::GeluErf => crate::nn::ops::gelu_erf(&hdn, mode)?,
+            Activation::GeluErf => crate::nn::ops::gelu_erf(&hdn)?,
         };
         Ok(self.fc2.forward(&hdn)?)
     }
@@ -101,6 +101,6 @@ impl DitBlock {
         let hdn = modulate(&layer_norm_no_affine(x, 1e-6, plan.mode)?, shift_msa, scale_msa)?;
         let x = gated_residual(x, gate_msa, &self.attn(&hdn, l, plan)?)?;
         let hdn = modulate(&layer_norm_no_affine(&x, 1e-6, plan.mode)?, shift_mlp, scale_mlp)?;
-        gated_residual(&x, gate_mlp, &self.mlp(&hdn, plan.mode)?)
+        gated_residual(&x, gate_mlp, &self.mlp(&hdn)?)
     }
 }

@@ -84,7 +84,7 @@ impl Stream {
         let h = fc1.forward(&h)?; // (B, N, 4D)
         let h = match self.activation {
             Activation::GeluTanh => h.gelu()?, // SD3
-            Activation::GeluErf => crate::nn::ops::gelu_erf(&h, mode)?,
+            Activation::GeluErf => crate::nn::ops::gelu_erf(&h)?,
         };
         let h = fc2.forward(&h)?;
         gated_residual(&x, &m[5], &h)
