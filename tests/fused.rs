@@ -183,3 +183,33 @@ fn packed_attention_matches_split_heads_attention_with_per_row_temperatures() {
     assert!(packed_attention(&qkv, 5, &scales).is_err(), "3·H·d_h must divide the width");
     assert!(packed_attention(&qkv, heads, &scales[..3]).is_err(), "one scale per row");
 }
+
+#[test]
+fn packed_attention_of_a_mixed_plan_matches_split_heads_attention() {
+    use erg::attention::{AttentionPlan, Energy, ForwardPlan, Rectifier};
+    let (heads, dh, grid) = (2, 8, (4, 4));
+    let n = grid.0 * grid.1;
+    let in_range = |rectifier| AttentionPlan { rectifier, l_min: 0, l_max: 1 };
+    // CFG's two plain rows, an ERG row (τ), a SEG row, a PAG row, another τ row, a multi-step energy row.
+    let groups = vec![
+        (2, AttentionPlan::standard()),
+        (1, in_range(Rectifier::temperature(0.2))),
+        (1, in_range(Rectifier::SmoothedQueries { sigma: f64::INFINITY })),
+        (1, in_range(Rectifier::Identity)),
+        (1, in_range(Rectifier::temperature(3.0))),
+        (1, in_range(Rectifier::Energy(Energy { tau: 0.5, alpha: 1.0, gamma: 0.5, steps: 2 }))),
+    ];
+    let b: usize = groups.iter().map(|g| g.0).sum();
+    let plan = ForwardPlan::new(groups);
+    let qkv = input(&[b, n, 3 * heads * dh], 50, 1.5);
+    let got = plan.attend_packed(0, &qkv, heads, Some(grid)).unwrap(); // (B, N, D)
+    let p = qkv.reshape((b, n, 3, heads, dh)).unwrap().permute((2, 0, 3, 1, 4)).unwrap();
+    let (q, k, v) = (p.get(0).unwrap(), p.get(1).unwrap(), p.get(2).unwrap());
+    let want = plan.attend(0, &q, &k, &v, Some(grid)).unwrap().transpose(1, 2).unwrap().reshape((b, n, heads * dh)).unwrap();
+    assert!(max_abs_diff(&got, &want) < 1e-5, "{}", max_abs_diff(&got, &want));
+    // Outside the range every row is standard attention, one packed call.
+    let got = plan.attend_packed(1, &qkv, heads, Some(grid)).unwrap();
+    let want = plan.attend(1, &q, &k, &v, Some(grid)).unwrap().transpose(1, 2).unwrap().reshape((b, n, heads * dh)).unwrap();
+    assert!(max_abs_diff(&got, &want) < 1e-5);
+    assert!(plan.attend_packed(0, &qkv, 5, Some(grid)).is_err());
+}

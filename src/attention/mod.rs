@@ -309,25 +309,61 @@ impl ForwardPlan {
 
     /// Rectified attention of block `l` over the batch, splitting rows where plans differ.
     /// Shapes as in [`attention`], with B = [`Self::batch`]; `grid` as in [`attention`].
-    /// Per-row logit scales τ/√d_h for [`packed::packed_attention`] when every row of block `l`
-    /// runs plain softmax attention (standard, or a temperature: the energy update with α = γ =
-    /// K = 1) and nothing is recorded at `l`; `None` when block `l` needs [`Self::attend`]
-    /// (identity, smoothed queries, multi-step energy updates, attention recording).
-    pub fn packed_scales(&self, l: usize, head_dim: usize) -> Option<Vec<f64>> {
-        if self.record == Some(l) || self.certainty_threshold.is_some() {
-            return None;
+    /// Attention of block `l` on a packed projection `qkv` (B, N, 3·H·d_h) → (B, N, H·d_h), heads
+    /// side by side (the layouts of [`packed::packed_attention`]). Consecutive row groups with plain
+    /// or temperature attention (the energy update with α = γ = K = 1) run as one call of the
+    /// packed kernel with a logit scale τ/√d_h per row; other groups (identity, smoothed queries,
+    /// multi-step energy updates) run [`attention`] on split heads. With attention recording, or
+    /// where the kernel does not apply (not CPU f32, fused kernels off), everything takes
+    /// [`Self::attend`]. Same values either way, up to f32 rounding (tested).
+    pub fn attend_packed(&self, l: usize, qkv: &Tensor, heads: usize, grid: Option<(usize, usize)>) -> Result<Tensor> {
+        let (_, n, w) = qkv.dims3()?;
+        if heads == 0 || !w.is_multiple_of(3 * heads) {
+            return Err(Error::shape(format!("qkv {:?} is not (B, N, 3·H·d_h) with H = {heads}", qkv.dims())));
         }
-        let beta = 1.0 / (head_dim as f64).sqrt();
-        let mut scales = Vec::with_capacity(self.batch());
+        let dh = w / (3 * heads);
+        let split = |qkv: &Tensor| -> Result<(Tensor, Tensor, Tensor)> {
+            let p = qkv.reshape((qkv.dim(0)?, n, 3, heads, dh))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
+            Ok((p.get(0)?.contiguous()?, p.get(1)?.contiguous()?, p.get(2)?.contiguous()?))
+        };
+        let merge = |o: Tensor| -> Result<Tensor> { Ok(o.transpose(1, 2)?.reshape((o.dim(0)?, n, heads * dh))?) }; // (B, N, D)
+        if self.record == Some(l) || self.certainty_threshold.is_some() || !packed::packed_kernel_applies(qkv) {
+            let (q, k, v) = split(qkv)?;
+            return merge(self.attend(l, &q, &k, &v, grid)?);
+        }
+        let beta = 1.0 / (dh as f64).sqrt();
+        let mut outs = Vec::new();
+        let (mut start, mut run_start, mut run) = (0, 0, Vec::<f64>::new());
+        let flush = |outs: &mut Vec<Tensor>, run: &mut Vec<f64>, run_start: usize| -> Result<()> {
+            if !run.is_empty() {
+                outs.push(packed::packed_attention(&qkv.narrow(0, run_start, run.len())?, heads, run)?);
+                run.clear();
+            }
+            Ok(())
+        };
         for (rows, plan) in &self.groups {
-            let s = match plan.rectifier(l) {
-                Rectifier::Standard | Rectifier::SkipBlock => beta,
-                Rectifier::Energy(e) if e.is_plain_softmax() => e.tau * beta,
-                _ => return None,
+            let scale = match plan.rectifier(l) {
+                Rectifier::Standard | Rectifier::SkipBlock => Some(beta),
+                Rectifier::Energy(e) if e.is_plain_softmax() => Some(e.tau * beta),
+                _ => None,
             };
-            scales.extend(std::iter::repeat_n(s, *rows));
+            match scale {
+                Some(s) => {
+                    if run.is_empty() {
+                        run_start = start;
+                    }
+                    run.extend(std::iter::repeat_n(s, *rows));
+                }
+                None => {
+                    flush(&mut outs, &mut run, run_start)?;
+                    let (q, k, v) = split(&qkv.narrow(0, start, *rows)?)?;
+                    outs.push(merge(attention(&q, &k, &v, plan.rectifier(l), self.mode, grid)?)?);
+                }
+            }
+            start += rows;
         }
-        Some(scales)
+        flush(&mut outs, &mut run, run_start)?;
+        Ok(if outs.len() == 1 { outs.pop().expect("one part") } else { Tensor::cat(&outs, 0)? })
     }
 
     /// Attention of block `l` on q, k, v (B, H, N, d_h) → (B, H, N, d_h), each group of rows with

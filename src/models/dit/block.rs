@@ -4,7 +4,6 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 use super::config::{Activation, DitConfig};
-use crate::attention::packed::{packed_attention, packed_kernel_applies};
 use crate::attention::{select_rows, ForwardPlan};
 use crate::nn::broadcast::{gated_residual, modulate};
 use crate::nn::ops::layer_norm_no_affine;
@@ -62,16 +61,8 @@ impl DitBlock {
 
     /// Self-attention of block `l` with the plan's rectifier: (B, N, D) → (B, N, D).
     fn attn(&self, x: &Tensor, l: usize, plan: &ForwardPlan) -> Result<Tensor> {
-        let (b, n, d) = x.dims3()?;
-        let h = self.num_heads;
         let qkv = x.apply(&self.qkv)?; // (B, N, 3D)
-        if let Some(scales) = plan.packed_scales(l, d / h).filter(|_| packed_kernel_applies(&qkv)) {
-            return Ok(packed_attention(&qkv, h, &scales)?.apply(&self.proj)?); // (B, N, D)
-        }
-        let qkv = qkv.reshape((b, n, 3, h, d / h))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?); // (B, H, N, d_h)
-        let o = plan.attend(l, &q, &k, &v, Some(self.grid))?; // (B, H, N, d_h)
-        let o = o.transpose(1, 2)?.reshape((b, n, d))?; // (B, N, D)
+        let o = plan.attend_packed(l, &qkv, self.num_heads, Some(self.grid))?; // (B, N, D)
         Ok(o.apply(&self.proj)?)
     }
 

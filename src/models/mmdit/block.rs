@@ -6,7 +6,6 @@ use candle_core::{Module, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::config::Activation;
-use crate::attention::packed::{packed_attention, packed_kernel_applies};
 use crate::attention::ForwardPlan;
 use crate::nn::broadcast::{gated_residual, modulate};
 use crate::nn::ops::{layer_norm_no_affine, OpMode};
@@ -113,12 +112,10 @@ impl JointBlock {
         let (n, d) = (x.dim(1)?, x.dim(2)?);
         let (qkv_x, px) = self.x.project(x, c, plan.mode)?; // (B, N, 3D)
         let (qkv_c, pc) = self.context.project(ctx, c, plan.mode)?; // (B, L, 3D)
-        let head_size = self.x.head_size;
-        // Without QK-norm, plain (temperature) attention runs as one kernel on the packed projections.
-        let packed = plan.packed_scales(l, head_size).filter(|_| self.x.ln_q.is_none() && packed_kernel_applies(&qkv_x));
-        let o = match packed {
-            Some(scales) => packed_attention(&Tensor::cat(&[&qkv_x, &qkv_c], 1)?, d / head_size, &scales)?, // (B, N + L, D)
-            None => {
+        let o = match self.x.ln_q {
+            // Without QK-norm, attention runs on the packed projections of [image; text].
+            None => plan.attend_packed(l, &Tensor::cat(&[&qkv_x, &qkv_c], 1)?, d / self.x.head_size, Some(grid))?, // (B, N + L, D)
+            Some(_) => {
                 let (qx, kx, vx) = self.x.split_heads(&qkv_x, plan.mode)?;
                 let (qc, kc, vc) = self.context.split_heads(&qkv_c, plan.mode)?;
                 let q = Tensor::cat(&[&qx, &qc], 2)?; // (B, H, N + L, d_h)
