@@ -172,17 +172,23 @@ fn main() -> anyhow::Result<()> {
         ("GELU (erf)", f64::NAN, time_it(&|| Ok(erg::nn::fused::gelu_erf(&hidden)?))?, time_it(&|| Ok(hidden.gelu_erf()?))?),
     ];
 
-    // Training step on the emoji data, with the fused kernels and with candle's compositions.
+    // Training step on the emoji data, with the fused kernels and with candle's compositions:
+    // median of the per-step times the run logs (loss.csv), after 2 warm-up steps (as the PyTorch
+    // reference: warm-up 2, then the median), so the run's setup and final checkpoint are not counted.
     let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, h)?;
-    let mut tc = erg::train::TrainConfig::new(cfg.clone(), "emoji", a.train_steps + 1, 0);
+    let mut tc = erg::train::TrainConfig::new(cfg.clone(), "emoji", a.train_steps + 2, 0);
     tc.checkpoint_every = 1_000_000;
     tc.batch_size = a.batch;
     let train_step = |fused: bool| -> anyhow::Result<f64> {
         erg::nn::ops::set_fused_kernels(fused);
         let dir = std::env::temp_dir().join(format!("erg-bench-{}-{fused}", std::process::id()));
-        let rep = erg::train::train(&tc, &data, &device, &erg::train::RunPaths::new(&dir), false, None, false)?;
+        let paths = erg::train::RunPaths::new(&dir);
+        erg::train::train(&tc, &data, &device, &paths, false, None, false)?;
+        let log = std::fs::read_to_string(paths.loss())?;
+        let elapsed: Vec<f64> = log.lines().skip(1).filter_map(|l| l.split(',').nth(3)?.parse().ok()).collect();
         let _ = std::fs::remove_dir_all(&dir);
-        Ok(rep.s_per_step)
+        anyhow::ensure!(elapsed.len() as u64 == tc.steps, "loss.csv has {} rows for {} steps", elapsed.len(), tc.steps);
+        Ok(median(elapsed.windows(2).skip(1).map(|w| w[1] - w[0]).collect()))
     };
     let unfused_s = train_step(false)?;
     let fused_s = train_step(true)?;
@@ -198,11 +204,12 @@ fn main() -> anyhow::Result<()> {
         md.push_str(&format!("| {name} | {:.2} | {:.4} | {ratio} |\n", nfe[i], per_step[i]));
     }
     md.push_str(&format!(
-        "\nMatmul ceiling ({rows}×{d} @ {d}×{m}, f32): {matmul_gflops:.1} GFLOP/s. CFG forward (batch {}): {}; fraction of the ceiling: {}.\n\nTraining step (batch {}, AdamW, EMA): {fused_s:.3} s with the fused kernels, {unfused_s:.3} s with candle's compositions (ratio {:.2}); ≈ {train_gflops:.1} GFLOP/s effective (3 × forward FLOPs).\n",
+        "\nMatmul ceiling ({rows}×{d} @ {d}×{m}, f32): {matmul_gflops:.1} GFLOP/s. CFG forward (batch {}): {}; fraction of the ceiling: {}.\n\nTraining step (batch {}, AdamW, EMA; median of {} steps after 2 warm-up steps): {fused_s:.3} s with the fused kernels, {unfused_s:.3} s with candle's compositions (ratio {:.2}); ≈ {train_gflops:.1} GFLOP/s effective (3 × forward FLOPs).\n",
         2 * a.batch,
         fwd_gflops.map(|g| format!("{g:.1} GFLOP/s")).unwrap_or_else(|| "–".into()),
         fwd_gflops.map(|g| format!("{:.0} %", 100.0 * g / matmul_gflops)).unwrap_or_else(|| "–".into()),
         tc.batch_size,
+        a.train_steps,
         fused_s / unfused_s,
     ));
     md.push_str(&format!(
