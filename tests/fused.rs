@@ -167,8 +167,8 @@ fn packed_attention_matches_split_heads_attention_with_per_row_temperatures() {
     let beta = 1.0 / (dh as f64).sqrt();
     let taus = [1.0, 1.0, 0.3, 0.3]; // two rows standard, two rectified (ERG's batched branches)
     let scales: Vec<f64> = taus.iter().map(|t| t * beta).collect();
-    let fused = values_and_grads(&[qkv.clone()], &w, |t| packed_attention(&t[0], heads, &scales).unwrap());
-    let reference = values_and_grads(&[qkv.clone()], &w, |t| {
+    let fused = values_and_grads(std::slice::from_ref(&qkv), &w, |t| packed_attention(&t[0], heads, &scales).unwrap());
+    let reference = values_and_grads(std::slice::from_ref(&qkv), &w, |t| {
         let p = t[0].reshape((b, n, 3, heads, dh)).unwrap().permute((2, 0, 3, 1, 4)).unwrap(); // (3, B, H, N, d_h)
         let rows: Vec<Tensor> = (0..b)
             .map(|i| {

@@ -1,7 +1,7 @@
 //! Prompts → the conditioning of a text-to-image MMDiT: fixed-length token ids, and the
 //! "packed" text embedding that [`crate::models::mmdit::TextToImage`] consumes.
 //!
-//! Packing: for a prompt of token ids (L,) (BERT ids, [CLS] … [SEP], right-padded with 0 to
+//! Packing: for a prompt of token ids (L,) (BERT ids, \[CLS] … \[SEP], right-padded with 0 to
 //! `context_len` = L), the encoder's token states (L, D) with padding rows set to zero, followed
 //! by one row holding the pooled sentence embedding (mean over tokens, L2-normalised, as
 //! sentence-transformers): (L + 1, D). Rows 0..L are the MMDiT's context tokens, row L its pooled
