@@ -20,12 +20,12 @@ pub const PAD_ID: u32 = 0;
 pub struct TextEncoder {
     /// The encoder (all-MiniLM-L6-v2).
     pub minilm: MiniLm,
-    /// Tokens per prompt, L (longer prompts are cut, keeping the final [SEP]).
+    /// Tokens per prompt, L (longer prompts are cut, keeping the final \[SEP]).
     pub context_len: usize,
 }
 
 impl TextEncoder {
-    /// Wraps `minilm`; `context_len` ≥ 2 ([CLS] and [SEP]).
+    /// Wraps `minilm`; `context_len` ≥ 2 (\[CLS] and \[SEP]).
     pub fn new(minilm: MiniLm, context_len: usize) -> Result<Self> {
         if context_len < 2 || context_len > minilm.config().max_position_embeddings {
             return Err(Error::hp(format!("context_len must be in [2, {}], got {context_len}", minilm.config().max_position_embeddings)));
@@ -44,7 +44,7 @@ impl TextEncoder {
     }
 
     /// Token ids (B, L) u32 of `prompts`, right-padded with [`PAD_ID`]; a prompt longer than L
-    /// tokens is cut and ends with its [SEP]. The empty prompt is [CLS] [SEP].
+    /// tokens is cut and ends with its \[SEP]. The empty prompt is \[CLS] \[SEP].
     /// Errors: the encoder was loaded without its tokenizer.
     pub fn token_ids(&self, prompts: &[&str], device: &Device) -> Result<Tensor> {
         let l = self.context_len;
@@ -78,8 +78,8 @@ impl TextEncoder {
     }
 }
 
-/// The token ids (B, L) of the empty prompt, [CLS] [SEP] then padding, given BERT's [CLS] = 101
-/// and [SEP] = 102 (all-MiniLM-L6-v2's vocabulary).
+/// The token ids (B, L) of the empty prompt, \[CLS] \[SEP] then padding, given BERT's \[CLS] = 101
+/// and \[SEP] = 102 (all-MiniLM-L6-v2's vocabulary).
 pub fn empty_prompt_ids(batch: usize, context_len: usize, device: &Device) -> Result<Tensor> {
     let mut row = vec![PAD_ID; context_len];
     row[0] = 101;

@@ -168,7 +168,7 @@ impl MiniLm {
         &self.cfg
     }
 
-    /// Token ids (1, L) u32 of one prompt ([CLS] … [SEP]); needs the tokenizer.
+    /// Token ids (1, L) u32 of one prompt (\[CLS] … \[SEP]); needs the tokenizer.
     pub fn tokenize(&self, prompt: &str, device: &Device) -> Result<Tensor> {
         let tok = self.tokenizer.as_ref().ok_or_else(|| Error::hp("this MiniLM was loaded without tokenizer.json"))?;
         let enc = tok.encode(prompt, true).map_err(|e| Error::Other(format!("tokenize {prompt:?}: {e}")))?;
