@@ -32,11 +32,10 @@ impl SharedMut {
     }
 }
 
-/// `dst (m × n) = [dst +] a (m × k) · b (k × n)`, single-threaded; each matrix given by a pointer
+/// `dst (m × n) = a (m × k) · b (k × n)`, single-threaded; each matrix given by a pointer
 /// and its (row, column) strides in elements.
 ///
 /// Safety: the pointers must cover the strided extents.
-#[allow(clippy::too_many_arguments)]
 unsafe fn matmul(m: usize, n: usize, k: usize, dst: (*mut f32, isize, isize), a: (*const f32, isize, isize), b: (*const f32, isize, isize)) {
     gemm(m, n, k, dst.0, dst.2, dst.1, false, a.0, a.2, a.1, b.0, b.2, b.1, 0.0, 1.0, false, false, false, Parallelism::None);
 }

@@ -39,7 +39,7 @@ const ROWS_PER_CHUNK: usize = 64;
 
 /// Σ over the rows of `g` (rows of `d` values) → (d,), in a fixed order: rows within chunks of
 /// [`ROWS_PER_CHUNK`] in parallel, then the chunks' sums in order.
-pub(crate) fn column_sums(g: &[f32], d: usize) -> Vec<f32> {
+fn column_sums(g: &[f32], d: usize) -> Vec<f32> {
     let partial: Vec<Vec<f32>> = g
         .par_chunks(d * ROWS_PER_CHUNK)
         .map(|c| {
@@ -88,7 +88,8 @@ fn map_rows(rows: usize, d: usize, f: impl Fn(&mut [f32], usize) + Sync) -> Vec<
 }
 
 struct AddBias;
-struct ColumnSums;
+/// Σ over rows: (..., D) → (D,), in a fixed order ([`column_sums`]); no backward.
+pub(crate) struct ColumnSums;
 
 impl CustomOp2 for AddBias {
     fn name(&self) -> &'static str {

@@ -9,7 +9,7 @@
 //! weight gradient through a transposed view; at the models' shapes that bookkeeping cost more
 //! than the products. Elsewhere (CUDA, f16, fused kernels off) the candle composition runs, which
 //! gives the same values (tested in `tests/fused.rs`).
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
@@ -106,7 +106,6 @@ fn dims(lx: &Layout, lw: &Layout) -> candle_core::Result<(usize, usize, usize)> 
 struct FusedLinear;
 struct LinearBwdInput;
 struct LinearBwdWeight;
-struct ColumnSums;
 
 impl CustomOp3 for FusedLinear {
     fn name(&self) -> &'static str {
@@ -127,7 +126,7 @@ impl CustomOp3 for FusedLinear {
         let g = grad.contiguous()?;
         let dx = g.apply_op2_no_bwd(w, &LinearBwdInput)?;
         let dw = g.apply_op2_no_bwd(x, &LinearBwdWeight)?;
-        let db = g.apply_op1_no_bwd(&ColumnSums)?.reshape(b.shape())?;
+        let db = g.apply_op1_no_bwd(&super::broadcast::ColumnSums)?.reshape(b.shape())?;
         Ok((Some(dx), Some(dw), Some(db)))
     }
 }
@@ -162,16 +161,5 @@ impl CustomOp2 for LinearBwdWeight {
         let mut dw = vec![0f32; out * inp];
         unsafe { product(out, inp, rows, dw.as_mut_ptr(), (g.as_ptr(), 1, out as isize), (x.as_ptr(), inp as isize, 1)) };
         Ok((CpuStorage::F32(dw), Shape::from((out, inp))))
-    }
-}
-
-impl CustomOp1 for ColumnSums {
-    fn name(&self) -> &'static str {
-        "erg-linear-bwd-bias"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = f32_slice(s, l, self.name())?;
-        let d = *l.dims().last().expect("rank ≥ 1");
-        Ok((CpuStorage::F32(super::broadcast::column_sums(g, d)), Shape::from(d)))
     }
 }
