@@ -101,15 +101,37 @@ pub fn evaluate<M: Denoiser>(
     device: &Device,
     on_step: impl FnMut(usize, usize),
 ) -> Result<RunRecord> {
-    let t0 = Instant::now();
     let labels = class_grid_labels(num_classes, cfg.samples_per_class, device)?;
+    evaluate_conditions(models, guidance, &labels, &labels, run_key(guidance, cfg), extractor, classifier, reference, cfg, device, on_step)
+}
+
+/// The part of an evaluation shared by classes and prompts: samples one image per row of
+/// `conditions` (B, ...) with `guidance` (sample i from seed stream (cfg.seed, i)), scores them
+/// with [`image_metrics`] (consistency against `classes` (B,) u32 when the positive branch uses
+/// the given condition, NaN otherwise) and records the run under `key`. `wall_s` covers sampling
+/// and scoring. Errors: those of sampling and of the metrics.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_conditions<M: Denoiser>(
+    models: Models<'_, M>,
+    guidance: &Guidance,
+    conditions: &Tensor,
+    classes: &Tensor,
+    key: String,
+    extractor: &dyn FeatureExtractor,
+    classifier: &SmallCnn,
+    reference: &Reference,
+    cfg: &EvalConfig,
+    device: &Device,
+    on_step: impl FnMut(usize, usize),
+) -> Result<RunRecord> {
+    let t0 = Instant::now();
     let scfg = SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
-    let s = sample(models, guidance, &labels, &scfg, 0, device, on_step)?;
+    let s = sample(models, guidance, conditions, &scfg, 0, device, on_step)?;
     let images = s.images.clamp(-1.0, 1.0)?;
-    let wanted = (guidance.positive == Condition::Given).then_some(&labels);
+    let wanted = (guidance.positive == Condition::Given).then_some(classes);
     let metrics = image_metrics(&images, wanted, extractor, classifier, reference, cfg, device)?;
     Ok(RunRecord {
-        key: run_key(guidance, cfg),
+        key,
         method: guidance.name.clone(),
         guidance: serde_json::to_value(guidance).unwrap(),
         seed: cfg.seed,

@@ -3,19 +3,17 @@
 //! images. Consistency is the shipped classifier's agreement with the prompt's emoji category
 //! (the paper uses CLIPScore/VQAScore on COCO; here no captioned reference set of that kind
 //! exists, and CLIP can be plugged in as the feature extractor where its weights are available).
-use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::run::{image_metrics, run_key, Scorer};
+use super::run::{evaluate_conditions, run_key, Scorer};
 use super::{EvalConfig, Reference, ResultsFile, RunRecord};
 use crate::data::emoji::Meta;
 use crate::features::classifier::SmallCnn;
 use crate::features::FeatureExtractor;
-use crate::guidance::{Condition, Guidance, Models};
+use crate::guidance::{Guidance, Models};
 use crate::models::mmdit::TextToImage;
-use crate::sample::{sample, SampleConfig};
 use crate::{Error, Result};
 
 /// Evaluation prompts with the class (emoji category) each should depict.
@@ -80,26 +78,12 @@ pub fn evaluate_prompts(
     device: &Device,
     on_step: impl FnMut(usize, usize),
 ) -> Result<RunRecord> {
-    let t0 = Instant::now();
     let expanded: Vec<&str> = prompts.prompts.iter().flat_map(|p| std::iter::repeat_n(p.as_str(), samples_per_prompt)).collect();
     let ids = models.main.prompt_ids(&expanded, device)?; // (P·S, L)
     let wanted: Vec<u32> = prompts.classes.iter().flat_map(|&c| std::iter::repeat_n(c, samples_per_prompt)).collect();
     let wanted = Tensor::new(wanted.as_slice(), device)?;
-    let scfg = SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
-    let s = sample(models, guidance, &ids, &scfg, 0, device, on_step)?;
-    let images = s.images.clamp(-1.0, 1.0)?;
-    let metrics = image_metrics(&images, (guidance.positive == Condition::Given).then_some(&wanted), extractor, classifier, reference, cfg, device)?;
-    Ok(RunRecord {
-        key: run_key(guidance, &key_config(cfg, prompts, samples_per_prompt)),
-        method: guidance.name.clone(),
-        guidance: serde_json::to_value(guidance).unwrap(),
-        seed: cfg.seed,
-        steps: cfg.num_steps,
-        nfe_per_step: s.nfe_per_step,
-        samples: images.dim(0)?,
-        wall_s: t0.elapsed().as_secs_f64(),
-        metrics,
-    })
+    let key = run_key(guidance, &key_config(cfg, prompts, samples_per_prompt));
+    evaluate_conditions(models, guidance, &ids, &wanted, key, extractor, classifier, reference, cfg, device, on_step)
 }
 
 /// The configuration whose [`run_key`] identifies a text-to-image run (prompts and samples per

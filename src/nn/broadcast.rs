@@ -138,7 +138,9 @@ pub fn add_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 struct Modulate;
-struct ModulateBwdX;
+struct ItemScale {
+    offset: f32,
+}
 struct PerItemSums {
     n: usize,
 }
@@ -170,7 +172,7 @@ impl CustomOp3 for Modulate {
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = grad.contiguous()?;
-        let dx = g.apply_op2_no_bwd(scale, &ModulateBwdX)?;
+        let dx = g.apply_op2_no_bwd(scale, &ItemScale { offset: 1.0 })?;
         let n = x.dim(1)?;
         let dshift = g.apply_op1_no_bwd(&PerItemSums { n })?;
         let dscale = g.apply_op2_no_bwd(x, &PerItemSums { n })?;
@@ -178,21 +180,23 @@ impl CustomOp3 for Modulate {
     }
 }
 
-impl CustomOp2 for ModulateBwdX {
+/// ∂y ⊙ (offset + v): `g` (B, N, D), `v` (B, D) a row view; ∂x of modulate (offset 1, v = scale)
+/// and ∂h of the gated residual (offset 0, v = gate).
+impl CustomOp2 for ItemScale {
     fn name(&self) -> &'static str {
-        "erg-modulate-bwd-x"
+        "erg-item-scale"
     }
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = f32_slice(s1, l1, self.name())?;
-        let (scale, stride, _, d) = rows_view(s2, l2, self.name())?;
+        let (v, stride, _, d) = rows_view(s2, l2, self.name())?;
         let n = l1.dims()[1];
-        let dx = map_rows(g.len() / d, d, |o, r| {
-            let sc = &scale[(r / n) * stride..(r / n) * stride + d];
-            for ((o, &gv), &c) in o.iter_mut().zip(&g[r * d..(r + 1) * d]).zip(sc) {
-                *o = gv * (1.0 + c);
+        let out = map_rows(g.len() / d, d, |o, r| {
+            let vr = &v[(r / n) * stride..(r / n) * stride + d];
+            for ((o, &gv), &c) in o.iter_mut().zip(&g[r * d..(r + 1) * d]).zip(vr) {
+                *o = gv * (self.offset + c);
             }
         });
-        Ok((CpuStorage::F32(dx), l1.shape().clone()))
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }
 
@@ -249,7 +253,6 @@ pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
 }
 
 struct GatedResidual;
-struct GateBwdH;
 
 impl CustomOp3 for GatedResidual {
     fn name(&self) -> &'static str {
@@ -278,26 +281,8 @@ impl CustomOp3 for GatedResidual {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = grad.contiguous()?;
         let dgate = g.apply_op2_no_bwd(h, &PerItemSums { n: x.dim(1)? })?;
-        let dh = g.apply_op2_no_bwd(gate, &GateBwdH)?;
+        let dh = g.apply_op2_no_bwd(gate, &ItemScale { offset: 0.0 })?;
         Ok((Some(g), Some(dgate), Some(dh)))
-    }
-}
-
-impl CustomOp2 for GateBwdH {
-    fn name(&self) -> &'static str {
-        "erg-gated-residual-bwd-h"
-    }
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let g = f32_slice(s1, l1, self.name())?;
-        let (gate, stride, _, d) = rows_view(s2, l2, self.name())?;
-        let n = l1.dims()[1];
-        let dh = map_rows(g.len() / d, d, |o, r| {
-            let gt = &gate[(r / n) * stride..(r / n) * stride + d];
-            for ((o, &gv), &w) in o.iter_mut().zip(&g[r * d..(r + 1) * d]).zip(gt) {
-                *o = gv * w;
-            }
-        });
-        Ok((CpuStorage::F32(dh), l1.shape().clone()))
     }
 }
 

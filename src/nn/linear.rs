@@ -82,6 +82,8 @@ impl Module for Linear {
 
 /// A linear layer with candle-nn's initialisation when created fresh (weight and bias as
 /// `candle_nn::linear`), loaded when `vb` holds `weight` and `bias`.
+///
+/// Errors: `vb` holds `weight`/`bias` of other shapes than (out, in)/(out,), or lacks them when loading.
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     Ok(candle_nn::linear(in_dim, out_dim, vb)?.into())
 }
