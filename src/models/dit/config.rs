@@ -96,6 +96,13 @@ impl DitConfig {
         }
     }
 
+    /// The deeper emoji model (issue 16's target depth): 32×32 RGB, patch 4 (64 tokens),
+    /// D = 192, 12 blocks, 6 heads (d_h = 32), 9 classes (≈8.0M parameters), so that per-block
+    /// analyses (Fig. 7) and Table 7's block ranges have room.
+    pub fn emoji_base() -> Self {
+        Self { hidden_size: 192, depth: 12, num_heads: 6, ..Self::emoji_tiny() }
+    }
+
     /// A very small model for tests: 28×28 grey, patch 4 (49 tokens), D = 32, 2 blocks, 2 heads.
     pub fn test_tiny() -> Self {
         Self {
@@ -112,11 +119,12 @@ impl DitConfig {
         }
     }
 
-    /// A preset by name (`emoji-tiny`, `test-tiny`, `DiT-S/2`, `DiT-S/4`, `DiT-B/2`, `DiT-L/2`,
+    /// A preset by name (`emoji-tiny`, `emoji-base`, `test-tiny`, `DiT-S/2`, `DiT-S/4`, `DiT-B/2`, `DiT-L/2`,
     /// `DiT-XL/2`, `DiT-XL/4`).
     pub fn preset(name: &str) -> Result<Self> {
         Ok(match name {
             "emoji-tiny" => Self::emoji_tiny(),
+            "emoji-base" => Self::emoji_base(),
             "test-tiny" => Self::test_tiny(),
             "DiT-S/2" => Self::s_2(),
             "DiT-S/4" => Self::s_4(),
@@ -126,7 +134,7 @@ impl DitConfig {
             "DiT-XL/4" => Self::xl_4(),
             _ => {
                 return Err(Error::hp(format!(
-                    "unknown DiT preset {name:?}; known: emoji-tiny, test-tiny, DiT-S/2, DiT-S/4, DiT-B/2, DiT-L/2, DiT-XL/2, DiT-XL/4"
+                    "unknown DiT preset {name:?}; known: emoji-tiny, emoji-base, test-tiny, DiT-S/2, DiT-S/4, DiT-B/2, DiT-L/2, DiT-XL/2, DiT-XL/4"
                 )))
             }
         })
