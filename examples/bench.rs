@@ -92,8 +92,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let device = erg::device::best();
-    let (model, card) = erg::checkpoint::load_dit(&a.checkpoint, &device)?;
-    let (weak, _) = erg::checkpoint::load_dit(&a.weak_checkpoint, &device)?;
+    let (model, card) = erg::models::dit::load(&a.checkpoint, &device)?;
+    let (weak, _) = erg::models::dit::load(&a.weak_checkpoint, &device)?;
     let cfg = card.config.clone();
     let (c, h, w) = model.image_shape();
     let mut r = erg::rng::stream(0, 0);
@@ -157,19 +157,19 @@ fn main() -> anyhow::Result<()> {
         (
             "softmax (last dim)",
             time_it(&|| Ok(candle_nn::ops::softmax_last_dim(&logits)?))?,
-            time_it(&|| Ok(erg::nn::fused::softmax_last_dim(&logits)?))?,
+            time_it(&|| Ok(erg_kernels::softmax_last_dim(&logits, erg::nn::Kernels::Fused)?))?,
             time_it(&|| Ok(candle_nn::ops::softmax(&logits, candle_core::D::Minus1)?))?,
         ),
         (
             "layer norm (no affine)",
             time_it(&|| Ok(candle_nn::ops::layer_norm(&tokens, &ones, &zeros, 1e-6)?))?,
-            time_it(&|| Ok(erg::nn::fused::layer_norm_no_affine(&tokens, 1e-6)?))?,
+            time_it(&|| Ok(erg_kernels::layer_norm_no_affine(&tokens, 1e-6, erg::nn::Kernels::Fused)?))?,
             time_it(&|| {
                 let xc = tokens.broadcast_sub(&tokens.mean_keepdim(candle_core::D::Minus1)?)?;
                 Ok(xc.broadcast_div(&(xc.sqr()?.mean_keepdim(candle_core::D::Minus1)? + 1e-6)?.sqrt()?)?)
             })?,
         ),
-        ("GELU (erf)", f64::NAN, time_it(&|| Ok(erg::nn::fused::gelu_erf(&hidden)?))?, time_it(&|| Ok(hidden.gelu_erf()?))?),
+        ("GELU (erf)", f64::NAN, time_it(&|| Ok(erg_kernels::gelu_erf(&hidden, erg::nn::Kernels::Fused)?))?, time_it(&|| Ok(hidden.gelu_erf()?))?),
     ];
 
     // Training step on the emoji data, with the fused kernels and with candle's compositions:
@@ -180,7 +180,7 @@ fn main() -> anyhow::Result<()> {
     tc.checkpoint_every = 1_000_000;
     tc.batch_size = a.batch;
     let train_step = |fused: bool| -> anyhow::Result<f64> {
-        erg::nn::ops::set_fused_kernels(fused);
+        let tc = erg::train::TrainConfig { kernels: if fused { erg::nn::Kernels::Fused } else { erg::nn::Kernels::Candle }, ..tc.clone() };
         let dir = std::env::temp_dir().join(format!("erg-bench-{}-{fused}", std::process::id()));
         let paths = erg::train::RunPaths::new(&dir);
         erg::train::train(&tc, &data, &device, &paths, false, None, false)?;

@@ -63,7 +63,7 @@ fn main() -> anyhow::Result<()> {
 
     // ANCHOR: samples
     // The shipped model (EMA after 4,000 steps), no guidance: 4 seeds of each class, 50 Euler steps.
-    let (model, card) = erg::checkpoint::load_dit(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
+    let (model, card) = erg::models::dit::load(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
     let labels = class_grid_labels(card.classes.len(), 4, &device)?;
     let s = sample(
         Models::main(&model),

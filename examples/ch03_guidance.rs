@@ -18,8 +18,8 @@ fn main() -> anyhow::Result<()> {
     let out = Path::new("results/ch03");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();
-    let (model, card) = erg::checkpoint::load_dit(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
-    let (weak, _) = erg::checkpoint::load_dit(Path::new(erg::checkpoint::SHIPPED_EMOJI_WEAK), &device)?;
+    let (model, card) = erg::models::dit::load(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
+    let (weak, _) = erg::models::dit::load(Path::new(erg::checkpoint::SHIPPED_EMOJI_WEAK), &device)?;
     let models = Models { main: &model, weak: Some(&weak) };
     // One sample of each of the 9 classes, the same noise for every method; 25 Euler steps.
     let labels = class_grid_labels(card.classes.len(), 1, &device)?;

@@ -24,9 +24,7 @@ fn main() -> anyhow::Result<()> {
     let mut results = ResultsFile::open(out.join("results.jsonl"))?;
     // I-ERG at w = 3, blocks and κ of the class-conditional preset; only the rectifier changes.
     let with = |name: &str, r: Rectifier| -> anyhow::Result<(String, Guidance)> {
-        let mut g = preset("ierg", 3.0, bench.model.depth())?;
-        g.name = format!("ierg-{name}");
-        g.terms[0].negative.attention.rectifier = r;
+        let g = preset("ierg", 3.0, bench.model.depth())?.named(format!("ierg-{name}")).with_rectifier(r)?;
         Ok((name.to_string(), g))
     };
     // ANCHOR_END: setup

@@ -20,7 +20,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();
     let device = erg::device::best();
-    let (model, _) = erg::checkpoint::load_dit(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
+    let (model, _) = erg::models::dit::load(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
     // 8 samples of each of the 9 classes, 50 Euler steps, seed 0.
     let labels = erg::sample::class_grid_labels(9, if quick { 2 } else { 8 }, &device)?;
     let num_steps = if quick { 10 } else { 50 };

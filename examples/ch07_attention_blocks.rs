@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();
     let device = erg::device::best();
-    let (model, _) = erg::checkpoint::load_dit(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
+    let (model, _) = erg::models::dit::load(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
     let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, model.image_shape().1)?;
     let (x1, labels) = data.per_class(8)?; // 8 real images of each class
     let (x1, labels) = (x1.to_device(&device)?, candle_core::Tensor::new(labels.as_slice(), &device)?);
@@ -77,10 +77,7 @@ fn main() -> anyhow::Result<()> {
         let mut grid = vec![vec![f64::NAN; depth + 1]; depth];
         for a in 0..depth {
             for b in a + 1..=depth {
-                let mut g = preset("ierg", 3.0, depth)?;
-                g.terms[0].negative.attention.l_min = a;
-                g.terms[0].negative.attention.l_max = b;
-                g.terms[0].negative.attention.rectifier = Rectifier::temperature(0.01);
+                let g = preset("ierg", 3.0, depth)?.with_blocks(a, b)?.with_rectifier(Rectifier::temperature(0.01))?;
                 let r = bench.evaluate(&g, &cfg, &device, |_, _| {})?;
                 println!("[{a}, {b}): FID {:.2}, consistency {:.1}", r.metrics["fid"], r.metrics["consistency"]);
                 grid[a][b] = r.metrics["fid"];

@@ -7,7 +7,7 @@
 //! ```
 use std::path::Path;
 
-use erg::attention::{Energy, Rectifier};
+use erg::attention::Energy;
 use erg::eval::report::{evaluate_variants, markdown_table, plot_metric_curves};
 use erg::eval::{Bench, BenchPaths, EvalConfig, ResultsFile};
 use erg::guidance::{preset, Guidance};
@@ -25,10 +25,7 @@ fn main() -> anyhow::Result<()> {
     let depth = bench.model.depth();
     // The base: I-ERG at the mean-rank-selected temperature (τ = 0.5, blocks [2, 4), w = 3).
     let ierg = |kappa: f64, energy: Energy| -> anyhow::Result<Guidance> {
-        let mut g = preset("ierg", 3.0, depth)?;
-        g.terms[0].negative.kappa = kappa;
-        g.terms[0].negative.attention.rectifier = Rectifier::Energy(energy);
-        Ok(g)
+        Ok(preset("ierg", 3.0, depth)?.with_kappa(kappa)?.with_energy(energy)?)
     };
     let cfg_run = evaluate_variants(&bench, &[("CFG".into(), preset("cfg", 3.0, depth)?)], &cfg, &mut results, &device)?;
     // ANCHOR_END: setup

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use erg::eval::report::{markdown_table, plot_metric_curves};
 use erg::eval::{EvalConfig, ResultsFile, TextBench};
-use erg::guidance::{preset_for, Condition, Guidance};
+use erg::guidance::{preset_for, Guidance};
 use erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT;
 use erg::models::Denoiser;
 
@@ -28,11 +28,7 @@ fn main() -> anyhow::Result<()> {
     let (depth, layers) = (bench.model.depth(), bench.model.text_layers());
     // C-ERG at guidance scale w with temperature τ_c.
     let cerg = |w: f64, tau_c: f64| -> anyhow::Result<Guidance> {
-        let mut g = preset_for("cerg", w, depth, layers)?;
-        if let Condition::Rectified(r) = &mut g.terms[0].negative.condition {
-            r.tau = tau_c;
-        }
-        Ok(g)
+        Ok(preset_for("cerg", w, depth, layers)?.with_tau_c(tau_c)?)
     };
     // ANCHOR_END: setup
 

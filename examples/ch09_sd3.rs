@@ -9,7 +9,7 @@
 //! cargo run --release --example ch09_sd3 -- --weights /path/to/sd3_medium.safetensors
 //! ```
 use candle_core::{DType, Tensor};
-use erg::attention::{scale_block_range, AttentionPlan, ForwardPlan, Rectifier};
+use erg::attention::{scale_block_range, AttentionPlan, ForwardPlan, NoProbe, Rectifier};
 use erg::models::mmdit::{Mmdit, MmditConfig};
 
 fn main() -> anyhow::Result<()> {
@@ -50,11 +50,11 @@ fn main() -> anyhow::Result<()> {
     let tt = Tensor::new(&[t as f32, t as f32], &device)?;
     let (y2, ctx2) = (Tensor::cat(&[&y, &y_null], 0)?, Tensor::cat(&[&ctx, &ctx_null], 0)?);
     let plan = ForwardPlan::new(vec![(1, AttentionPlan::standard()), (1, AttentionPlan::blocks(Rectifier::temperature(0.01), l_min, l_max))]);
-    let v = model.velocity(&x2, &tt, &y2, &ctx2, &plan)?; // (2, C, H, W): positive, I-ERG negative
+    let v = model.velocity(&x2, &tt, &y2, &ctx2, &plan, &mut NoProbe)?; // (2, C, H, W): positive, I-ERG negative
     let (pos, neg) = (v.get(0)?, v.get(1)?);
     let w = 3.0;
     let guided = ((&pos * w)? + (&neg * (1.0 - w))?)?; // Eq. (10)
-    let plain = model.velocity(&x2, &tt, &y2, &ctx2, &ForwardPlan::uniform(2, AttentionPlan::standard()))?;
+    let plain = model.velocity(&x2, &tt, &y2, &ctx2, &ForwardPlan::uniform(2, AttentionPlan::standard()), &mut NoProbe)?;
     let cfg_guided = ((plain.get(0)? * w)? + (plain.get(1)? * (1.0 - w))?)?;
     let diff = (&guided - &cfg_guided)?.abs()?.mean_all()?.to_scalar::<f32>()?;
     println!("I-ERG blocks [{l_min}, {l_max}); mean |I-ERG − CFG| of the guided velocity at t = {t}: {diff:.4}");

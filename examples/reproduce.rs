@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use erg::checkpoint::load_dit;
 use erg::guidance::{preset, Guidance, Models};
 use erg::imaging::{grid, labelled_comparison, save_png, to_rgb8, Panel};
 use erg::models::Denoiser;
@@ -51,12 +50,13 @@ struct Args {
     /// Base seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// I-ERG attention temperature τ (Table 7: 0.01).
-    #[arg(long, default_value_t = 0.01)]
-    tau: f64,
-    /// I-ERG kickoff κ (Table 7, class-conditional: 0.3).
-    #[arg(long, default_value_t = 0.3)]
-    kappa: f64,
+    /// I-ERG attention temperature τ of the rectified methods (default: the preset's, Table 7: 0.01).
+    #[arg(long)]
+    tau: Option<f64>,
+    /// I-ERG kickoff κ of the rectified methods (default: the preset's, Table 7: 0.3
+    /// class-conditional, 0.2 unconditional).
+    #[arg(long)]
+    kappa: Option<f64>,
     /// Output folder.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -71,18 +71,19 @@ struct MethodReport {
     grid: String,
 }
 
-/// A method from a preset name (with this run's w, τ, κ) or a JSON file.
+/// A method from a preset name (with this run's w, and τ, κ where the flags are given and the
+/// method rectifies attention) or a JSON file.
 fn method(name: &str, args: &Args, depth: usize) -> anyhow::Result<Guidance> {
     if name.ends_with(".json") {
         return Ok(serde_json::from_str(&std::fs::read_to_string(name)?)?);
     }
     let mut g = preset(name, args.guidance_scale, depth)?;
-    if name.contains("erg") {
-        for t in &mut g.terms {
-            t.negative.kappa = args.kappa;
-            if let erg::attention::Rectifier::Energy(e) = &mut t.negative.attention.rectifier {
-                e.tau = args.tau;
-            }
+    if g.has_rectified_attention() {
+        if let Some(tau) = args.tau {
+            g = g.with_tau(tau)?;
+        }
+        if let Some(kappa) = args.kappa {
+            g = g.with_kappa(kappa)?;
         }
     }
     Ok(g)
@@ -92,7 +93,7 @@ fn title(g: &Guidance) -> String {
     match g.name.as_str() {
         "none" => "no guidance".into(),
         "uncond" => "unconditional".into(),
-        n if n.contains("erg") => {
+        n if g.has_rectified_attention() => {
             let t = &g.terms[0].negative;
             let tau = match t.attention.rectifier {
                 erg::attention::Rectifier::Energy(e) => e.tau,
@@ -113,20 +114,20 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let t_all = Instant::now();
 
-    let checkpoint = if args.train {
+    let (checkpoint, weak_checkpoint) = if args.train {
         let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, 32)?;
         let cfg = erg::train::TrainConfig::new(erg::models::dit::DitConfig::emoji_tiny(), "emoji", args.train_steps, args.seed);
         let paths = erg::train::RunPaths::new(args.out.join("train"));
         let r = erg::train::train(&cfg, &data, &device, &paths, true, None, true)?;
         eprintln!("trained {} steps, final loss {:.4}, {:.0} s", r.step, r.final_loss, r.wall_s);
-        paths.ema()
+        (paths.ema(), paths.weak()) // the run's own weak checkpoint for AutoGuidance
     } else {
-        args.checkpoint.clone()
+        (args.checkpoint.clone(), args.weak_checkpoint.clone())
     };
-    let (model, card) = load_dit(&checkpoint, &device)?;
+    let (model, card) = erg::models::dit::load(&checkpoint, &device)?;
     let depth = model.depth();
     let methods: Vec<Guidance> = args.guidance.iter().map(|name| method(name, &args, depth)).collect::<anyhow::Result<_>>()?;
-    let weak = if methods.iter().any(|g| g.needs_weak_model()) { Some(load_dit(&args.weak_checkpoint, &device)?.0) } else { None };
+    let weak = if methods.iter().any(|g| g.needs_weak_model()) { Some(erg::models::dit::load(&weak_checkpoint, &device)?.0) } else { None };
     let models = Models { main: &model, weak: weak.as_ref() };
     let labels = class_grid_labels(card.classes.len(), args.samples, &device)?;
     let cfg = SampleConfig { num_steps: args.steps, seed: args.seed, batch_size: 96 };
@@ -179,7 +180,14 @@ fn main() -> anyhow::Result<()> {
         args.seed,
         erg::device::describe(&device)
     ));
-    md.push_str(&format!("Guidance scale w = {} for the CFG-like term of every method; I-ERG: τ = {}, κ = {} (Table 7 class-conditional defaults, blocks 12–15 of 28 scaled to {depth}). Full settings of each method: `summary.json`.\n\n", args.guidance_scale, args.tau, args.kappa));
+    let settings = |g: &Guidance| format!("{}: {}", g.name, g.describe());
+    let rectified: Vec<String> = methods.iter().filter(|g| g.has_rectified_attention()).map(settings).collect();
+    md.push_str(&format!(
+        "Guidance scale w = {} for the CFG-like term of every method; {} ({}; Table 7's blocks 12–15 of 28 scaled to {depth}). Full settings of each method: `summary.json`.\n\n",
+        args.guidance_scale,
+        if rectified.is_empty() { "no rectified method".to_string() } else { rectified.join("; ") },
+        if args.tau.is_some() || args.kappa.is_some() { "τ/κ from the command line" } else { "Table 7's τ and κ" }
+    ));
     md.push_str(&format!(
         "| method | NFE / step | wall time (s) | s / step | mean abs. diff. from {} | grid |\n|---|---|---|---|---|---|\n",
         reports[0].method

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 // ANCHOR: setup
 use clap::Parser;
-use erg::guidance::{preset_for, Condition, Guidance, Models};
+use erg::guidance::{preset_for, Guidance, Models};
 use erg::imaging::{grid, labelled_comparison, save_png, to_rgb8, Panel};
 use erg::models::mmdit::{t2i::SHIPPED_EMOJI_MMDIT, TextToImage};
 use erg::models::Denoiser;
@@ -69,18 +69,15 @@ struct Args {
 /// A preset for the text-to-image model, with this run's τ_c, τ and κ where they apply.
 fn method(name: &str, a: &Args, model: &TextToImage) -> anyhow::Result<Guidance> {
     let mut g = preset_for(name, a.guidance_scale, model.depth(), model.text_layers())?;
-    for t in &mut g.terms {
-        let n = &mut t.negative;
-        if let (Condition::Rectified(r), Some(tau_c)) = (&mut n.condition, a.tau_c) {
-            r.tau = tau_c;
+    if let Some(tau_c) = a.tau_c.filter(|_| g.has_rectified_condition()) {
+        g = g.with_tau_c(tau_c)?;
+    }
+    if g.has_rectified_attention() {
+        if let Some(tau) = a.tau {
+            g = g.with_tau(tau)?;
         }
-        if let erg::attention::Rectifier::Energy(e) = &mut n.attention.rectifier {
-            if let Some(tau) = a.tau {
-                e.tau = tau;
-            }
-            if let Some(k) = a.kappa {
-                n.kappa = k;
-            }
+        if let Some(kappa) = a.kappa {
+            g = g.with_kappa(kappa)?;
         }
     }
     Ok(g)

@@ -5,10 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use crate::models::dit::{Dit, DitConfig};
 use crate::{Error, Result};
 
 /// The shipped emoji DiT (EMA weights).
@@ -19,11 +17,11 @@ pub const SHIPPED_EMOJI_WEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/
 pub const SHIPPED_EMOJI_CLASSIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-classifier.safetensors");
 
 /// The JSON sidecar of a model checkpoint (`<stem>.json` beside `<stem>.safetensors`).
-/// `C` is the model's configuration: [`DitConfig`] for the DiT,
+/// `C` is the model's configuration: [`crate::models::dit::DitConfig`] for the DiT,
 /// [`crate::models::mmdit::TextToImageConfig`] for the text-to-image MMDiT, or
 /// `serde_json::Value` to read any card.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ModelCard<C = DitConfig> {
+pub struct ModelCard<C> {
     /// Architecture: `dit` or `mmdit-t2i`.
     pub model: String,
     /// Model configuration.
@@ -104,16 +102,4 @@ pub fn load_card<C: serde::de::DeserializeOwned>(weights: &Path) -> Result<Model
     let p = card_path(weights);
     let text = std::fs::read_to_string(&p).map_err(|_| Error::Missing { path: p.clone(), hint: "every checkpoint needs its JSON card beside it".into() })?;
     serde_json::from_str(&text).map_err(|e| Error::corrupt(&p, e))
-}
-
-/// Loads a DiT for sampling (plain tensors, no autograd tracking) in f32 on `device`.
-///
-/// Errors: missing weights or card, corrupt files, weights that do not match the card's config.
-pub fn load_dit(weights: &Path, device: &Device) -> Result<(Dit, ModelCard)> {
-    let card = load_card(weights)?;
-    let tensors = load_tensors(weights, device)?;
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    let model =
-        Dit::new(&card.config, vb).map_err(|e| Error::corrupt(weights, format!("weights do not match the config in {}: {e}", card_path(weights).display())))?;
-    Ok((model, card))
 }

@@ -14,6 +14,7 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::ForwardPlan;
+use crate::nn::Kernels;
 use crate::models::Denoiser;
 use crate::{Error, Result};
 
@@ -91,17 +92,18 @@ impl TimeSampling {
     }
 }
 
-/// Rectified-flow loss ‖v_θ(x_t, t, c) − (x₁ − ε)‖², mean over all elements (differentiable).
-/// `x1`, `eps`: (B, C, H, W); `t`: (B,); `cond`: the model's conditioning.
+/// Rectified-flow loss ‖v_θ(x_t, t, c) − (x₁ − ε)‖², mean over all elements (differentiable,
+/// fused kernels). `x1`, `eps`: (B, C, H, W); `t`: (B,); `cond`: the model's conditioning.
 pub fn loss<M: Denoiser>(model: &M, x1: &Tensor, eps: &Tensor, t: &Tensor, cond: &Tensor) -> Result<Tensor> {
-    loss_embedded(model, x1, eps, t, &model.embed_condition(cond)?)
+    loss_embedded(model, x1, eps, t, &model.embed_condition(cond)?, Kernels::Fused)
 }
 
 /// [`loss`] from an embedded condition (as from [`Denoiser::embed_condition`]; precomputed text
-/// embeddings when training a text-to-image model with a frozen encoder).
-pub fn loss_embedded<M: Denoiser>(model: &M, x1: &Tensor, eps: &Tensor, t: &Tensor, cond_emb: &Tensor) -> Result<Tensor> {
+/// embeddings when training a text-to-image model with a frozen encoder), with `kernels`.
+pub fn loss_embedded<M: Denoiser>(model: &M, x1: &Tensor, eps: &Tensor, t: &Tensor, cond_emb: &Tensor, kernels: Kernels) -> Result<Tensor> {
     let x_t = interpolate(x1, eps, t)?;
-    let v = model.velocity_embedded(&x_t, t, cond_emb, &ForwardPlan::train(x1.dim(0)?))?;
+    let plan = ForwardPlan::train(x1.dim(0)?).with_kernels(kernels);
+    let v = model.velocity_embedded(&x_t, t, cond_emb, &plan)?;
     let target = velocity_target(x1, eps)?;
     Ok((v - target)?.sqr()?.flatten_all()?.mean(D::Minus1)?)
 }

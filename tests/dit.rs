@@ -3,7 +3,8 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::{max_abs_diff, random_dit};
 use erg::attention::{AttentionPlan, ForwardPlan, Rectifier};
-use erg::models::dit::{embed::pos_embed_2d, Dit, DitConfig};
+use erg::models::dit::{Dit, DitConfig};
+use erg::models::embed::pos_embed_2d;
 use erg::nn::{seeded_varbuilder, SeededVarMap};
 
 fn inputs(cfg: &DitConfig, b: usize) -> (Tensor, Tensor, Tensor) {

@@ -85,7 +85,7 @@ fn an_evaluation_run_computes_every_metric() {
     let mut tc = erg::train::TrainConfig::new(erg::models::dit::DitConfig::test_tiny(), "mnist", 3, 0);
     tc.batch_size = 8;
     erg::train::train(&tc, &data, &Device::Cpu, &erg::train::RunPaths::new(dir.path().join("run")), false, None, false).unwrap();
-    let (model, _) = erg::checkpoint::load_dit(&dir.path().join("run/ema.safetensors"), &Device::Cpu).unwrap();
+    let (model, _) = erg::models::dit::load(&dir.path().join("run/ema.safetensors"), &Device::Cpu).unwrap();
     let r = reference(&clf, &data, Some(10), &Device::Cpu).unwrap();
     assert_eq!(r.features.nrows(), 100);
     let cfg = EvalConfig { samples_per_class: 2, num_steps: 3, batch_size: 32, ..Default::default() };

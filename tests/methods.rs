@@ -6,7 +6,7 @@ use common::{max_abs_diff, random_dit};
 use erg::attention::{attention, smooth, AttentionPlan, ForwardPlan, Rectifier};
 use erg::guidance::{guided_velocity, preset, Apg, Cads, Combiner, Guidance, Guider, Models, Sag, Window, PRESET_NAMES};
 use erg::models::{dit::DitConfig, Denoiser};
-use erg::nn::OpMode;
+use erg::nn::Ops;
 
 fn t(v: &[f32], shape: &[usize]) -> Tensor {
     Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
@@ -112,8 +112,8 @@ fn seg_blur_regimes() {
     assert!(max_abs_diff(&s, &want) < 1e-5, "{}", max_abs_diff(&s, &want));
     // σ → 0 through the attention function equals standard attention
     let k = q.clone();
-    let a = attention(&q, &k, &k, &Rectifier::SmoothedQueries { sigma: 1e-6 }, OpMode::Infer, Some((2, 3))).unwrap();
-    let b = attention(&q, &k, &k, &Rectifier::Standard, OpMode::Infer, None).unwrap();
+    let a = attention(&q, &k, &k, &Rectifier::SmoothedQueries { sigma: 1e-6 }, Ops::infer(), Some((2, 3))).unwrap();
+    let b = attention(&q, &k, &k, &Rectifier::Standard, Ops::infer(), None).unwrap();
     assert!(max_abs_diff(&a, &b) < 1e-6);
     assert!(Rectifier::SmoothedQueries { sigma: -1.0 }.validate().is_err());
 }
@@ -124,9 +124,9 @@ fn pag_is_identity_attention_in_the_perturbed_blocks_only() {
     let q = erg::rng::randn(&mut r, &[2, 2, 6, 4], &Device::Cpu).unwrap();
     let v = erg::rng::randn(&mut r, &[2, 2, 6, 4], &Device::Cpu).unwrap();
     let plan = ForwardPlan::uniform(2, AttentionPlan::blocks(Rectifier::Identity, 1, 2));
-    assert_eq!(max_abs_diff(&plan.attend(1, &q, &q, &v, None).unwrap(), &v), 0.0);
-    let std = attention(&q, &q, &v, &Rectifier::Standard, OpMode::Infer, None).unwrap();
-    assert_eq!(max_abs_diff(&plan.attend(0, &q, &q, &v, None).unwrap(), &std), 0.0);
+    assert_eq!(max_abs_diff(&plan.attend(1, &q, &q, &v, None, &mut erg::attention::NoProbe).unwrap(), &v), 0.0);
+    let std = attention(&q, &q, &v, &Rectifier::Standard, Ops::infer(), None).unwrap();
+    assert_eq!(max_abs_diff(&plan.attend(0, &q, &q, &v, None, &mut erg::attention::NoProbe).unwrap(), &std), 0.0);
 }
 
 #[test]
@@ -268,8 +268,8 @@ fn invalid_configurations_are_clear_errors() {
 fn every_method_stays_finite_on_the_shipped_model() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/checkpoints/emoji-dit-ema.safetensors");
     let weak_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/checkpoints/emoji-dit-weak.safetensors");
-    let (m, card) = erg::checkpoint::load_dit(&path, &Device::Cpu).expect("the shipped checkpoint loads");
-    let (weak, _) = erg::checkpoint::load_dit(&weak_path, &Device::Cpu).expect("the shipped weak checkpoint loads");
+    let (m, card) = erg::models::dit::load(&path, &Device::Cpu).expect("the shipped checkpoint loads");
+    let (weak, _) = erg::models::dit::load(&weak_path, &Device::Cpu).expect("the shipped weak checkpoint loads");
     let n = card.classes.len() as u32;
     let y = Tensor::new(&[0u32, n / 2, n - 1], &Device::Cpu).unwrap();
     let mut r = erg::rng::stream(8, 8);

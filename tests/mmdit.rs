@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::max_abs_diff;
-use erg::attention::{AttentionPlan, ForwardPlan, Rectifier};
+use erg::attention::{AttentionPlan, ForwardPlan, Rectifier, NoProbe};
 use erg::models::mmdit::{Mmdit, MmditConfig};
 
 /// Random weights (every tensor, N(0, 0.3²)) in the SD3 layout.
@@ -47,7 +47,7 @@ fn qk_norm_block_matches_candle_transformers() {
     let theirs = MMDiTJointBlock::new(d, cfg.num_heads(), false, VarBuilder::from_tensors(w, DType::F32, &Device::Cpu).pp("joint_blocks.0")).unwrap();
     let (x, ctx, c) = (randn(&[2, 12, d], 22), randn(&[2, 5, d], 23), randn(&[2, d], 24));
     let (want_ctx, want_x) = theirs.forward(&ctx, &x, &c).unwrap();
-    let (got_x, got_ctx) = ours.blocks()[0].forward(0, &x, &ctx, &c, &ForwardPlan::uniform(2, AttentionPlan::standard()), (3, 4)).unwrap();
+    let (got_x, got_ctx) = ours.blocks()[0].forward(0, &x, &ctx, &c, &ForwardPlan::uniform(2, AttentionPlan::standard()), (3, 4), &mut NoProbe).unwrap();
     assert!(max_abs_diff(&got_x, &want_x) < 1e-4 && max_abs_diff(&got_ctx.unwrap(), &want_ctx) < 1e-4);
 }
 
@@ -67,12 +67,12 @@ fn matches_candle_transformers_mmdit() {
         let core = candle_transformers::models::mmdit::model::MMDiTCore::new(cfg.depth, d, cfg.num_heads(), cfg.patch_size, cfg.out_channels, false, theirs_vb)
             .unwrap();
         let want = core.forward(&ctx, &x, &c, None).unwrap();
-        let got = ours.forward_tokens(&x, &ctx, &c, &ForwardPlan::uniform(b, AttentionPlan::standard()), grid).unwrap();
+        let got = ours.forward_tokens(&x, &ctx, &c, &ForwardPlan::uniform(b, AttentionPlan::standard()), grid, &mut NoProbe).unwrap();
         let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-4, "qk_norm = {qk_norm}: core outputs differ by {diff}");
         // SLG's block skip equals candle-transformers' skip_layers.
         let want = core.forward(&ctx, &x, &c, Some(&[1])).unwrap();
-        let got = ours.forward_tokens(&x, &ctx, &c, &ForwardPlan::uniform(b, AttentionPlan::blocks(Rectifier::SkipBlock, 1, 2)), grid).unwrap();
+        let got = ours.forward_tokens(&x, &ctx, &c, &ForwardPlan::uniform(b, AttentionPlan::blocks(Rectifier::SkipBlock, 1, 2)), grid, &mut NoProbe).unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-4, "skip layer 1");
     }
     // The whole network in f16 (candle-transformers' embedder is f16): within f16 rounding.
@@ -88,7 +88,7 @@ fn matches_candle_transformers_mmdit() {
         .unwrap()
         .to_dtype(DType::F32)
         .unwrap();
-    let got = ours.forward_sd3(&x, &ts, &y, &ctx, &ForwardPlan::uniform(2, AttentionPlan::standard())).unwrap();
+    let got = ours.forward_sd3(&x, &ts, &y, &ctx, &ForwardPlan::uniform(2, AttentionPlan::standard()), &mut NoProbe).unwrap();
     let scale = want.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
     let diff = max_abs_diff(&got, &want);
     assert!(diff < 0.02 * scale.max(1.0), "full forward differs by {diff} (output scale {scale})");
@@ -101,8 +101,8 @@ fn paper_time_convention_at_the_boundary() {
     let (x, y, ctx) = (randn(&[1, 4, 4, 4], 1), randn(&[1, cfg.adm_in_channels], 2), randn(&[1, 3, cfg.context_embed_size], 3));
     let plan = ForwardPlan::uniform(1, AttentionPlan::standard());
     // Paper t = 0.3 is SD3's σ = 0.7, timestep 700, and the velocity flips sign.
-    let v = m.velocity(&x, &Tensor::new(&[0.3f32], &Device::Cpu).unwrap(), &y, &ctx, &plan).unwrap();
-    let sd3 = m.forward_sd3(&x, &Tensor::new(&[700f32], &Device::Cpu).unwrap(), &y, &ctx, &plan).unwrap();
+    let v = m.velocity(&x, &Tensor::new(&[0.3f32], &Device::Cpu).unwrap(), &y, &ctx, &plan, &mut NoProbe).unwrap();
+    let sd3 = m.forward_sd3(&x, &Tensor::new(&[700f32], &Device::Cpu).unwrap(), &y, &ctx, &plan, &mut NoProbe).unwrap();
     assert!(max_abs_diff(&v, &sd3.neg().unwrap()) < 1e-4);
 }
 
@@ -112,7 +112,7 @@ fn rectifiers_act_on_the_joint_attention() {
     let m = Mmdit::new(&cfg, VarBuilder::from_tensors(random_weights(&cfg, 11), DType::F32, &Device::Cpu)).unwrap();
     let (x, y, ctx) = (randn(&[1, 4, 4, 4], 1), randn(&[1, cfg.adm_in_channels], 2), randn(&[1, 3, cfg.context_embed_size], 3));
     let t = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
-    let run = |r: Rectifier| m.velocity(&x, &t, &y, &ctx, &ForwardPlan::uniform(1, AttentionPlan::blocks(r, 0, 1))).unwrap();
+    let run = |r: Rectifier| m.velocity(&x, &t, &y, &ctx, &ForwardPlan::uniform(1, AttentionPlan::blocks(r, 0, 1)), &mut NoProbe).unwrap();
     let base = run(Rectifier::Standard);
     assert!(max_abs_diff(&run(Rectifier::temperature(1.0)), &base) < 1e-5, "τ = 1 is standard attention");
     for r in [Rectifier::temperature(0.01), Rectifier::Identity, Rectifier::SmoothedQueries { sigma: f64::INFINITY }] {
@@ -138,6 +138,7 @@ fn sd3_layout_file_loads_and_missing_keys_are_named() {
             &randn(&[1, 12], 2),
             &randn(&[1, 3, 10], 3),
             &ForwardPlan::uniform(1, AttentionPlan::standard()),
+            &mut NoProbe,
         )
         .unwrap();
     assert_eq!(out.dims(), &[1, 4, 4, 4]);

@@ -52,7 +52,7 @@ fn ch06_decomposition_on_the_shipped_model() {
     use candle_core::{Device, Tensor};
     use erg::analysis::decomposition::{along_sampling, suggest_kappa};
     use erg::guidance::{preset, Models};
-    let (model, _) = erg::checkpoint::load_dit(std::path::Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &Device::Cpu).unwrap();
+    let (model, _) = erg::models::dit::load(std::path::Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &Device::Cpu).unwrap();
     let labels = Tensor::new(&[0u32, 5], &Device::Cpu).unwrap();
     let mut out = Vec::new();
     for name in ["cfg", "ierg"] {
@@ -71,7 +71,7 @@ fn ch06_decomposition_on_the_shipped_model() {
 fn ch07_attention_certainty_on_the_shipped_model() {
     use candle_core::Device;
     use erg::analysis::certainty::{noise_like, profile, suggest_layer_range};
-    let (model, _) = erg::checkpoint::load_dit(std::path::Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &Device::Cpu).unwrap();
+    let (model, _) = erg::models::dit::load(std::path::Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &Device::Cpu).unwrap();
     let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, 32).unwrap();
     let (x1, labels) = data.per_class(1).unwrap();
     let labels = candle_core::Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();

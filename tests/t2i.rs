@@ -11,7 +11,7 @@ use erg::attention::{attention, AttentionPlan, ForwardPlan, Rectifier};
 use erg::guidance::{preset, preset_for, Guidance, Guider, Models, TextErg, PRESET_NAMES};
 use erg::models::mmdit::{TextToImage, TextToImageConfig};
 use erg::models::Denoiser;
-use erg::nn::OpMode;
+use erg::nn::Ops;
 use erg::text::{empty_prompt_ids, MiniLm, MiniLmConfig, TextEncoder, TextRectification};
 
 fn prompts() -> Tensor {
@@ -111,8 +111,8 @@ fn pag_in_joint_attention_replaces_only_the_image_image_block() {
     let q = erg::rng::randn(&mut r, &[1, 2, 7, 4], &Device::Cpu).unwrap(); // 4 image + 3 text tokens
     let k = erg::rng::randn(&mut r, &[1, 2, 7, 4], &Device::Cpu).unwrap();
     let v = erg::rng::randn(&mut r, &[1, 2, 7, 4], &Device::Cpu).unwrap();
-    let pag = attention(&q, &k, &v, &Rectifier::Identity, OpMode::Infer, Some((2, 2))).unwrap();
-    let std = attention(&q, &k, &v, &Rectifier::Standard, OpMode::Infer, Some((2, 2))).unwrap();
+    let pag = attention(&q, &k, &v, &Rectifier::Identity, Ops::infer(), Some((2, 2))).unwrap();
+    let std = attention(&q, &k, &v, &Rectifier::Standard, Ops::infer(), Some((2, 2))).unwrap();
     // text queries attend as usual
     assert!(max_abs_diff(&pag.narrow(2, 4, 3).unwrap(), &std.narrow(2, 4, 3).unwrap()) < 1e-6);
     // image query 0 ignores the values of the other image tokens, but not those of the text
@@ -121,12 +121,12 @@ fn pag_in_joint_attention_replaces_only_the_image_image_block() {
         d[i * 4] = 5.0;
         (&v + Tensor::from_vec(d, (1, 1, 7, 4), &Device::Cpu).unwrap().broadcast_as(v.dims()).unwrap()).unwrap()
     };
-    let row0 = |v: &Tensor| attention(&q, &k, v, &Rectifier::Identity, OpMode::Infer, Some((2, 2))).unwrap().narrow(2, 0, 1).unwrap();
+    let row0 = |v: &Tensor| attention(&q, &k, v, &Rectifier::Identity, Ops::infer(), Some((2, 2))).unwrap().narrow(2, 0, 1).unwrap();
     assert!(max_abs_diff(&row0(&bump(2)), &row0(&v)) < 1e-6);
     assert!(max_abs_diff(&row0(&bump(5)), &row0(&v)) > 1e-3);
     // without text tokens it is the identity (DiT)
     let img = |t: &Tensor| t.narrow(2, 0, 4).unwrap().contiguous().unwrap();
-    let only = attention(&img(&q), &img(&k), &img(&v), &Rectifier::Identity, OpMode::Infer, Some((2, 2))).unwrap();
+    let only = attention(&img(&q), &img(&k), &img(&v), &Rectifier::Identity, Ops::infer(), Some((2, 2))).unwrap();
     assert!(max_abs_diff(&only, &img(&v)) < 1e-7);
 }
 
@@ -216,7 +216,7 @@ fn every_weight_gets_a_gradient(cfg: TextToImageConfig) {
     let emb = common::text_encoder(2).encode_ids(&prompts(), None).unwrap();
     let x1 = noise(7);
     let t = Tensor::new(&[0.3f32, 0.6], &Device::Cpu).unwrap();
-    let loss = erg::flow::loss_embedded(&m, &x1, &noise(8), &t, &emb).unwrap();
+    let loss = erg::flow::loss_embedded(&m, &x1, &noise(8), &t, &emb, erg::nn::Kernels::Fused).unwrap();
     let grads = loss.backward().unwrap();
     let data = map.varmap.data().lock().unwrap();
     // The last block's text stream is pre-only: its queries reach no output, so its ln_q is

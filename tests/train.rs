@@ -1,7 +1,6 @@
 //! Training on MNIST-5k: the loss falls, checkpoints round-trip, resume is exact, sampling is
 //! deterministic, and broken inputs give clear errors.
 use candle_core::{Device, Tensor};
-use erg::checkpoint::load_dit;
 use erg::data::mnist;
 use erg::guidance::{Guidance, IErg, Models};
 use erg::models::dit::DitConfig;
@@ -92,12 +91,12 @@ fn checkpoint_round_trip_and_deterministic_sampling() {
     let dir = tempfile::tempdir().unwrap();
     train(&config(4), &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap();
     let ema = dir.path().join("ema.safetensors");
-    let (m1, card) = load_dit(&ema, &Device::Cpu).unwrap();
+    let (m1, card) = erg::models::dit::load(&ema, &Device::Cpu).unwrap();
     assert_eq!(card.step, 4);
     // save the loaded weights again (f16, as shipped) and reload: outputs equal to f16 precision
     let copy = dir.path().join("copy.safetensors");
     erg::checkpoint::save_checkpoint(&read(&ema), &card, &copy, candle_core::DType::F16).unwrap();
-    let (m2, _) = load_dit(&copy, &Device::Cpu).unwrap();
+    let (m2, _) = erg::models::dit::load(&copy, &Device::Cpu).unwrap();
     let labels = class_grid_labels(10, 1, &Device::Cpu).unwrap();
     let cfg = SampleConfig { num_steps: 4, seed: 3, batch_size: 6 };
     let g = Guidance::i_erg(2.0, IErg::class_conditional_defaults(2));
@@ -114,7 +113,7 @@ fn checkpoint_round_trip_and_deterministic_sampling() {
     // exact f32 round trip
     let copy32 = dir.path().join("copy32.safetensors");
     erg::checkpoint::save_checkpoint(&read(&ema), &card, &copy32, candle_core::DType::F32).unwrap();
-    let (m3, _) = load_dit(&copy32, &Device::Cpu).unwrap();
+    let (m3, _) = erg::models::dit::load(&copy32, &Device::Cpu).unwrap();
     let d = sample(Models::main(&m3), &g, &labels, &cfg, 0, &Device::Cpu, |_, _| {}).unwrap();
     assert_eq!(a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), d.images.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     assert_eq!(a.nfe_per_step, 2.0); // CFG before κ, rectified CFG after: 2 NFE every step
@@ -123,19 +122,19 @@ fn checkpoint_round_trip_and_deterministic_sampling() {
 #[test]
 fn missing_and_corrupt_checkpoints_are_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let e = load_dit(&dir.path().join("nope.safetensors"), &Device::Cpu).unwrap_err().to_string();
+    let e = erg::models::dit::load(&dir.path().join("nope.safetensors"), &Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("not found") || e.contains("nope.json"), "{e}");
     train(&config(4), &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap();
     let ema = dir.path().join("ema.safetensors");
     std::fs::write(&ema, b"this is not a safetensors file").unwrap();
-    let e = load_dit(&ema, &Device::Cpu).unwrap_err();
+    let e = erg::models::dit::load(&ema, &Device::Cpu).unwrap_err();
     assert!(matches!(e, erg::Error::Corrupt { .. }), "{e}");
     // a card whose config does not match the weights
     let weak = dir.path().join("weak.safetensors");
-    let mut card: erg::checkpoint::ModelCard = erg::checkpoint::load_card(&weak).unwrap();
+    let mut card: erg::checkpoint::ModelCard<erg::models::dit::DitConfig> = erg::checkpoint::load_card(&weak).unwrap();
     card.config.hidden_size = 64;
     std::fs::write(dir.path().join("weak.json"), serde_json::to_string(&card).unwrap()).unwrap();
-    assert!(load_dit(&weak, &Device::Cpu).unwrap_err().to_string().contains("do not match"));
+    assert!(erg::models::dit::load(&weak, &Device::Cpu).unwrap_err().to_string().contains("do not match"));
 }
 
 #[test]

@@ -9,9 +9,34 @@
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use crate::attention::{AttentionPlan, ForwardPlan};
+use crate::attention::{AttentionPlan, AttentionProbe, ForwardPlan};
+use crate::flow::interpolate;
 use crate::models::Denoiser;
 use crate::{Error, Result};
+
+/// The probe of the analysis: in every block, the share of (query, head) pairs of the first row
+/// group whose largest attention probability exceeds `threshold`, and the mean largest
+/// probability, as `(block, share, mean)`.
+#[derive(Debug, Clone)]
+pub struct CertaintyProbe {
+    /// The probability threshold p (ERG Fig. 7 uses 0.95).
+    pub threshold: f64,
+    /// `(block, share above the threshold, mean largest probability)`, in block order.
+    pub records: Vec<(usize, f64, f64)>,
+}
+
+impl AttentionProbe for CertaintyProbe {
+    fn wants(&self, _block: usize) -> bool {
+        true
+    }
+    fn observe(&mut self, block: usize, probs: &Tensor) -> Result<()> {
+        let top = probs.max(candle_core::D::Minus1)?; // (rows, H, S)
+        let share = top.gt(self.threshold)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
+        let mean_top = top.mean_all()?.to_scalar::<f32>()? as f64;
+        self.records.push((block, share, mean_top));
+        Ok(())
+    }
+}
 
 /// Certainty shares (0–1) per block at each t.
 #[derive(Debug, Clone, Serialize)]
@@ -60,12 +85,12 @@ pub fn profile<M: Denoiser>(model: &M, x1: &Tensor, cond: &Tensor, noise: &Tenso
     let b = x1.dim(0)?;
     let (mut shares, mut mean_max) = (Vec::with_capacity(ts.len()), Vec::with_capacity(ts.len()));
     for &t in ts {
-        let xt = ((x1 * t)? + (noise * (1.0 - t))?)?;
         let tt = Tensor::full(t as f32, b, x1.device())?;
-        let mut plan = ForwardPlan::uniform(b, AttentionPlan::standard());
-        plan.certainty_threshold = Some(threshold);
-        model.velocity(&xt, &tt, cond, &plan)?;
-        let mut rec = plan.certainty.into_inner();
+        let xt = interpolate(x1, noise, &tt)?; // (B, C, H, W)
+        let plan = ForwardPlan::uniform(b, AttentionPlan::standard());
+        let mut probe = CertaintyProbe { threshold, records: vec![] };
+        model.velocity_probed(&xt, &tt, &model.embed_condition(cond)?, &plan, &mut probe)?;
+        let mut rec = probe.records;
         rec.sort_by_key(|r| r.0);
         shares.push(rec.iter().map(|r| r.1).collect());
         mean_max.push(rec.iter().map(|r| r.2).collect());

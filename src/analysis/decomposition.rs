@@ -44,7 +44,7 @@ pub fn along_sampling<M: Denoiser>(models: Models<'_, M>, guidance: &Guidance, c
     let b = cond.dim(0)?;
     let mut x = per_sample_noise(seed, 0, b, &[c, h, w], cond.device())?;
     let mut guider = Guider::new(guidance, models, seed)?;
-    let neg_emb = neg_model.embed_branch_condition(cond, term.negative.condition)?;
+    let neg_emb = neg_model.embed_request(cond, term.negative.condition)?;
     let schedule = uniform_schedule(num_steps);
     let mut out = Vec::with_capacity(num_steps);
     let norm = ((c * h * w) as f64).sqrt();

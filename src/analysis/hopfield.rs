@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::attention::{attention, Energy, Rectifier};
-use crate::nn::OpMode;
+use crate::nn::Ops;
 use crate::Result;
 
 /// log Σ exp(zᵢ), stable.
@@ -61,7 +61,7 @@ pub fn trajectory(xi0: &[f64], patterns: &[Vec<f64>], e: &Energy) -> Result<Vec<
     for _ in 0..e.steps {
         // The update needs queries and values of one shape: pad the single query to N rows.
         let qs = q.broadcast_as((1, 1, n, d))?.contiguous()?;
-        let next = attention(&qs, &x, &x, &one, OpMode::Infer, None)?.narrow(2, 0, 1)?;
+        let next = attention(&qs, &x, &x, &one, Ops::infer(), None)?.narrow(2, 0, 1)?;
         out.push(next.flatten_all()?.to_vec1::<f32>()?.into_iter().map(|v| v as f64).collect());
         q = next;
     }

@@ -115,11 +115,11 @@ pub fn initial_velocity_variance<M: Denoiser>(model: &M, prompts: &Tensor, rect:
         model.velocity_embedded(&x, &t, &Tensor::cat(&rows, 0)?, &ForwardPlan::uniform(k * n, AttentionPlan::standard()))
     };
     // φ_∅ does not depend on the prompt: one forward, its variance over the N noises
-    let vn = velocity(&[model.embed_branch_condition(&prompts.narrow(0, 0, 1)?, Condition::Null)?])?; // (N, C, H, W)
+    let vn = velocity(&[model.embed_request(&prompts.narrow(0, 0, 1)?, Condition::Null)?])?; // (N, C, H, W)
     let (mut rect_all, mut cond_null, mut cond_rect) = (vec![], vec![], vec![]);
     for p in 0..prompts.dim(0)? {
         let ids = prompts.narrow(0, p, 1)?; // (1, L)
-        let both = velocity(&[model.embed_branch_condition(&ids, Condition::Given)?, model.embed_branch_condition(&ids, Condition::Rectified(*rect))?])?;
+        let both = velocity(&[model.embed_request(&ids, Condition::Given)?, model.embed_request(&ids, Condition::Rectified(*rect))?])?;
         let (vc, vr) = (both.narrow(0, 0, n)?, both.narrow(0, n, n)?); // (N, C, H, W) each
         cond_null.push(var0(&(&vc - &vn)?)?.flatten_all()?);
         cond_rect.push(var0(&(&vc - &vr)?)?.flatten_all()?);

@@ -17,10 +17,12 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-pub mod packed;
+pub mod probe;
 pub mod smooth;
 
-use crate::nn::{ops::softmax_last_dim, OpMode};
+pub use probe::{AttentionProbe, AttentionRecorder, NoProbe};
+
+use crate::nn::{ops::softmax_last_dim, Ops};
 use crate::{Error, Result};
 
 /// Parameters of the rectified-energy attention update (Eq. 9, Algorithm 1).
@@ -128,7 +130,7 @@ impl Rectifier {
 /// Scaled dot-product attention with a rectifier.
 ///
 /// Shapes: `q` (B, H, S, d), `k` (B, H, N, d), `v` (B, H, N, d) → (B, H, S, d).
-/// β = 1/√d. `mode` picks fused kernels (sampling) or differentiable ones (training).
+/// β = 1/√d. `ops` picks differentiable kernels (training) or not (sampling), and which ones.
 /// `grid` = (rows, cols) of the first rows·cols query tokens (image tokens), needed by
 /// [`Rectifier::SmoothedQueries`]; other query tokens (e.g. text) are left unblurred.
 /// [`Rectifier::SkipBlock`] acts at block level and is standard attention here.
@@ -136,13 +138,13 @@ impl Rectifier {
 /// Errors: mismatched shapes, invalid rectifier hyperparameters.
 /// Source: ERG Algorithm 1 and Listing 2 (`multistep_attention`); PAG and SEG as cited on
 /// [`Rectifier`].
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, mode: OpMode, grid: Option<(usize, usize)>) -> Result<Tensor> {
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, ops: Ops, grid: Option<(usize, usize)>) -> Result<Tensor> {
     let (_, _, _, d) = q.dims4()?;
     let beta = 1.0 / (d as f64).sqrt();
     let kt = k.transpose(2, 3)?.contiguous()?;
     let attend = |q: &Tensor, scale: f64| -> Result<Tensor> {
         let logits = (q.contiguous()?.matmul(&kt)? * scale)?; // (B, H, S, N)
-        let p = softmax_last_dim(&logits, mode)?;
+        let p = softmax_last_dim(&logits, ops)?;
         Ok(p.matmul(&v.contiguous()?)?) // (B, H, S, d)
     };
     match rectifier {
@@ -160,7 +162,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, mode
                     let mask: Vec<f32> = (0..s * s).map(|i| if i / s < n && i % s < n && i / s != i % s { -1e9 } else { 0.0 }).collect();
                     let mask = Tensor::from_vec(mask, (s, s), q.device())?.to_dtype(q.dtype())?;
                     let logits = (q.contiguous()?.matmul(&kt)? * beta)?.broadcast_add(&mask)?; // (B, H, S, S)
-                    Ok(softmax_last_dim(&logits, mode)?.matmul(&v.contiguous()?)?)
+                    Ok(softmax_last_dim(&logits, ops)?.matmul(&v.contiguous()?)?)
                 }
                 _ => Ok(v.clone()),
             }
@@ -249,54 +251,51 @@ pub fn scale_block_range(l_min: usize, l_max: usize, ref_depth: usize, depth: us
     (lo, hi.max(lo + 1).min(depth))
 }
 
-/// The attention plan of each contiguous group of rows of a batch, for one forward pass.
-/// Lets a positive (standard) and negatives (rectified, perturbed) run in one batched forward:
-/// blocks where all groups agree run one attention call; others split the batch.
-/// It can also record the head-averaged attention map of one block for the first group
-/// (Self-Attention Guidance needs it).
+/// The attention plan of each contiguous group of rows of a batch, for one forward pass, and the
+/// [`Ops`] the pass computes with. Lets a positive (standard) and negatives (rectified, perturbed)
+/// run in one batched forward: blocks where all groups agree run one attention call; others split
+/// the batch. What a forward should report about its attention goes to an [`AttentionProbe`]
+/// passed beside the plan.
 #[derive(Debug, Clone)]
 pub struct ForwardPlan {
     /// `(rows, plan)` for consecutive groups of the batch; rows add up to the batch size.
     pub groups: Vec<(usize, AttentionPlan)>,
-    /// Kernels to use.
-    pub mode: OpMode,
-    /// Block whose attention map (first group's rows) is recorded into [`Self::recorded`].
-    pub record: Option<usize>,
-    /// The recorded map, (rows, N, N) averaged over heads, after the forward.
-    pub recorded: std::cell::RefCell<Option<Tensor>>,
-    /// If set to p, every block records the share of (query, head) pairs of the first group
-    /// whose largest standard-attention probability exceeds p (ERG Fig. 7 uses 0.95) into
-    /// [`Self::certainty`]. Analysis only: it costs an extra attention map per block.
-    pub certainty_threshold: Option<f64>,
-    /// `(block, share above the threshold, mean largest probability)` recorded during the forward
-    /// when [`Self::certainty_threshold`] is set.
-    pub certainty: std::cell::RefCell<Vec<(usize, f64, f64)>>,
+    /// Differentiable or not, and which kernels.
+    pub ops: Ops,
 }
 
 impl ForwardPlan {
-    /// Groups with sampling kernels.
+    /// Groups, sampling with the fused kernels.
     pub fn new(groups: Vec<(usize, AttentionPlan)>) -> Self {
-        Self { groups, mode: OpMode::Infer, record: None, recorded: Default::default(), certainty_threshold: None, certainty: Default::default() }
+        Self { groups, ops: Ops::infer() }
     }
-    /// One plan for all `batch` rows, sampling kernels.
+    /// One plan for all `batch` rows, sampling with the fused kernels.
     pub fn uniform(batch: usize, plan: AttentionPlan) -> Self {
         Self::new(vec![(batch, plan)])
     }
-    /// Standard attention, differentiable kernels (training).
+    /// Standard attention, differentiable, fused kernels (training).
     pub fn train(batch: usize) -> Self {
-        Self { mode: OpMode::Train, ..Self::uniform(batch, AttentionPlan::standard()) }
+        Self { ops: Ops::train(), ..Self::uniform(batch, AttentionPlan::standard()) }
+    }
+    /// The same plan computed with `ops`.
+    pub fn with_ops(self, ops: Ops) -> Self {
+        Self { ops, ..self }
+    }
+    /// The same plan computed with other kernels.
+    pub fn with_kernels(self, kernels: crate::nn::Kernels) -> Self {
+        let ops = self.ops.with_kernels(kernels);
+        self.with_ops(ops)
     }
     /// Total rows.
     pub fn batch(&self) -> usize {
         self.groups.iter().map(|g| g.0).sum()
     }
+    /// Rows of the first group (the ones a probe observes).
+    pub fn first_rows(&self) -> usize {
+        self.groups.first().map_or(0, |g| g.0)
+    }
     /// Checks every group's plan against the model depth.
     pub fn validate(&self, depth: usize) -> Result<()> {
-        if let Some(l) = self.record {
-            if l >= depth {
-                return Err(Error::hp(format!("cannot record the attention of block {l}: the model has {depth} blocks")));
-            }
-        }
         self.groups.iter().try_for_each(|(_, p)| p.validate(depth))
     }
 
@@ -307,36 +306,52 @@ impl ForwardPlan {
         flags.iter().any(|&f| f).then_some(flags)
     }
 
-    /// Rectified attention of block `l` over the batch, splitting rows where plans differ.
-    /// Shapes as in [`attention`], with B = [`Self::batch`]; `grid` as in [`attention`].
+    /// Whether every group skips block `l` (SLG on all rows: the block need not run).
+    pub fn all_skip(&self, l: usize) -> bool {
+        self.skipped(l).is_some_and(|f| f.iter().all(|&s| s))
+    }
+
+    /// The output of block `l` (B, ...): rows of `new` for groups that run the block, rows of
+    /// `old` (its input) for groups that skip it (SLG).
+    pub fn keep_skipped(&self, l: usize, old: &Tensor, new: Tensor) -> Result<Tensor> {
+        let Some(skipped) = self.skipped(l) else { return Ok(new) };
+        let mut parts = Vec::with_capacity(skipped.len());
+        let mut start = 0;
+        for ((rows, _), &skip) in self.groups.iter().zip(&skipped) {
+            parts.push(if skip { old.narrow(0, start, *rows)? } else { new.narrow(0, start, *rows)? });
+            start += rows;
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
     /// Attention of block `l` on a packed projection `qkv` (B, N, 3·H·d_h) → (B, N, H·d_h), heads
-    /// side by side (the layouts of [`packed::packed_attention`]). Consecutive row groups with plain
-    /// or temperature attention (the energy update with α = γ = K = 1) run as one call of the
-    /// packed kernel with a logit scale τ/√d_h per row; other groups (identity, smoothed queries,
-    /// multi-step energy updates) run [`attention`] on split heads. With attention recording, or
-    /// where the kernel does not apply (not CPU f32, fused kernels off), everything takes
-    /// [`Self::attend`]. Same values either way, up to f32 rounding (tested).
-    pub fn attend_packed(&self, l: usize, qkv: &Tensor, heads: usize, grid: Option<(usize, usize)>) -> Result<Tensor> {
+    /// side by side (the layouts of [`erg_kernels::packed_attention`]; B = [`Self::batch`], `grid`
+    /// as in [`attention`]).
+    ///
+    /// Consecutive row groups with plain or temperature attention (the energy update with
+    /// α = γ = K = 1) run as one call of the packed kernel with a logit scale τ/√d_h per row;
+    /// other groups (identity, smoothed queries, multi-step energy updates) run [`attention`] on
+    /// split heads. When `probe` wants block `l`, or where the kernel does not apply (not CPU f32,
+    /// [`crate::nn::Kernels::Candle`]), everything takes [`Self::attend`]. Same values either
+    /// way, up to f32 rounding (tested in `tests/attention.rs`).
+    ///
+    /// Errors: `qkv` not of that shape; invalid rectifier hyperparameters.
+    /// Sources: ERG Algorithm 1 (temperature), PAG and SEG as cited on [`Rectifier`].
+    pub fn attend_packed(&self, l: usize, qkv: &Tensor, heads: usize, grid: Option<(usize, usize)>, probe: &mut dyn AttentionProbe) -> Result<Tensor> {
         let (_, n, w) = qkv.dims3()?;
         if heads == 0 || !w.is_multiple_of(3 * heads) {
             return Err(Error::shape(format!("qkv {:?} is not (B, N, 3·H·d_h) with H = {heads}", qkv.dims())));
         }
-        let dh = w / (3 * heads);
-        let split = |qkv: &Tensor| -> Result<(Tensor, Tensor, Tensor)> {
-            let p = qkv.reshape((qkv.dim(0)?, n, 3, heads, dh))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
-            Ok((p.get(0)?.contiguous()?, p.get(1)?.contiguous()?, p.get(2)?.contiguous()?))
-        };
-        let merge = |o: Tensor| -> Result<Tensor> { Ok(o.transpose(1, 2)?.reshape((o.dim(0)?, n, heads * dh))?) }; // (B, N, D)
-        if self.record == Some(l) || self.certainty_threshold.is_some() || !packed::packed_kernel_applies(qkv) {
-            let (q, k, v) = split(qkv)?;
-            return merge(self.attend(l, &q, &k, &v, grid)?);
+        if probe.wants(l) || !self.ops.kernels.applies(&[qkv]) {
+            let (q, k, v) = split_heads(qkv, heads)?;
+            return merge_heads(&self.attend(l, &q, &k, &v, grid, probe)?);
         }
-        let beta = 1.0 / (dh as f64).sqrt();
+        let beta = 1.0 / ((w / (3 * heads)) as f64).sqrt();
         let mut outs = Vec::new();
         let (mut start, mut run_start, mut run) = (0, 0, Vec::<f64>::new());
         let flush = |outs: &mut Vec<Tensor>, run: &mut Vec<f64>, run_start: usize| -> Result<()> {
             if !run.is_empty() {
-                outs.push(packed::packed_attention(&qkv.narrow(0, run_start, run.len())?, heads, run)?);
+                outs.push(erg_kernels::packed_attention(&qkv.narrow(0, run_start, run.len())?, heads, run, self.ops.kernels)?);
                 run.clear();
             }
             Ok(())
@@ -356,59 +371,59 @@ impl ForwardPlan {
                 }
                 None => {
                     flush(&mut outs, &mut run, run_start)?;
-                    let (q, k, v) = split(&qkv.narrow(0, start, *rows)?)?;
-                    outs.push(merge(attention(&q, &k, &v, plan.rectifier(l), self.mode, grid)?)?);
+                    let (q, k, v) = split_heads(&qkv.narrow(0, start, *rows)?, heads)?;
+                    outs.push(merge_heads(&attention(&q, &k, &v, plan.rectifier(l), self.ops, grid)?)?);
                 }
             }
             start += rows;
         }
         flush(&mut outs, &mut run, run_start)?;
+        debug_assert_eq!(n, outs[0].dim(1)?);
         Ok(if outs.len() == 1 { outs.pop().expect("one part") } else { Tensor::cat(&outs, 0)? })
     }
 
     /// Attention of block `l` on q, k, v (B, H, N, d_h) → (B, H, N, d_h), each group of rows with
-    /// its rectifier (one call when all groups agree), recording what the plan asks for.
-    pub fn attend(&self, l: usize, q: &Tensor, k: &Tensor, v: &Tensor, grid: Option<(usize, usize)>) -> Result<Tensor> {
-        if self.record == Some(l) {
-            let rows = self.groups[0].0;
-            let (qs, ks) = (q.narrow(0, 0, rows)?.contiguous()?, k.narrow(0, 0, rows)?.contiguous()?);
-            let d = q.dim(3)?;
-            let logits = (qs.matmul(&ks.transpose(2, 3)?.contiguous()?)? / (d as f64).sqrt())?;
-            let probs = softmax_last_dim(&logits, self.mode)?.mean(1)?; // (rows, N, N)
-            *self.recorded.borrow_mut() = Some(probs);
-        }
-        if let Some(p) = self.certainty_threshold {
-            let rows = self.groups[0].0;
+    /// its rectifier (one call when all groups agree). When `probe` wants block `l`, it first
+    /// receives the standard attention probabilities of the first group's rows.
+    ///
+    /// Errors: mismatched shapes; invalid rectifier hyperparameters; the probe's errors.
+    pub fn attend(&self, l: usize, q: &Tensor, k: &Tensor, v: &Tensor, grid: Option<(usize, usize)>, probe: &mut dyn AttentionProbe) -> Result<Tensor> {
+        if probe.wants(l) {
+            let rows = self.first_rows();
             let (qs, ks) = (q.narrow(0, 0, rows)?.contiguous()?, k.narrow(0, 0, rows)?.contiguous()?);
             let logits = (qs.matmul(&ks.transpose(2, 3)?.contiguous()?)? / (q.dim(3)? as f64).sqrt())?; // (rows, H, S, N)
-            let top = softmax_last_dim(&logits, self.mode)?.max(candle_core::D::Minus1)?; // (rows, H, S)
-            let share = top.gt(p)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
-            let mean_top = top.mean_all()?.to_scalar::<f32>()? as f64;
-            self.certainty.borrow_mut().push((l, share, mean_top));
+            probe.observe(l, &softmax_last_dim(&logits, self.ops)?)?;
         }
         let first = *self.groups[0].1.rectifier(l);
         if self.groups.iter().all(|(_, p)| *p.rectifier(l) == first) {
-            return attention(q, k, v, &first, self.mode, grid);
+            return attention(q, k, v, &first, self.ops, grid);
         }
         let mut outs = Vec::with_capacity(self.groups.len());
         let mut start = 0;
         for (rows, plan) in &self.groups {
             let (qs, ks, vs) = (q.narrow(0, start, *rows)?, k.narrow(0, start, *rows)?, v.narrow(0, start, *rows)?);
-            outs.push(attention(&qs, &ks, &vs, plan.rectifier(l), self.mode, grid)?);
+            outs.push(attention(&qs, &ks, &vs, plan.rectifier(l), self.ops, grid)?);
             start += rows;
         }
         Ok(Tensor::cat(&outs, 0)?)
     }
 }
 
-/// Keeps rows of `new` for groups that run a block and rows of `old` for groups that skip it
-/// (`skipped` from [`ForwardPlan::skipped`]). Both (B, ...).
-pub fn select_rows(plan: &ForwardPlan, skipped: &[bool], old: &Tensor, new: &Tensor) -> Result<Tensor> {
-    let mut parts = Vec::with_capacity(skipped.len());
-    let mut start = 0;
-    for ((rows, _), &skip) in plan.groups.iter().zip(skipped) {
-        parts.push(if skip { old.narrow(0, start, *rows)? } else { new.narrow(0, start, *rows)? });
-        start += rows;
+/// A packed projection `qkv` (B, N, 3·H·d_h), per token [q | k | v] of H heads each (DiT's and
+/// SD3's `attn.qkv`), → q, k, v (B, H, N, d_h), contiguous.
+///
+/// Errors: a last dimension that is not a multiple of 3·`heads`.
+pub fn split_heads(qkv: &Tensor, heads: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let (b, n, w) = qkv.dims3()?;
+    if heads == 0 || !w.is_multiple_of(3 * heads) {
+        return Err(Error::shape(format!("qkv {:?} is not (B, N, 3·H·d_h) with H = {heads}", qkv.dims())));
     }
-    Ok(Tensor::cat(&parts, 0)?)
+    let p = qkv.reshape((b, n, 3, heads, w / (3 * heads)))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
+    Ok((p.get(0)?.contiguous()?, p.get(1)?.contiguous()?, p.get(2)?.contiguous()?))
+}
+
+/// Heads (B, H, N, d_h) → (B, N, H·d_h), side by side (the input of `attn.proj`).
+pub fn merge_heads(o: &Tensor) -> Result<Tensor> {
+    let (b, _, n, _) = o.dims4()?;
+    Ok(o.transpose(1, 2)?.reshape((b, n, ()))?)
 }

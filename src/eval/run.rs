@@ -232,7 +232,7 @@ pub struct Bench {
     /// The model being evaluated.
     pub model: crate::models::dit::Dit,
     /// Its card.
-    pub card: crate::checkpoint::ModelCard,
+    pub card: crate::checkpoint::ModelCard<crate::models::dit::DitConfig>,
     /// The weak model.
     pub weak: crate::models::dit::Dit,
     /// Classifier, data and reference features.
@@ -285,8 +285,8 @@ impl Bench {
 
     /// Loads the three checkpoints and the emoji data at the model's resolution.
     pub fn load(checkpoint: &std::path::Path, weak: &std::path::Path, classifier: &std::path::Path, device: &Device) -> Result<Self> {
-        let (model, card) = crate::checkpoint::load_dit(checkpoint, device)?;
-        let (weak, _) = crate::checkpoint::load_dit(weak, device)?;
+        let (model, card) = crate::models::dit::load(checkpoint, device)?;
+        let (weak, _) = crate::models::dit::load(weak, device)?;
         let scorer = Scorer::load(classifier, model.image_shape().1, device)?;
         Ok(Self { model, card, weak, scorer })
     }

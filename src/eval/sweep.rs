@@ -7,8 +7,7 @@ use plotters::prelude::*;
 
 use super::rank::{select_best, MetricSpec};
 use super::RunRecord;
-use crate::attention::Rectifier;
-use crate::guidance::{preset, Guidance};
+use crate::guidance::{preset, Cads, Guidance};
 use crate::{Error, Result};
 
 /// The grid of settings swept for `method` on a model of `depth` blocks, over guidance scales
@@ -19,47 +18,37 @@ pub fn grid(method: &str, depth: usize, scales: &[f64]) -> Result<Vec<Guidance>>
     let mut out = Vec::new();
     for &w in scales {
         let base = preset(method, w, depth)?;
-        match method {
-            "cads" | "erg+cads" => {
-                for (t1, t2) in [(0.6, 0.8), (0.6, 1.0), (0.8, 1.0)] {
-                    for s in [0.25, 1.0] {
-                        let mut g = base.clone();
-                        let c = g.cads.as_mut().expect("CADS preset");
-                        (c.tau1, c.tau2, c.noise_scale) = (t1, t2, s);
-                        out.push(g);
-                    }
+        if base.terms.is_empty() {
+            out.push(base); // no guidance: the scale does not enter
+            break;
+        }
+        if base.cads.is_some() {
+            for (t1, t2) in [(0.6, 0.8), (0.6, 1.0), (0.8, 1.0)] {
+                for s in [0.25, 1.0] {
+                    out.push(base.clone().with_cads(t1, t2, s)?);
                 }
             }
-            m if m.contains("erg") => {
-                for tau in [0.01, 0.1, 0.5] {
-                    for kappa in [0.2, 0.3, 0.4] {
-                        let mut g = base.clone();
-                        for t in &mut g.terms {
-                            t.negative.kappa = kappa;
-                            if let Rectifier::Energy(e) = &mut t.negative.attention.rectifier {
-                                e.tau = tau;
-                            }
-                        }
-                        out.push(g);
-                    }
+        } else if base.has_rectified_attention() {
+            for tau in [0.01, 0.1, 0.5] {
+                for kappa in [0.2, 0.3, 0.4] {
+                    out.push(base.clone().with_tau(tau)?.with_kappa(kappa)?);
                 }
             }
-            m if ["pag", "seg", "sag", "slg", "cfg+pag", "cfg+seg", "cfg+sag", "pag-uncond", "seg-uncond", "sag-uncond"].contains(&m) => {
-                for s in [1.0, 3.0, 5.0] {
-                    let mut g = base.clone();
-                    let last = g.terms.last_mut().expect("perturbation term");
-                    last.scale = if m.contains("sag") { 0.25 * s } else { s };
-                    out.push(g);
-                }
-                if !method.starts_with("cfg+") && method != "slg" {
-                    break; // the guidance scale does not enter these methods
-                }
+        } else if let Some(perturbation) = base
+            .terms
+            .last()
+            .filter(|t| t.negative.model == crate::guidance::ModelChoice::Main && (t.negative.condition == base.positive || t.negative.sag.is_some()))
+        {
+            // PAG/SEG/SAG/SLG: the perturbed term's own scale (SAG's a quarter of the others').
+            let unit = if perturbation.negative.sag.is_some() { 0.25 } else { 1.0 };
+            for s in [1.0, 3.0, 5.0] {
+                out.push(base.clone().with_perturbation_scale(unit * s)?);
             }
-            "none" | "uncond" => {
-                out.push(base);
-                break;
+            if base.terms.len() == 1 {
+                break; // the guidance scale does not enter these methods
             }
-            _ => out.push(base),
+        } else {
+            out.push(base);
         }
     }
     Ok(out)
@@ -72,50 +61,34 @@ pub fn grid(method: &str, depth: usize, scales: &[f64]) -> Result<Vec<Guidance>>
 /// C-ERG τ_c ∈ {0.01, 0.1}; `cerg` τ_c ∈ {0.01, 0.1, 0.5}.
 pub fn text_grid(method: &str, depth: usize, text_layers: usize) -> Result<Vec<Guidance>> {
     let p = |w: f64| crate::guidance::preset_for(method, w, depth, Some(text_layers));
-    let with = |w: f64, f: &dyn Fn(&mut Guidance)| -> Result<Guidance> {
-        let mut g = p(w)?;
-        f(&mut g);
-        Ok(g)
-    };
-    let erg = |tau: f64, tau_c: Option<f64>| {
-        move |g: &mut Guidance| {
-            for t in &mut g.terms {
-                if let Rectifier::Energy(e) = &mut t.negative.attention.rectifier {
-                    (e.tau, e.gamma) = (tau, 1.0);
-                }
-                if let (crate::guidance::Condition::Rectified(r), Some(tc)) = (&mut t.negative.condition, tau_c) {
-                    r.tau = tc;
-                }
-            }
+    // I-ERG τ with γ = 1, and C-ERG τ_c where the method has it.
+    let erg = |tau: Option<f64>, tau_c: Option<f64>| -> Result<Guidance> {
+        let mut g = p(3.0)?;
+        if let Some(tau) = tau {
+            g = g.with_tau(tau)?.with_gamma(1.0)?;
         }
+        if let Some(tc) = tau_c {
+            g = g.with_tau_c(tc)?;
+        }
+        Ok(g)
     };
     Ok(match method {
         "none" | "uncond" => vec![p(1.0)?],
         "cfg" | "apg" | "autoguidance" => vec![p(2.0)?, p(3.0)?],
-        "cads" => [(0.6, 0.9), (0.8, 1.0)]
-            .iter()
-            .map(|&(a, b)| {
-                with(3.0, &move |g: &mut Guidance| {
-                    let c = g.cads.as_mut().expect("CADS preset");
-                    (c.tau1, c.tau2) = (a, b);
-                })
-            })
-            .collect::<Result<_>>()?,
-        "pag" | "cfg+seg" | "seg" | "cfg+pag" => {
-            [0.5, 1.0].iter().map(|&s| with(3.0, &move |g: &mut Guidance| g.terms.last_mut().expect("term").scale = s)).collect::<Result<_>>()?
-        }
-        "sag" => [0.25, 0.75].iter().map(|&s| with(3.0, &move |g: &mut Guidance| g.terms.last_mut().expect("term").scale = s)).collect::<Result<_>>()?,
+        "cads" => [(0.6, 0.9), (0.8, 1.0)].iter().map(|&(a, b)| p(3.0)?.with_cads(a, b, Cads::default().noise_scale)).collect::<Result<_>>()?,
+        "pag" | "cfg+seg" | "seg" | "cfg+pag" => [0.5, 1.0].iter().map(|&s| p(3.0)?.with_perturbation_scale(s)).collect::<Result<_>>()?,
+        "sag" => [0.25, 0.75].iter().map(|&s| p(3.0)?.with_perturbation_scale(s)).collect::<Result<_>>()?,
         "erg" => {
             let mut v = vec![];
             for tau in [0.1, 0.5] {
                 for tau_c in [0.01, 0.1] {
-                    v.push(with(3.0, &erg(tau, Some(tau_c)))?);
+                    v.push(erg(Some(tau), Some(tau_c))?);
                 }
             }
             v
         }
-        "ierg" | "erg+apg" | "erg+cads" => [0.1, 0.5].iter().map(|&tau| with(3.0, &erg(tau, None))).collect::<Result<_>>()?,
-        "cerg" => [0.01, 0.1, 0.5].iter().map(|&tc| with(3.0, &erg(1.0, Some(tc)))).collect::<Result<_>>()?,
+        "ierg" | "erg+apg" | "erg+cads" => [0.1, 0.5].iter().map(|&tau| erg(Some(tau), None)).collect::<Result<_>>()?,
+        "cerg" => [0.01, 0.1, 0.5].iter().map(|&tc| erg(None, Some(tc))).collect::<Result<_>>()?,
         m => vec![crate::guidance::preset_for(m, 3.0, depth, Some(text_layers))?],
     })
 }

@@ -2,7 +2,7 @@
 use candle_core::Tensor;
 
 use super::{Combiner, Condition, Guidance, ModelChoice};
-use crate::attention::{AttentionPlan, ForwardPlan};
+use crate::attention::{AttentionPlan, AttentionRecorder, ForwardPlan, NoProbe};
 use crate::flow::{clean_from_velocity, velocity_from_clean};
 use crate::models::Denoiser;
 use crate::rng;
@@ -90,7 +90,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
             ModelChoice::Main => self.models.main,
             ModelChoice::Weak => self.models.weak.ok_or_else(|| Error::hp("no weak model"))?,
         };
-        let e = net.embed_branch_condition(cond, which)?;
+        let e = net.embed_request(cond, which)?;
         self.embeddings.push((id, which, model, e.clone()));
         Ok(e)
     }
@@ -153,9 +153,12 @@ impl<'a, M: Denoiser> Guider<'a, M> {
         // One batched forward of the main model for the positive and the plain negatives.
         let k = groups.len();
         let xs = vec![x.clone(); k];
-        let mut plan = ForwardPlan::new(groups);
-        plan.record = record;
-        let out = main.velocity_embedded(&Tensor::cat(&xs, 0)?, &Tensor::full(t as f32, k * b, x.device())?, &Tensor::cat(&embs, 0)?, &plan)?;
+        let plan = ForwardPlan::new(groups);
+        let mut recorder = record.map(AttentionRecorder::new);
+        let out = match recorder.as_mut() {
+            Some(r) => main.velocity_probed(&Tensor::cat(&xs, 0)?, &Tensor::full(t as f32, k * b, x.device())?, &Tensor::cat(&embs, 0)?, &plan, r)?,
+            None => main.velocity_probed(&Tensor::cat(&xs, 0)?, &Tensor::full(t as f32, k * b, x.device())?, &Tensor::cat(&embs, 0)?, &plan, &mut NoProbe)?,
+        };
         let pos = out.narrow(0, 0, b)?;
         let weak_out = if weak_groups.is_empty() {
             None
@@ -178,7 +181,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
                 Where::Sag => {
                     let n = &g.terms[*i].negative;
                     let sag = n.sag.as_ref().expect("SAG job");
-                    let attn = plan.recorded.borrow().clone().ok_or_else(|| Error::Other("SAG: the attention map was not recorded".into()))?;
+                    let attn = recorder.as_ref().and_then(|r| r.map.clone()).ok_or_else(|| Error::Other("SAG: the attention map was not recorded".into()))?;
                     let (gh, gw) = main.token_grid();
                     let mask = super::Sag::image_mask(&attn, gh * gw)?;
                     let degraded = sag.degrade(x, &pos, t, &mask, main.token_grid())?;

@@ -20,6 +20,7 @@
 pub mod apg;
 pub mod cads;
 mod eval;
+mod modify;
 pub mod presets;
 pub mod sag;
 
@@ -32,21 +33,9 @@ pub use presets::{preset, preset_for, IErg, TextErg, PRESET_NAMES};
 pub use sag::Sag;
 
 use crate::attention::{AttentionPlan, Rectifier};
+pub use crate::models::Condition;
 pub use crate::text::TextRectification;
 use crate::{Error, Result};
-
-/// Which condition a branch uses.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Condition {
-    /// The condition asked for (class label or prompt).
-    Given,
-    /// The null condition (null class / empty prompt), as in CFG.
-    Null,
-    /// C-ERG (ERG Sec. 3.2): the prompt encoded with the text encoder's self-attention
-    /// temperature τ_c in layers [l_min^c, l_max^c), φ_c^τ. Needs a model with a text encoder.
-    Rectified(TextRectification),
-}
 
 /// Which network a branch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

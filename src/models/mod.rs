@@ -1,15 +1,32 @@
 //! Denoisers. Every model predicts the rectified-flow velocity v(x_t, t, c) in the crate's time
 //! convention (t = 0 noise, t = 1 data) and takes a [`ForwardPlan`] saying which attention
-//! rectifier each block uses for each group of batch rows.
+//! rectifier each block uses for each group of batch rows, and optionally an
+//! [`AttentionProbe`] that receives the attention of chosen blocks. Models know nothing of
+//! guidance, training or evaluation: a caller asks for an embedding with a [`Condition`].
 pub mod dit;
+pub mod embed;
 pub mod mmdit;
 
 use candle_core::Tensor;
 
-use crate::attention::ForwardPlan;
-use crate::guidance::Condition;
+use serde::{Deserialize, Serialize};
+
+use crate::attention::{AttentionProbe, ForwardPlan, NoProbe};
 use crate::text::TextRectification;
 use crate::Result;
+
+/// Which embedding of a raw condition a forward pass needs (guidance's branches choose one).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The condition asked for (class label or prompt).
+    Given,
+    /// The null condition (null class / empty prompt), as in CFG.
+    Null,
+    /// C-ERG (ERG Sec. 3.2): the prompt encoded with the text encoder's self-attention
+    /// temperature τ_c in layers [l_min^c, l_max^c), φ_c^τ. Needs a model with a text encoder.
+    Rectified(TextRectification),
+}
 
 /// A velocity-predicting denoiser D(x, c, t) with rectifiable attention.
 pub trait Denoiser {
@@ -26,15 +43,21 @@ pub trait Denoiser {
     /// consumes ((B, D) for DiT). CADS perturbs this embedding.
     fn embed_condition(&self, cond: &Tensor) -> Result<Tensor>;
 
-    /// Velocity prediction from an embedded condition.
+    /// Velocity prediction from an embedded condition, reporting attention to `probe`.
     ///
     /// - `x`: (B, C, H, W) noisy images x_t;
     /// - `t`: (B,) times in [0, 1] (0 = noise, 1 = data);
     /// - `cond_emb`: (B, ...) from [`Self::embed_condition`];
-    /// - `plan`: attention plan per group of rows, `plan.batch() == B`.
+    /// - `plan`: attention plan per group of rows, `plan.batch() == B`;
+    /// - `probe`: receives the attention probabilities of the blocks it wants.
     ///
-    /// Returns (B, C, H, W).
-    fn velocity_embedded(&self, x: &Tensor, t: &Tensor, cond_emb: &Tensor, plan: &ForwardPlan) -> Result<Tensor>;
+    /// Returns (B, C, H, W). Errors: shapes that do not match the model; a plan beyond its depth.
+    fn velocity_probed(&self, x: &Tensor, t: &Tensor, cond_emb: &Tensor, plan: &ForwardPlan, probe: &mut dyn AttentionProbe) -> Result<Tensor>;
+
+    /// [`Self::velocity_probed`] without a probe.
+    fn velocity_embedded(&self, x: &Tensor, t: &Tensor, cond_emb: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
+        self.velocity_probed(x, t, cond_emb, plan, &mut NoProbe)
+    }
 
     /// Velocity prediction from a raw condition: [`Self::velocity_embedded`] of its embedding.
     fn velocity(&self, x: &Tensor, t: &Tensor, cond: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
@@ -58,9 +81,9 @@ pub trait Denoiser {
         Err(crate::Error::hp("C-ERG needs a text encoder; this model is not text-conditioned (use I-ERG)"))
     }
 
-    /// The embedded condition a branch asks for: `cond` itself, the null condition, or C-ERG's
-    /// rectified encoding of `cond`.
-    fn embed_branch_condition(&self, cond: &Tensor, which: Condition) -> Result<Tensor> {
+    /// The embedding `which` of the raw condition `cond`: `cond` itself, the null condition, or
+    /// C-ERG's rectified encoding of `cond`.
+    fn embed_request(&self, cond: &Tensor, which: Condition) -> Result<Tensor> {
         match which {
             Condition::Given => self.embed_condition(cond),
             Condition::Null => self.embed_condition(&self.null_condition(cond)?),

@@ -6,7 +6,7 @@ use rand::Rng;
 
 use super::TrainTask;
 use crate::data::Dataset;
-use crate::models::dit::embed::pos_embed_2d;
+use crate::models::embed::pos_embed_2d;
 use crate::models::mmdit::{TextToImage, TextToImageConfig};
 use crate::nn::{seeded_varbuilder, SeededVarMap};
 use crate::text::TextEncoder;

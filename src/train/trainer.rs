@@ -29,7 +29,7 @@ use crate::data::Dataset;
 use crate::flow::{self, TimeSampling};
 use crate::models::dit::{Dit, DitConfig};
 use crate::models::Denoiser;
-use crate::nn::{seeded_varbuilder, SeededVarMap};
+use crate::nn::{seeded_varbuilder, Kernels, SeededVarMap};
 use crate::rng;
 use crate::{Error, Result};
 
@@ -109,6 +109,9 @@ pub struct TrainConfig<C = DitConfig> {
     /// Step at which the EMA weights are saved as the weak model for AutoGuidance
     /// (Karras et al. 2024 use an early checkpoint; default steps/16).
     pub weak_step: Option<u64>,
+    /// Kernels of the training step (a speed choice, not part of the run's identity: not saved).
+    #[serde(skip)]
+    pub kernels: Kernels,
 }
 
 impl<C> TrainConfig<C> {
@@ -129,6 +132,7 @@ impl<C> TrainConfig<C> {
             seed,
             checkpoint_every: 250,
             weak_step: Some((steps / 16).max(1)),
+            kernels: Kernels::Fused,
         }
     }
 
@@ -312,7 +316,7 @@ pub fn train_task<T: TrainTask>(
         let cond = task.conditions(&model, data, &mut r, &idx, &dropped, device)?;
         let eps = rng::randn(&mut r, x1.dims(), device)?;
         let t = Tensor::new(cfg.time_sampling.sample(&mut r, cfg.batch_size).as_slice(), device)?;
-        let loss = flow::loss_embedded(&model, &x1, &eps, &t, &cond)?;
+        let loss = flow::loss_embedded(&model, &x1, &eps, &t, &cond, cfg.kernels)?;
         let grads = loss.backward()?;
         opt.cfg.lr = cfg.lr_at(step);
         opt.apply(&grads)?;

@@ -13,7 +13,8 @@
 //! dropped); the time input t ∈ [0, 1] is embedded as 1000·t.
 pub mod block;
 pub mod config;
-pub mod embed;
+
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -21,14 +22,13 @@ use candle_nn::VarBuilder;
 pub use block::DitBlock;
 pub use config::{Activation, DitConfig};
 
-use crate::attention::ForwardPlan;
+use crate::attention::{AttentionProbe, ForwardPlan, NoProbe};
+use crate::checkpoint::{card_path, load_card, load_tensors, ModelCard};
+use crate::models::embed::{pos_embed_2d, LabelEmbedder, PatchEmbed, TimestepEmbedder};
 use crate::models::Denoiser;
-use crate::nn::broadcast::modulate;
-use crate::nn::ops::layer_norm_no_affine;
+use crate::nn::ops::{layer_norm_no_affine, modulate};
+use crate::nn::{zero_linear, Ops};
 use crate::{Error, Result};
-
-use block::linear;
-use embed::{pos_embed_2d, LabelEmbedder, PatchEmbed, TimestepEmbedder};
 
 /// The adaLN final layer: LN (no affine) → modulate(shift, scale) → Linear(D, p²·C_out).
 #[derive(Debug, Clone)]
@@ -41,13 +41,13 @@ impl FinalLayer {
     fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.hidden_size;
         let out = cfg.patch_size * cfg.patch_size * cfg.out_channels();
-        Ok(Self { linear: linear(d, out, true, vb.pp("linear"))?, ada_ln: linear(d, 2 * d, true, vb.pp("adaLN_modulation.1"))? })
+        Ok(Self { linear: zero_linear(d, out, vb.pp("linear"))?, ada_ln: zero_linear(d, 2 * d, vb.pp("adaLN_modulation.1"))? })
     }
 
-    fn forward(&self, x: &Tensor, c: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
-        let m = c.silu()?.apply(&self.ada_ln)?.chunk(2, 1)?; // 2 × (B, D)
-        let x = modulate(&layer_norm_no_affine(x, 1e-6, plan.mode)?, &m[0], &m[1])?; // (B, N, D)
-        Ok(x.apply(&self.linear)?) // (B, N, p²·C_out)
+    fn forward(&self, x: &Tensor, c: &Tensor, ops: Ops) -> Result<Tensor> {
+        let m = self.ada_ln.forward(&c.silu()?, ops.kernels)?.chunk(2, 1)?; // 2 × (B, D)
+        let x = modulate(&layer_norm_no_affine(x, 1e-6, ops)?, &m[0], &m[1], ops)?; // (B, N, D)
+        self.linear.forward(&x, ops.kernels) // (B, N, p²·C_out)
     }
 }
 
@@ -74,7 +74,7 @@ impl Dit {
         let (gh, gw) = cfg.grid();
         Ok(Self {
             cfg: cfg.clone(),
-            x_embedder: PatchEmbed::new(cfg, vb.pp("x_embedder.proj"))?,
+            x_embedder: PatchEmbed::new(cfg.in_channels, cfg.patch_size, cfg.hidden_size, vb.pp("x_embedder.proj"))?,
             t_embedder: TimestepEmbedder::new(cfg.hidden_size, vb.pp("t_embedder"))?,
             y_embedder: LabelEmbedder::new(cfg.num_classes, cfg.hidden_size, vb.pp("y_embedder"))?,
             pos_embed: pos_embed_2d(cfg.hidden_size, gh, gw, &device)?.to_dtype(vb.dtype())?,
@@ -116,6 +116,11 @@ impl Dit {
     /// Forward from label embeddings `y_emb` (B, D) (the output of `y_embedder`, possibly
     /// perturbed, e.g. by CADS).
     pub fn forward_embedded(&self, x: &Tensor, t: &Tensor, y_emb: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
+        self.forward_probed(x, t, y_emb, plan, &mut NoProbe)
+    }
+
+    /// [`Self::forward_embedded`] reporting the attention of the blocks `probe` wants.
+    pub fn forward_probed(&self, x: &Tensor, t: &Tensor, y_emb: &Tensor, plan: &ForwardPlan, probe: &mut dyn AttentionProbe) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let (ec, eh, ew) = self.image_shape();
         if (c, h, w) != (ec, eh, ew) {
@@ -133,14 +138,15 @@ impl Dit {
             return Err(Error::shape(format!("forward plan covers {} rows, batch has {b}", plan.batch())));
         }
         plan.validate(self.cfg.depth)?;
-        let x = self.x_embedder.forward(x)?.broadcast_add(&self.pos_embed)?; // (B, N, D)
-        let t_emb = self.t_embedder.forward(&(t.to_dtype(DType::F32)? * 1000.0)?)?; // (B, D)
+        let ops = plan.ops;
+        let x = self.x_embedder.forward(x, ops)?.broadcast_add(&self.pos_embed)?; // (B, N, D)
+        let t_emb = self.t_embedder.forward(&(t.to_dtype(DType::F32)? * 1000.0)?, ops)?; // (B, D)
         let c = (t_emb.to_dtype(x.dtype())? + y_emb)?; // (B, D)
         let mut x = x;
         for (l, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x, &c, l, plan)?; // (B, N, D)
+            x = block.forward(&x, &c, l, plan, probe)?; // (B, N, D)
         }
-        let x = self.final_layer.forward(&x, &c, plan)?; // (B, N, p²·C_out)
+        let x = self.final_layer.forward(&x, &c, ops)?; // (B, N, p²·C_out)
         let x = self.unpatchify(&x)?; // (B, C_out, H, W)
         if self.cfg.learn_sigma {
             Ok(x.narrow(1, 0, self.cfg.in_channels)?)
@@ -163,11 +169,24 @@ impl Denoiser for Dit {
     fn embed_condition(&self, cond: &Tensor) -> Result<Tensor> {
         self.y_embedder.forward(cond)
     }
-    fn velocity_embedded(&self, x: &Tensor, t: &Tensor, cond_emb: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
-        self.forward_embedded(x, t, cond_emb, plan)
+    fn velocity_probed(&self, x: &Tensor, t: &Tensor, cond_emb: &Tensor, plan: &ForwardPlan, probe: &mut dyn AttentionProbe) -> Result<Tensor> {
+        self.forward_probed(x, t, cond_emb, plan, probe)
     }
     fn null_condition(&self, cond: &Tensor) -> Result<Tensor> {
         let b = cond.dim(0)?;
         Ok(Tensor::full(self.cfg.num_classes as u32, b, cond.device())?)
     }
+}
+
+/// Loads a DiT checkpoint (`<stem>.safetensors` with its `<stem>.json` card) for sampling: plain
+/// tensors (no autograd tracking), f32, on `device`.
+///
+/// Errors: missing weights or card, corrupt files, weights that do not match the card's config.
+pub fn load(weights: &Path, device: &Device) -> Result<(Dit, ModelCard<DitConfig>)> {
+    let card: ModelCard<DitConfig> = load_card(weights)?;
+    let tensors = load_tensors(weights, device)?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    let model = Dit::new(&card.config, vb)
+        .map_err(|e| Error::corrupt(weights, format!("weights do not match the config in {}: {e}", card_path(weights).display())))?;
+    Ok((model, card))
 }

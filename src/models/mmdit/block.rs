@@ -2,14 +2,13 @@
 //! stream (`context_block`), each with its own adaLN modulation, qkv, projection and MLP, and one
 //! attention over the concatenated sequence. The last block's text stream is "pre-only" (qkv and
 //! a 2-way modulation, no output). Keys as in the SD3 checkpoints.
-use candle_core::{Module, Tensor, D};
+use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::config::Activation;
-use crate::attention::ForwardPlan;
-use crate::nn::broadcast::{gated_residual, modulate};
-use crate::nn::ops::{layer_norm_no_affine, OpMode};
-use crate::nn::{linear, Linear};
+use crate::attention::{merge_heads, split_heads, AttentionProbe, ForwardPlan};
+use crate::nn::ops::{gated_residual, gelu_erf, layer_norm_no_affine, modulate, rms_norm};
+use crate::nn::{linear, Linear, Ops};
 use crate::Result;
 
 /// One stream's projections.
@@ -55,38 +54,36 @@ impl Stream {
     }
 
     /// Modulated, normalised input → the packed projection qkv (B, N, 3D).
-    pub(crate) fn project(&self, x: &Tensor, c: &Tensor, mode: OpMode) -> Result<(Tensor, Pending)> {
-        let mods = self.ada_ln.forward(&c.silu()?)?.chunk(self.n_mods, D::Minus1)?; // n_mods × (B, D)
-        let h = modulate(&layer_norm_no_affine(x, 1e-6, mode)?, &mods[0], &mods[1])?; // (B, N, D)
-        Ok((self.qkv.forward(&h)?, Pending { mods })) // (B, N, 3D)
+    pub(crate) fn project(&self, x: &Tensor, c: &Tensor, ops: Ops) -> Result<(Tensor, Pending)> {
+        let mods = self.ada_ln.forward(&c.silu()?, ops.kernels)?.chunk(self.n_mods, D::Minus1)?; // n_mods × (B, D)
+        let h = modulate(&layer_norm_no_affine(x, 1e-6, ops)?, &mods[0], &mods[1], ops)?; // (B, N, D)
+        Ok((self.qkv.forward(&h, ops.kernels)?, Pending { mods })) // (B, N, 3D)
     }
 
     /// qkv (B, N, 3D) → q, k, v (B, H, N, d_h), q and k RMS-normed if configured.
-    pub(crate) fn split_heads(&self, qkv: &Tensor, mode: OpMode) -> Result<(Tensor, Tensor, Tensor)> {
-        let (b, n, w) = qkv.dims3()?;
-        let heads = w / (3 * self.head_size);
-        let qkv = qkv.reshape((b, n, 3, heads, self.head_size))?.permute((2, 0, 3, 1, 4))?; // (3, B, H, N, d_h)
-        let (mut q, mut k, v) = (qkv.get(0)?.contiguous()?, qkv.get(1)?.contiguous()?, qkv.get(2)?.contiguous()?);
+    pub(crate) fn split_heads(&self, qkv: &Tensor, ops: Ops) -> Result<(Tensor, Tensor, Tensor)> {
+        let heads = qkv.dim(2)? / (3 * self.head_size);
+        let (mut q, mut k, v) = split_heads(qkv, heads)?; // (B, H, N, d_h) each
         if let (Some(lq), Some(lk)) = (&self.ln_q, &self.ln_k) {
-            q = crate::nn::ops::rms_norm(&q, lq, 1e-6, mode)?;
-            k = crate::nn::ops::rms_norm(&k, lk, 1e-6, mode)?;
+            q = rms_norm(&q, lq, 1e-6, ops)?;
+            k = rms_norm(&k, lk, 1e-6, ops)?;
         }
         Ok((q, k, v))
     }
 
     /// Attention output (B, N, D) → residual updates of attention and MLP.
-    pub(crate) fn post_attention(&self, x: &Tensor, attn: &Tensor, p: &Pending, mode: OpMode) -> Result<Tensor> {
+    pub(crate) fn post_attention(&self, x: &Tensor, attn: &Tensor, p: &Pending, ops: Ops) -> Result<Tensor> {
         let (proj, fc1, fc2) = self.post.as_ref().expect("post_attention on a pre-only stream");
-        let m = &p.mods;
-        let x = gated_residual(x, &m[2], &proj.forward(attn)?)?;
-        let h = modulate(&layer_norm_no_affine(&x, 1e-6, mode)?, &m[3], &m[4])?;
-        let h = fc1.forward(&h)?; // (B, N, 4D)
+        let (m, k) = (&p.mods, ops.kernels);
+        let x = gated_residual(x, &m[2], &proj.forward(attn, k)?, ops)?;
+        let h = modulate(&layer_norm_no_affine(&x, 1e-6, ops)?, &m[3], &m[4], ops)?;
+        let h = fc1.forward(&h, k)?; // (B, N, 4D)
         let h = match self.activation {
             Activation::GeluTanh => h.gelu()?, // SD3
-            Activation::GeluErf => crate::nn::ops::gelu_erf(&h)?,
+            Activation::GeluErf => gelu_erf(&h, ops)?,
         };
-        let h = fc2.forward(&h)?;
-        gated_residual(&x, &m[5], &h)
+        let h = fc2.forward(&h, k)?;
+        gated_residual(&x, &m[5], &h, ops)
     }
 }
 
@@ -108,28 +105,38 @@ impl JointBlock {
     /// (B, D) → new (x, ctx); ctx is `None` after the last block. Attention runs over
     /// [image; text] (image first, so SEG's `grid` (rows, cols) of image tokens covers the leading
     /// tokens) with the plan's rectifier for block `l`; the temperature acts after the QK-norm.
-    pub fn forward(&self, l: usize, x: &Tensor, ctx: &Tensor, c: &Tensor, plan: &ForwardPlan, grid: (usize, usize)) -> Result<(Tensor, Option<Tensor>)> {
-        let (n, d) = (x.dim(1)?, x.dim(2)?);
-        let (qkv_x, px) = self.x.project(x, c, plan.mode)?; // (B, N, 3D)
-        let (qkv_c, pc) = self.context.project(ctx, c, plan.mode)?; // (B, L, 3D)
+    ///
+    /// Rows whose plan skips block `l` (SLG) keep their input, in both streams.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        l: usize,
+        x: &Tensor,
+        ctx: &Tensor,
+        c: &Tensor,
+        plan: &ForwardPlan,
+        grid: (usize, usize),
+        probe: &mut dyn AttentionProbe,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (n, d, ops) = (x.dim(1)?, x.dim(2)?, plan.ops);
+        let (qkv_x, px) = self.x.project(x, c, ops)?; // (B, N, 3D)
+        let (qkv_c, pc) = self.context.project(ctx, c, ops)?; // (B, L, 3D)
         let o = match self.x.ln_q {
             // Without QK-norm, attention runs on the packed projections of [image; text].
-            None => plan.attend_packed(l, &Tensor::cat(&[&qkv_x, &qkv_c], 1)?, d / self.x.head_size, Some(grid))?, // (B, N + L, D)
+            None => plan.attend_packed(l, &Tensor::cat(&[&qkv_x, &qkv_c], 1)?, d / self.x.head_size, Some(grid), probe)?, // (B, N + L, D)
             Some(_) => {
-                let (qx, kx, vx) = self.x.split_heads(&qkv_x, plan.mode)?;
-                let (qc, kc, vc) = self.context.split_heads(&qkv_c, plan.mode)?;
+                let (qx, kx, vx) = self.x.split_heads(&qkv_x, ops)?;
+                let (qc, kc, vc) = self.context.split_heads(&qkv_c, ops)?;
                 let q = Tensor::cat(&[&qx, &qc], 2)?; // (B, H, N + L, d_h)
                 let k = Tensor::cat(&[&kx, &kc], 2)?;
                 let v = Tensor::cat(&[&vx, &vc], 2)?;
-                let o = plan.attend(l, &q, &k, &v, Some(grid))?; // (B, H, N + L, d_h)
-                let (b, _, s, _) = o.dims4()?;
-                o.transpose(1, 2)?.reshape((b, s, ()))? // (B, N + L, D)
+                merge_heads(&plan.attend(l, &q, &k, &v, Some(grid), probe)?)? // (B, N + L, D)
             }
         };
         let s = o.dim(1)?;
-        let x_new = self.x.post_attention(x, &o.narrow(1, 0, n)?, &px, plan.mode)?;
+        let x_new = plan.keep_skipped(l, x, self.x.post_attention(x, &o.narrow(1, 0, n)?, &px, ops)?)?;
         let ctx_new = match self.context.post {
-            Some(_) => Some(self.context.post_attention(ctx, &o.narrow(1, n, s - n)?, &pc, plan.mode)?),
+            Some(_) => Some(plan.keep_skipped(l, ctx, self.context.post_attention(ctx, &o.narrow(1, n, s - n)?, &pc, ops)?)?),
             None => None,
         };
         Ok((x_new, ctx_new))

@@ -26,9 +26,9 @@ pub use block::JointBlock;
 pub use config::MmditConfig;
 pub use t2i::{TextToImage, TextToImageConfig};
 
-use crate::attention::ForwardPlan;
-use crate::nn::broadcast::modulate;
-use crate::nn::ops::layer_norm_no_affine;
+use crate::attention::{AttentionProbe, ForwardPlan};
+use crate::models::embed::timestep_features;
+use crate::nn::ops::{layer_norm_no_affine, modulate};
 use crate::nn::Linear;
 use crate::{Error, Result};
 
@@ -87,7 +87,8 @@ impl Mmdit {
     /// The network in SD3's own convention: latents `x` (B, C, H, W), timesteps (B,) = 1000·σ,
     /// pooled vector `y` (B, adm_in_channels), context (B, L, context_embed_size) → dx/dσ
     /// (B, C_out, H, W). H and W must be multiples of the patch size.
-    pub fn forward_sd3(&self, x: &Tensor, timesteps: &Tensor, y: &Tensor, context: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
+    /// `probe` receives the attention of the blocks it wants.
+    pub fn forward_sd3(&self, x: &Tensor, timesteps: &Tensor, y: &Tensor, context: &Tensor, plan: &ForwardPlan, probe: &mut dyn AttentionProbe) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
         let p = self.cfg.patch_size;
         if h % p != 0 || w % p != 0 {
@@ -105,10 +106,13 @@ impl Mmdit {
         let d = self.cfg.hidden_size();
         let pos = self.pos_embed.reshape((1, m, m, d))?.narrow(1, (m - gh) / 2, gh)?.narrow(2, (m - gw) / 2, gw)?.reshape((1, gh * gw, d))?; // centre crop
         let xt = self.x_embedder.forward(x)?.flatten_from(2)?.transpose(1, 2)?.broadcast_add(&pos)?; // (B, N, D)
-        let tf = crate::models::dit::embed::timestep_features(&timesteps.to_dtype(DType::F32)?, self.cfg.frequency_embedding_size)?; // (B, 256)
-        let c = (self.t_mlp.1.forward(&self.t_mlp.0.forward(&tf)?.silu()?)? + self.y_mlp.1.forward(&self.y_mlp.0.forward(y)?.silu()?)?)?; // (B, D)
-        let ctx = self.context_embedder.forward(context)?; // (B, L, D)
-        let out = self.forward_tokens(&xt, &ctx, &c, plan, (gh, gw))?; // (B, N, p²·C)
+        let k = plan.ops.kernels;
+        let tf = timestep_features(&timesteps.to_dtype(DType::F32)?, self.cfg.frequency_embedding_size)?; // (B, 256)
+        let t_emb = self.t_mlp.1.forward(&self.t_mlp.0.forward(&tf, k)?.silu()?, k)?; // (B, D)
+        let y_emb = self.y_mlp.1.forward(&self.y_mlp.0.forward(y, k)?.silu()?, k)?; // (B, D)
+        let c = (t_emb + y_emb)?; // (B, D)
+        let ctx = self.context_embedder.forward(context, k)?; // (B, L, D)
+        let out = self.forward_tokens(&xt, &ctx, &c, plan, (gh, gw), probe)?; // (B, N, p²·C)
         let co = self.cfg.out_channels;
         let out = out.reshape((b, gh, gw, p, p, co))?.permute((0, 5, 1, 3, 2, 4))?; // (B, C, gh, p, gw, p)
         Ok(out.reshape((b, co, h, w))?)
@@ -117,36 +121,24 @@ impl Mmdit {
     /// The transformer on embedded tokens: image tokens (B, N, D) laid out on `grid` (rows, cols),
     /// text tokens (B, L, D), conditioning `c` (B, D) → per-patch outputs (B, N, p²·C_out)
     /// (candle-transformers' `MMDiTCore::forward`).
-    pub fn forward_tokens(&self, x: &Tensor, ctx: &Tensor, c: &Tensor, plan: &ForwardPlan, grid: (usize, usize)) -> Result<Tensor> {
+    pub fn forward_tokens(&self, x: &Tensor, ctx: &Tensor, c: &Tensor, plan: &ForwardPlan, grid: (usize, usize), probe: &mut dyn AttentionProbe) -> Result<Tensor> {
         let (mut xt, mut ctx) = (x.clone(), ctx.clone());
         for (l, blk) in self.blocks.iter().enumerate() {
-            let skipped = plan.skipped(l);
-            let (x_new, ctx_new) = blk.forward(l, &xt, &ctx, c, plan, grid)?;
-            match skipped {
-                // SLG: rows whose plan skips this block keep their input.
-                Some(flags) => {
-                    xt = crate::attention::select_rows(plan, &flags, &xt, &x_new)?;
-                    if let Some(cn) = ctx_new {
-                        ctx = crate::attention::select_rows(plan, &flags, &ctx, &cn)?;
-                    }
-                }
-                None => {
-                    xt = x_new;
-                    if let Some(cn) = ctx_new {
-                        ctx = cn;
-                    }
-                }
+            let (x_new, ctx_new) = blk.forward(l, &xt, &ctx, c, plan, grid, probe)?; // SLG rows keep their input
+            xt = x_new;
+            if let Some(cn) = ctx_new {
+                ctx = cn;
             }
         }
-        let mods = self.final_ada_ln.forward(&c.silu()?)?.chunk(2, candle_core::D::Minus1)?;
-        Ok(self.final_linear.forward(&modulate(&layer_norm_no_affine(&xt, 1e-6, plan.mode)?, &mods[0], &mods[1])?)?)
-        // (B, N, p²·C)
+        let (ops, k) = (plan.ops, plan.ops.kernels);
+        let mods = self.final_ada_ln.forward(&c.silu()?, k)?.chunk(2, candle_core::D::Minus1)?;
+        self.final_linear.forward(&modulate(&layer_norm_no_affine(&xt, 1e-6, ops)?, &mods[0], &mods[1], ops)?, k) // (B, N, p²·C)
     }
 
     /// The velocity in the paper's convention (t = 0 noise, t = 1 data; v = x₁ − ε): converts to
     /// SD3's σ = 1 − t, timestep 1000·σ, and negates the output. `t` (B,) in [0, 1].
-    pub fn velocity(&self, x: &Tensor, t: &Tensor, y: &Tensor, context: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
+    pub fn velocity(&self, x: &Tensor, t: &Tensor, y: &Tensor, context: &Tensor, plan: &ForwardPlan, probe: &mut dyn AttentionProbe) -> Result<Tensor> {
         let timesteps = ((1.0 - t.to_dtype(DType::F32)?)? * 1000.0)?;
-        Ok(self.forward_sd3(x, &timesteps, y, context, plan)?.neg()?)
+        Ok(self.forward_sd3(x, &timesteps, y, context, plan, probe)?.neg()?)
     }
 }

@@ -18,7 +18,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::{Mmdit, MmditConfig};
-use crate::attention::ForwardPlan;
+use crate::attention::{AttentionProbe, ForwardPlan};
 use crate::checkpoint::{load_card, load_tensors, ModelCard};
 use crate::models::Denoiser;
 use crate::text::{empty_prompt_ids, TextEncoder, TextRectification};
@@ -194,7 +194,7 @@ impl Denoiser for TextToImage {
     }
 
     /// `cond_emb` (B, L + 1, D): rows 0..L are the context, row L the pooled vector.
-    fn velocity_embedded(&self, x: &Tensor, t: &Tensor, cond_emb: &Tensor, plan: &ForwardPlan) -> Result<Tensor> {
+    fn velocity_probed(&self, x: &Tensor, t: &Tensor, cond_emb: &Tensor, plan: &ForwardPlan, probe: &mut dyn AttentionProbe) -> Result<Tensor> {
         let (b, rows, d) = cond_emb.dims3()?;
         let l = self.cfg.context_len;
         if rows != l + 1 || d != self.cfg.mmdit.context_embed_size || b != x.dim(0)? {
@@ -202,7 +202,7 @@ impl Denoiser for TextToImage {
         }
         let ctx = cond_emb.narrow(1, 0, l)?; // (B, L, D)
         let y = cond_emb.narrow(1, l, 1)?.squeeze(1)?; // (B, D)
-        self.mmdit.velocity(x, t, &y, &ctx, plan)
+        self.mmdit.velocity(x, t, &y, &ctx, plan, probe)
     }
 
     /// The empty prompt's ids (B, L).

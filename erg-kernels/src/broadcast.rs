@@ -13,15 +13,16 @@
 //!
 //! Every sum runs in a fixed order (rows in order within fixed chunks, chunks in order), so results
 //! do not depend on the thread schedule and training stays bit-reproducible. The kernels apply to
-//! f32 tensors on the CPU with the fused kernels on ([`super::ops::set_fused_kernels`]); anything
-//! else takes candle's broadcast composition, which gives the same values (tested in
+//! f32 tensors on the CPU with [`crate::Kernels::Fused`]; anything else takes candle's broadcast
+//! composition, which gives the same values (tested in
 //! `tests/fused.rs`).
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::fused::{f32_slice, fast_path};
-use super::ops::fused_kernels;
-use crate::Result;
+use candle_core::Result;
+
+use crate::fused::f32_slice;
+use crate::{shape_error, Kernels};
 
 /// Rows of a rank-2 view whose last dimension is contiguous: (values from the view's start, row
 /// stride, rows, columns). The adaLN chunks (B, D) are such views of the (B, 6D) projection.
@@ -123,15 +124,15 @@ impl CustomOp1 for ColumnSums {
 }
 
 /// y = x + b with `b` broadcast over the leading dimensions; `x` (..., D), `b` (D,). The bias
-/// add of every linear layer ([`super::Linear`]).
+/// add of every linear layer ([`crate::linear`]).
 ///
 /// Errors: `b` not of shape (D,).
-pub fn add_bias(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn add_bias(x: &Tensor, b: &Tensor, kernels: Kernels) -> Result<Tensor> {
     let d = x.dim(candle_core::D::Minus1)?;
     if b.dims() != [d] {
-        return Err(crate::Error::shape(format!("bias must have shape ({d},), got {:?}", b.dims())));
+        return Err(shape_error(format!("bias must have shape ({d},), got {:?}", b.dims())));
     }
-    if !(fused_kernels() && fast_path(&[x, b])) {
+    if !kernels.applies(&[x, b]) {
         return Ok(x.broadcast_add(b)?);
     }
     Ok(x.contiguous()?.apply_op2(&b.contiguous()?, AddBias)?)
@@ -227,7 +228,7 @@ impl CustomOp2 for PerItemSums {
 fn check_items(x: &Tensor, v: &Tensor, what: &str) -> Result<(usize, usize, usize)> {
     let (b, n, d) = x.dims3()?;
     if v.dims() != [b, d] {
-        return Err(crate::Error::shape(format!("{what} must have shape ({b}, {d}) for tokens {:?}, got {:?}", x.dims(), v.dims())));
+        return Err(shape_error(format!("{what} must have shape ({b}, {d}) for tokens {:?}, got {:?}", x.dims(), v.dims())));
     }
     Ok((b, n, d))
 }
@@ -236,10 +237,10 @@ fn check_items(x: &Tensor, v: &Tensor, what: &str) -> Result<(usize, usize, usiz
 /// (Peebles & Xie 2023, `modulate` in DiT's `models.py`).
 ///
 /// Errors: shapes that do not match.
-pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
+pub fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor, kernels: Kernels) -> Result<Tensor> {
     check_items(x, shift, "shift")?;
     check_items(x, scale, "scale")?;
-    if !(fused_kernels() && fast_path(&[x, shift, scale])) {
+    if !kernels.applies(&[x, shift, scale]) {
         return Ok(x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?.broadcast_add(&shift.unsqueeze(1)?)?);
     }
     let lay = |t: &Tensor| -> candle_core::Result<Tensor> {
@@ -289,12 +290,12 @@ impl CustomOp3 for GatedResidual {
 /// adaLN-Zero's gated residual y = x + gate ⊙ h; `x`/`h` (B, N, D), `gate` (B, D).
 ///
 /// Errors: shapes that do not match.
-pub fn gated_residual(x: &Tensor, gate: &Tensor, h: &Tensor) -> Result<Tensor> {
+pub fn gated_residual(x: &Tensor, gate: &Tensor, h: &Tensor, kernels: Kernels) -> Result<Tensor> {
     check_items(x, gate, "gate")?;
     if h.dims() != x.dims() {
-        return Err(crate::Error::shape(format!("residual branch must have shape {:?}, got {:?}", x.dims(), h.dims())));
+        return Err(shape_error(format!("residual branch must have shape {:?}, got {:?}", x.dims(), h.dims())));
     }
-    if !(fused_kernels() && fast_path(&[x, gate, h])) {
+    if !kernels.applies(&[x, gate, h]) {
         return Ok((x + h.broadcast_mul(&gate.unsqueeze(1)?)?)?);
     }
     let gate = if gate.stride()[1] == 1 { gate.clone() } else { gate.contiguous()? };

@@ -1,15 +1,10 @@
-//! DiT embedders: patches, timesteps, labels, and the fixed 2-D sin-cos positions.
+//! Embedders shared by the transformers (DiT's `models.py`; the MMDiT and the trainers use
+//! them too): patches, timesteps, labels, and the fixed 2-D sin-cos positions.
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::block::linear_init;
-use super::config::DitConfig;
+use crate::nn::{linear_with_init, ops::add_bias, xavier_uniform, Ops};
 use crate::Result;
-
-fn xavier(fan_in: usize, fan_out: usize) -> Init {
-    let a = (6.0 / (fan_in + fan_out) as f64).sqrt();
-    Init::Uniform { lo: -a, up: a }
-}
 
 /// Patch embedding: a conv with kernel = stride = p, weight (D, C, p, p) as in the checkpoints,
 /// computed as a matmul on (C, p, p)-ordered patches (same result, cheaper backward).
@@ -21,21 +16,21 @@ pub struct PatchEmbed {
 }
 
 impl PatchEmbed {
-    pub(crate) fn new(cfg: &DitConfig, vb: VarBuilder) -> Result<Self> {
-        let (c, p, d) = (cfg.in_channels, cfg.patch_size, cfg.hidden_size);
-        let w = vb.get_with_hints((d, c, p, p), "weight", xavier(c * p * p, d))?;
+    /// `c` input channels, patch `p`, width `d`; weight (D, C, p, p) and bias (D,) in `vb`.
+    pub fn new(c: usize, p: usize, d: usize, vb: VarBuilder) -> Result<Self> {
+        let w = vb.get_with_hints((d, c, p, p), "weight", xavier_uniform(c * p * p, d))?;
         let bias = vb.get_with_hints(d, "bias", Init::Const(0.0))?;
         Ok(Self { weight: w.reshape((d, c * p * p))?.t()?, bias, patch: p })
     }
 
     /// (B, C, H, W) → (B, N, D), tokens in row-major order over the (H/p, W/p) grid.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let p = self.patch;
         let (gh, gw) = (h / p, w / p);
         let x = x.reshape((b, c, gh, p, gw, p))?.permute((0, 2, 4, 1, 3, 5))?; // (B, gh, gw, C, p, p)
         let x = x.reshape((b * gh * gw, c * p * p))?; // (B·N, C·p·p)
-        let x = crate::nn::broadcast::add_bias(&x.matmul(&self.weight)?, &self.bias)?; // (B·N, D)
+        let x = add_bias(&x.matmul(&self.weight)?, &self.bias, ops)?; // (B·N, D)
         Ok(x.reshape((b, gh * gw, ()))?)
     }
 }
@@ -58,15 +53,17 @@ pub struct TimestepEmbedder {
 }
 
 impl TimestepEmbedder {
-    pub(crate) const FREQ_DIM: usize = 256;
-    pub(crate) fn new(d: usize, vb: VarBuilder) -> Result<Self> {
+    /// Sinusoidal features fed to the MLP.
+    pub const FREQ_DIM: usize = 256;
+    /// Width `d`; weights `mlp.0`, `mlp.2` in `vb` (fresh: N(0, 0.02²), as DiT initialises them).
+    pub fn new(d: usize, vb: VarBuilder) -> Result<Self> {
         let n = Init::Randn { mean: 0.0, stdev: 0.02 };
-        Ok(Self { fc0: linear_init(Self::FREQ_DIM, d, n, vb.pp("mlp.0"))?, fc2: linear_init(d, d, n, vb.pp("mlp.2"))? })
+        Ok(Self { fc0: linear_with_init(Self::FREQ_DIM, d, n, vb.pp("mlp.0"))?, fc2: linear_with_init(d, d, n, vb.pp("mlp.2"))? })
     }
     /// `t` (B,) in the embedder's units (DiT: 0..1000) → (B, D).
-    pub fn forward(&self, t: &Tensor) -> Result<Tensor> {
+    pub fn forward(&self, t: &Tensor, ops: Ops) -> Result<Tensor> {
         let f = timestep_features(t, Self::FREQ_DIM)?.to_dtype(self.fc0.weight().dtype())?;
-        Ok(f.apply(&self.fc0)?.silu()?.apply(&self.fc2)?)
+        self.fc2.forward(&self.fc0.forward(&f, ops.kernels)?.silu()?, ops.kernels)
     }
 }
 
@@ -79,7 +76,8 @@ pub struct LabelEmbedder {
 }
 
 impl LabelEmbedder {
-    pub(crate) fn new(num_classes: usize, d: usize, vb: VarBuilder) -> Result<Self> {
+    /// `num_classes` real classes (plus the null class), width `d`; `embedding_table` in `vb`.
+    pub fn new(num_classes: usize, d: usize, vb: VarBuilder) -> Result<Self> {
         let table = vb.get_with_hints((num_classes + 1, d), "embedding_table.weight", Init::Randn { mean: 0.0, stdev: 0.02 })?;
         Ok(Self { table, num_classes })
     }

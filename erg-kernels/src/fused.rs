@@ -10,10 +10,12 @@
 //! pass over memory. They apply to contiguous f32 tensors on the CPU; anything else (CUDA, f16,
 //! strided views) takes the differentiable candle composition, which gives the same values.
 //! The backward kernels are themselves fused custom ops without a second derivative.
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use crate::Result;
+use candle_core::Result;
+
+use crate::Kernels;
 
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let v = match s {
@@ -24,11 +26,6 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> candle_c
         Some((a, b)) => Ok(&v[a..b]),
         None => candle_core::bail!("{op}: contiguous input only"),
     }
-}
-
-/// Whether the fused CPU kernels apply (CPU, f32).
-pub(crate) fn fast_path(xs: &[&Tensor]) -> bool {
-    xs.iter().all(|x| x.device().is_cpu() && x.dtype() == DType::F32)
 }
 
 /// Σ x with 8 independent accumulators, so the loop vectorises (a single f32 accumulator cannot
@@ -128,9 +125,10 @@ impl CustomOp2 for SoftmaxBwd {
     }
 }
 
-/// Softmax over the last dimension with a backward pass; `x` (..., D).
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !fast_path(&[x]) {
+/// Softmax over the last dimension with a backward pass; `x` (..., D). The fused kernel where
+/// `kernels` applies, else candle's composition.
+pub fn softmax_last_dim(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    if !kernels.applies(&[x]) {
         return Ok(candle_nn::ops::softmax(x, D::Minus1)?);
     }
     Ok(x.contiguous()?.apply_op1(Softmax)?)
@@ -210,8 +208,10 @@ impl CustomOp2 for LayerNormBwd {
 
 /// Layer norm over the last dimension without affine parameters, with a backward pass;
 /// `x` (..., D) → (..., D), ε = `eps`.
-pub fn layer_norm_no_affine(x: &Tensor, eps: f64) -> Result<Tensor> {
-    if !fast_path(&[x]) {
+///
+/// The fused kernel where `kernels` applies, else candle's mean/variance composition.
+pub fn layer_norm_no_affine(x: &Tensor, eps: f64, kernels: Kernels) -> Result<Tensor> {
+    if !kernels.applies(&[x]) {
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -291,9 +291,10 @@ impl CustomOp2 for GeluErfBwd {
     }
 }
 
-/// GELU with the exact (erf) form, with a backward pass.
-pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    if !fast_path(&[x]) {
+/// GELU with the exact (erf) form, with a backward pass. The fused kernel where `kernels`
+/// applies, else candle's `gelu_erf`.
+pub fn gelu_erf(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    if !kernels.applies(&[x]) {
         return Ok(x.gelu_erf()?);
     }
     Ok(x.contiguous()?.apply_op1(GeluErf)?)

@@ -1,14 +1,25 @@
-//! The fused CPU kernels (softmax, layer norm, erf-GELU) against candle's differentiable
-//! compositions: same values and same gradients, within f32 rounding (tolerances stated).
-mod common;
-
+//! The fused CPU kernels against candle's differentiable compositions ([`Kernels::Candle`]):
+//! same values and same gradients, within f32 rounding (tolerances stated).
 use candle_core::{Device, Tensor, Var, D};
-use common::max_abs_diff;
-use erg::nn::fused;
+use erg_kernels::{fused, Kernels};
 
+const F: Kernels = Kernels::Fused;
+
+/// N(0, scale²) values of `shape`, reproducible per seed.
 fn input(shape: &[usize], seed: u64, scale: f64) -> Tensor {
-    let mut r = erg::rng::stream(seed, 0);
-    (erg::rng::randn(&mut r, shape, &Device::Cpu).unwrap() * scale).unwrap()
+    let n: usize = shape.iter().product();
+    // A small LCG + Box–Muller keeps this crate's tests free of erg's RNG.
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let v: Vec<f32> = (0..n).map(|_| ((-2.0 * next().ln()).sqrt() * (std::f64::consts::TAU * next()).cos() * scale) as f32).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
 
 /// Value and gradient of Σ w ⊙ f(x) for a random weighting w, through `f`.
@@ -24,14 +35,16 @@ fn fused_softmax_matches_candle_values_and_gradients() {
     for (shape, scale) in [(vec![3, 4, 17, 33], 3.0), (vec![2, 64, 64], 30.0), (vec![5, 1], 1.0)] {
         let x = input(&shape, 1, scale);
         let w = input(&shape, 2, 1.0);
-        let (ya, ga) = value_and_grad(&x, &w, |x| fused::softmax_last_dim(x).unwrap());
+        let (ya, ga) = value_and_grad(&x, &w, |x| fused::softmax_last_dim(x, F).unwrap());
         let (yb, gb) = value_and_grad(&x, &w, |x| candle_nn::ops::softmax(x, D::Minus1).unwrap());
+        let (yc, gc) = value_and_grad(&x, &w, |x| fused::softmax_last_dim(x, Kernels::Candle).unwrap());
+        assert!(max_abs_diff(&yb, &yc) == 0.0 && max_abs_diff(&gb, &gc) == 0.0, "Kernels::Candle is candle's composition");
         assert!(max_abs_diff(&ya, &yb) < 1e-6, "{shape:?}: values");
         assert!(max_abs_diff(&ga, &gb) < 1e-5, "{shape:?}: gradients {}", max_abs_diff(&ga, &gb));
     }
     // A strided view takes the contiguous copy, same result.
     let x = input(&[4, 6], 3, 1.0).t().unwrap();
-    assert!(max_abs_diff(&fused::softmax_last_dim(&x).unwrap(), &candle_nn::ops::softmax_last_dim(&x.contiguous().unwrap()).unwrap()) < 1e-6);
+    assert!(max_abs_diff(&fused::softmax_last_dim(&x, F).unwrap(), &candle_nn::ops::softmax_last_dim(&x.contiguous().unwrap()).unwrap()) < 1e-6);
 }
 
 #[test]
@@ -39,7 +52,7 @@ fn fused_layer_norm_matches_candle_values_and_gradients() {
     for shape in [vec![2, 49, 128], vec![3, 7, 5]] {
         let x = (input(&shape, 4, 2.0) + 0.7).unwrap();
         let w = input(&shape, 5, 1.0);
-        let (ya, ga) = value_and_grad(&x, &w, |x| fused::layer_norm_no_affine(x, 1e-6).unwrap());
+        let (ya, ga) = value_and_grad(&x, &w, |x| fused::layer_norm_no_affine(x, 1e-6, F).unwrap());
         let (yb, gb) = value_and_grad(&x, &w, |x| {
             let xc = x.broadcast_sub(&x.mean_keepdim(D::Minus1).unwrap()).unwrap();
             xc.broadcast_div(&(xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-6).unwrap().sqrt().unwrap()).unwrap()
@@ -53,7 +66,7 @@ fn fused_layer_norm_matches_candle_values_and_gradients() {
 fn fused_gelu_matches_candle_values_and_gradients() {
     let x = input(&[3, 50, 70], 6, 3.0);
     let w = input(&[3, 50, 70], 7, 1.0);
-    let (ya, ga) = value_and_grad(&x, &w, |x| fused::gelu_erf(x).unwrap());
+    let (ya, ga) = value_and_grad(&x, &w, |x| fused::gelu_erf(x, F).unwrap());
     let (yb, gb) = value_and_grad(&x, &w, |x| x.gelu_erf().unwrap());
     assert!(max_abs_diff(&ya, &yb) < 1e-5, "values {}", max_abs_diff(&ya, &yb));
     assert!(max_abs_diff(&ga, &gb) < 1e-4, "gradients {}", max_abs_diff(&ga, &gb));
@@ -61,7 +74,7 @@ fn fused_gelu_matches_candle_values_and_gradients() {
 
 #[test]
 fn vectorisable_exp_and_erf_are_accurate() {
-    use erg::nn::fused::{erf_approx, exp_approx};
+    use erg_kernels::{erf_approx, exp_approx};
     let (mut max_exp, mut max_erf) = (0f32, 0f32);
     for i in -200_000..=200_000 {
         let x = i as f32 * 1e-4 * 4.0; // [−80, 80] for exp, steps of 4e-4
@@ -97,7 +110,7 @@ fn assert_same(a: &(Tensor, Vec<Tensor>), b: &(Tensor, Vec<Tensor>), tol: f32, w
 
 #[test]
 fn row_broadcast_kernels_match_candle_values_and_gradients() {
-    use erg::nn::broadcast::{add_bias, gated_residual, modulate};
+    use erg_kernels::{add_bias, gated_residual, modulate};
     let (b, n, d) = (3, 17, 40);
     let x = input(&[b, n, d], 20, 1.0);
     let h = input(&[b, n, d], 21, 1.0);
@@ -106,14 +119,14 @@ fn row_broadcast_kernels_match_candle_values_and_gradients() {
     let w = input(&[b, n, d], 23, 1.0);
     let bias = input(&[d], 24, 1.0);
 
-    let fused = values_and_grads(&[x.clone(), bias.clone()], &w, |t| add_bias(&t[0], &t[1]).unwrap());
+    let fused = values_and_grads(&[x.clone(), bias.clone()], &w, |t| add_bias(&t[0], &t[1], F).unwrap());
     let plain = values_and_grads(&[x.clone(), bias.clone()], &w, |t| t[0].broadcast_add(&t[1]).unwrap());
     assert_same(&fused, &plain, 1e-5, "add_bias");
 
     let chunks = |t: &Tensor| t.chunk(3, 1).unwrap();
     let fused = values_and_grads(&[x.clone(), ada.clone()], &w, |t| {
         let m = chunks(&t[1]);
-        modulate(&t[0], &m[0], &m[1]).unwrap()
+        modulate(&t[0], &m[0], &m[1], F).unwrap()
     });
     let plain = values_and_grads(&[x.clone(), ada.clone()], &w, |t| {
         let m = chunks(&t[1]);
@@ -121,20 +134,20 @@ fn row_broadcast_kernels_match_candle_values_and_gradients() {
     });
     assert_same(&fused, &plain, 1e-5, "modulate");
 
-    let fused = values_and_grads(&[x.clone(), ada.clone(), h.clone()], &w, |t| gated_residual(&t[0], &chunks(&t[1])[2], &t[2]).unwrap());
+    let fused = values_and_grads(&[x.clone(), ada.clone(), h.clone()], &w, |t| gated_residual(&t[0], &chunks(&t[1])[2], &t[2], F).unwrap());
     let plain =
         values_and_grads(&[x.clone(), ada.clone(), h.clone()], &w, |t| (&t[0] + t[2].broadcast_mul(&chunks(&t[1])[2].unsqueeze(1).unwrap()).unwrap()).unwrap());
     assert_same(&fused, &plain, 1e-5, "gated_residual");
 
     // Mismatched shapes are errors, not panics.
-    assert!(modulate(&x, &ada, &ada).is_err());
-    assert!(gated_residual(&x, &chunks(&ada)[0], &x.narrow(1, 0, 3).unwrap()).is_err());
-    assert!(add_bias(&x, &input(&[d + 1], 1, 1.0)).is_err());
+    assert!(modulate(&x, &ada, &ada, F).is_err());
+    assert!(gated_residual(&x, &chunks(&ada)[0], &x.narrow(1, 0, 3).unwrap(), F).is_err());
+    assert!(add_bias(&x, &input(&[d + 1], 1, 1.0), F).is_err());
 }
 
 #[test]
 fn fused_linear_matches_candle_values_and_gradients() {
-    use candle_core::Module;
+    use erg_kernels::linear;
     for shape in [vec![5, 9, 24], vec![7, 24], vec![2, 3, 4, 24]] {
         let x = input(&shape, 30, 1.0);
         let wt = input(&[33, 24], 31, 0.3);
@@ -143,7 +156,7 @@ fn fused_linear_matches_candle_values_and_gradients() {
         *out.last_mut().unwrap() = 33;
         let w = input(&out, 33, 1.0);
         let fused =
-            values_and_grads(&[x.clone(), wt.clone(), b.clone()], &w, |t| erg::nn::Linear::new(t[1].clone(), Some(t[2].clone())).forward(&t[0]).unwrap());
+            values_and_grads(&[x.clone(), wt.clone(), b.clone()], &w, |t| linear(&t[0], &t[1], Some(&t[2]), F).unwrap());
         let plain =
             values_and_grads(&[x.clone(), wt.clone(), b.clone()], &w, |t| t[0].broadcast_matmul(&t[1].t().unwrap()).unwrap().broadcast_add(&t[2]).unwrap());
         assert_same(&fused, &plain, 1e-4, &format!("linear {shape:?}"));
@@ -151,65 +164,36 @@ fn fused_linear_matches_candle_values_and_gradients() {
     // Without bias, and a wrong input width is an error.
     let x = input(&[4, 6, 24], 34, 1.0);
     let wt = input(&[10, 24], 35, 0.3);
-    let lin = erg::nn::Linear::new(wt.clone(), None);
-    assert!(max_abs_diff(&lin.forward(&x).unwrap(), &x.broadcast_matmul(&wt.t().unwrap()).unwrap()) < 1e-5);
-    assert!(lin.forward(&input(&[4, 6, 23], 36, 1.0)).is_err());
+    assert!(max_abs_diff(&linear(&x, &wt, None, F).unwrap(), &x.broadcast_matmul(&wt.t().unwrap()).unwrap()) < 1e-5);
+    assert!(linear(&input(&[4, 6, 23], 36, 1.0), &wt, None, F).is_err());
 }
 
 #[test]
 fn packed_attention_matches_split_heads_attention_with_per_row_temperatures() {
-    use erg::attention::packed::packed_attention;
-    use erg::attention::{attention, Rectifier};
-    use erg::nn::OpMode;
+    use erg_kernels::packed_attention;
     let (b, n, heads, dh) = (4, 19, 3, 8);
     let qkv = input(&[b, n, 3 * heads * dh], 40, 1.5);
     let w = input(&[b, n, heads * dh], 41, 1.0);
     let beta = 1.0 / (dh as f64).sqrt();
     let taus = [1.0, 1.0, 0.3, 0.3]; // two rows standard, two rectified (ERG's batched branches)
     let scales: Vec<f64> = taus.iter().map(|t| t * beta).collect();
-    let fused = values_and_grads(std::slice::from_ref(&qkv), &w, |t| packed_attention(&t[0], heads, &scales).unwrap());
+    let fused = values_and_grads(std::slice::from_ref(&qkv), &w, |t| packed_attention(&t[0], heads, &scales, F).unwrap());
     let reference = values_and_grads(std::slice::from_ref(&qkv), &w, |t| {
         let p = t[0].reshape((b, n, 3, heads, dh)).unwrap().permute((2, 0, 3, 1, 4)).unwrap(); // (3, B, H, N, d_h)
         let rows: Vec<Tensor> = (0..b)
             .map(|i| {
                 let part = |k: usize| p.get(k).unwrap().narrow(0, i, 1).unwrap();
-                let o = attention(&part(0), &part(1), &part(2), &Rectifier::temperature(taus[i]), OpMode::Train, None).unwrap(); // (1, H, N, d_h)
+                let logits = (part(0).matmul(&part(1).t().unwrap()).unwrap() * scales[i]).unwrap(); // (1, H, N, N)
+                let o = candle_nn::ops::softmax(&logits, D::Minus1).unwrap().matmul(&part(2)).unwrap(); // (1, H, N, d_h)
                 o.transpose(1, 2).unwrap().reshape((1, n, heads * dh)).unwrap()
             })
             .collect();
         Tensor::cat(&rows, 0).unwrap()
     });
     assert_same(&fused, &reference, 1e-5, "packed attention");
-    assert!(packed_attention(&qkv, 5, &scales).is_err(), "3·H·d_h must divide the width");
-    assert!(packed_attention(&qkv, heads, &scales[..3]).is_err(), "one scale per row");
+    let composed = values_and_grads(std::slice::from_ref(&qkv), &w, |t| packed_attention(&t[0], heads, &scales, Kernels::Candle).unwrap());
+    assert_same(&composed, &reference, 1e-5, "packed attention, candle composition");
+    assert!(packed_attention(&qkv, 5, &scales, F).is_err(), "3·H·d_h must divide the width");
+    assert!(packed_attention(&qkv, heads, &scales[..3], F).is_err(), "one scale per row");
 }
 
-#[test]
-fn packed_attention_of_a_mixed_plan_matches_split_heads_attention() {
-    use erg::attention::{AttentionPlan, Energy, ForwardPlan, Rectifier};
-    let (heads, dh, grid) = (2, 8, (4, 4));
-    let n = grid.0 * grid.1;
-    let in_range = |rectifier| AttentionPlan { rectifier, l_min: 0, l_max: 1 };
-    // CFG's two plain rows, an ERG row (τ), a SEG row, a PAG row, another τ row, a multi-step energy row.
-    let groups = vec![
-        (2, AttentionPlan::standard()),
-        (1, in_range(Rectifier::temperature(0.2))),
-        (1, in_range(Rectifier::SmoothedQueries { sigma: f64::INFINITY })),
-        (1, in_range(Rectifier::Identity)),
-        (1, in_range(Rectifier::temperature(3.0))),
-        (1, in_range(Rectifier::Energy(Energy { tau: 0.5, alpha: 1.0, gamma: 0.5, steps: 2 }))),
-    ];
-    let b: usize = groups.iter().map(|g| g.0).sum();
-    let plan = ForwardPlan::new(groups);
-    let qkv = input(&[b, n, 3 * heads * dh], 50, 1.5);
-    let got = plan.attend_packed(0, &qkv, heads, Some(grid)).unwrap(); // (B, N, D)
-    let p = qkv.reshape((b, n, 3, heads, dh)).unwrap().permute((2, 0, 3, 1, 4)).unwrap();
-    let (q, k, v) = (p.get(0).unwrap(), p.get(1).unwrap(), p.get(2).unwrap());
-    let want = plan.attend(0, &q, &k, &v, Some(grid)).unwrap().transpose(1, 2).unwrap().reshape((b, n, heads * dh)).unwrap();
-    assert!(max_abs_diff(&got, &want) < 1e-5, "{}", max_abs_diff(&got, &want));
-    // Outside the range every row is standard attention, one packed call.
-    let got = plan.attend_packed(1, &qkv, heads, Some(grid)).unwrap();
-    let want = plan.attend(1, &q, &k, &v, Some(grid)).unwrap().transpose(1, 2).unwrap().reshape((b, n, heads * dh)).unwrap();
-    assert!(max_abs_diff(&got, &want) < 1e-5);
-    assert!(plan.attend_packed(0, &qkv, 5, Some(grid)).is_err());
-}

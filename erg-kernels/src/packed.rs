@@ -10,14 +10,17 @@
 //!   dV = Pᵀ dO, dP = dO Vᵀ, dS = s_b·P ⊙ (dP − rowsum(dP ⊙ P)), dQ = dS K, dK = dSᵀ Q.
 //!
 //! s_b = τ_b / √d_h is a per-row scale, so the batched positive and temperature-rectified rows of
-//! one ERG step (Eq. 10) share one call. Same values as [`super::attention`] with
-//! [`super::Rectifier::temperature`] up to f32 rounding (tested in `tests/fused.rs`).
+//! one ERG step (Eq. 10) share one call. Same values as split-head attention with the logits
+//! scaled by s_b (erg's `attention` with a temperature rectifier) up to f32 rounding (tested in
+//! `tests/kernels.rs`).
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
-use crate::nn::fused::{dot8, exp_approx, f32_slice, fast_path, max8, sum8};
-use crate::Result;
+use candle_core::Result;
+
+use crate::fused::{dot8, exp_approx, f32_slice, max8, sum8};
+use crate::{shape_error, Kernels};
 
 /// A pointer that tasks writing disjoint parts of one buffer may share.
 #[derive(Clone, Copy)]
@@ -165,27 +168,22 @@ impl CustomOp2 for PackedAttentionBwd {
     }
 }
 
-/// Whether [`packed_attention`] runs as the fused kernel for `qkv` (CPU, f32, fused kernels on);
-/// otherwise it composes candle ops.
-pub fn packed_kernel_applies(qkv: &Tensor) -> bool {
-    crate::nn::ops::fused_kernels() && fast_path(&[qkv])
-}
-
 /// Softmax attention over a packed projection: `qkv` (B, N, 3·H·d_h), laid out per token as
 /// [q | k | v], each H heads of d_h (the `(B, N, 3, H, d_h)` view of DiT's and SD3's `attn.qkv`),
 /// → (B, N, H·d_h) with heads side by side (the input of `attn.proj`). Row b uses the logit
 /// scale `scales[b]` = τ_b/√d_h (1/√d_h for standard attention; ERG's temperature τ multiplies
 /// the logits, Eq. 9 / Algorithm 1 with α = γ = K = 1).
 ///
-/// Differentiable. The fused kernel on CPU f32 (see the module docs); elsewhere candle ops.
+/// Differentiable. The fused kernel where `kernels` applies (see the module docs); elsewhere
+/// candle ops.
 /// Errors: `qkv` not (B, N, 3·H·d_h); `scales` not of length B.
-pub fn packed_attention(qkv: &Tensor, heads: usize, scales: &[f64]) -> Result<Tensor> {
+pub fn packed_attention(qkv: &Tensor, heads: usize, scales: &[f64], kernels: Kernels) -> Result<Tensor> {
     let (b, n, w) = qkv.dims3()?;
     if heads == 0 || !w.is_multiple_of(3 * heads) || scales.len() != b {
-        return Err(crate::Error::shape(format!("packed attention: qkv {:?} with {heads} heads and {} row scales", qkv.dims(), scales.len())));
+        return Err(shape_error(format!("packed attention: qkv {:?} with {heads} heads and {} row scales", qkv.dims(), scales.len())));
     }
     let dh = w / (3 * heads);
-    if packed_kernel_applies(qkv) {
+    if kernels.applies(&[qkv]) {
         let op = PackedAttention { heads, scales: scales.iter().map(|&s| s as f32).collect() };
         return Ok(qkv.contiguous()?.apply_op1(op)?);
     }
