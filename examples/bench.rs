@@ -183,7 +183,7 @@ fn main() -> anyhow::Result<()> {
         let tc = erg::train::TrainConfig { kernels: if fused { erg::nn::Kernels::Fused } else { erg::nn::Kernels::Candle }, ..tc.clone() };
         let dir = std::env::temp_dir().join(format!("erg-bench-{}-{fused}", std::process::id()));
         let paths = erg::train::RunPaths::new(&dir);
-        erg::train::train(&tc, &data, &device, &paths, false, None, false)?;
+        erg::train::train(&tc, &data, &device, &paths, erg::train::RunOptions::new())?;
         let log = std::fs::read_to_string(paths.loss())?;
         let elapsed: Vec<f64> = log.lines().skip(1).filter_map(|l| l.split(',').nth(3)?.parse().ok()).collect();
         let _ = std::fs::remove_dir_all(&dir);

@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     cfg.checkpoint_every = 1_000; // no checkpoint in 60 steps but the final one
     let paths = RunPaths::new(out.join("run"));
     let _ = std::fs::remove_dir_all(out.join("run")); // start fresh each time
-    let report = train(&cfg, &data, &device, &paths, false, None, false)?;
+    let report = train(&cfg, &data, &device, &paths, erg::train::RunOptions::new())?;
     println!("{} steps: loss {:.3} → {:.3}, {:.2} s/step", cfg.steps, report.first_loss, report.final_loss, report.s_per_step);
     let losses: Vec<(f64, f64)> = std::fs::read_to_string(paths.loss())?
         .lines()

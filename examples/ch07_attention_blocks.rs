@@ -71,7 +71,7 @@ fn main() -> anyhow::Result<()> {
         // ANCHOR: fig8
         // Every block range [l_min, l_max) for I-ERG (w = 3, τ = 0.01, κ = 0.3), evaluated with
         // the metrics machinery at a small sample count; FID and consistency per range.
-        let bench = Bench::from_paths(&BenchPaths::default_paths(), &device)?;
+        let bench = Bench::from_paths(&BenchPaths::default(), &device)?;
         let cfg = EvalConfig { samples_per_class: if quick { 1 } else { 4 }, num_steps: if quick { 4 } else { 20 }, ..Default::default() };
         let depth = model.depth();
         let mut grid = vec![vec![f64::NAN; depth + 1]; depth];

@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let out = Path::new("results/ch08");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();
-    let bench = Bench::from_paths(&BenchPaths::default_paths(), &device)?;
+    let bench = Bench::from_paths(&BenchPaths::default(), &device)?;
     let cfg = EvalConfig { samples_per_class: if quick { 2 } else { 10 }, num_steps: if quick { 6 } else { 25 }, ..Default::default() };
     let mut results = ResultsFile::open(out.join("results.jsonl"))?;
     let depth = bench.model.depth();

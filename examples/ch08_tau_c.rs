@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let out = Path::new("results/ch08");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();
-    let weak = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/checkpoints/emoji-mmdit-weak.safetensors");
+    let weak = Path::new(erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT_WEAK);
     let classifier = Path::new(erg::checkpoint::SHIPPED_EMOJI_CLASSIFIER);
     // 2 emoji names per category × 4 seeds = 72 images per setting, 25 Euler steps.
     let bench = TextBench::load(Path::new(SHIPPED_EMOJI_MMDIT), &weak, classifier, if quick { 1 } else { 2 }, if quick { 2 } else { 4 }, &device)?;

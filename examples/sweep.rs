@@ -8,15 +8,21 @@
 //! ```
 //! Runs are appended to `<out>/results.jsonl` (shared with `table3`); an interrupted sweep
 //! resumes. Writes `<out>/selected.json` (method → selected `Guidance`) and `<out>/pareto.{svg,png}`.
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
+use erg::eval::report::evaluate_variants;
 use erg::eval::sweep::{grid, plot_pareto, select_per_method};
-use erg::eval::{run_key, Bench, BenchPaths, EvalConfig, MetricSpec, ResultsFile};
+use erg::eval::{Bench, EvalConfig, MetricSpec, ResultsFile};
 use erg::guidance::Guidance;
 use erg::models::Denoiser;
 
+/// Sweeps each method's hyperparameters over the paper's grids on the emoji DiT, selects each
+/// method's setting by mean rank over the six metrics (ERG Appendix A.1) into
+/// `<out>/selected.json`, and draws the Pareto fronts of Fig. 2.
 #[derive(Parser, Debug)]
 struct Args {
     /// Methods to sweep (preset names).
@@ -35,7 +41,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[command(flatten)]
-    paths: BenchPaths,
+    paths: common::EvalFlags,
     /// Output folder.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -44,32 +50,18 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
-    let bench = Bench::from_paths(&a.paths, &device)?;
+    let bench = Bench::from_paths(&a.paths.dit_paths(), &device)?;
     let cfg =
         EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
-    let runs: Vec<Guidance> = a.methods.iter().map(|m| grid(m, bench.model.depth(), &a.scales)).collect::<Result<Vec<_>, _>>()?.concat();
-    let todo = runs.iter().filter(|g| !results.contains(&run_key(g, &cfg))).count();
-    eprintln!("{} settings, {} to run ({} already in results.jsonl)", runs.len(), todo, runs.len() - todo);
-    let bar = indicatif::ProgressBar::new(todo as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("sweep [{bar:30}] {pos}/{len} runs eta {eta} {msg}").unwrap().progress_chars("=> "));
-    let mut keys = Vec::new();
-    for g in &runs {
-        let key = run_key(g, &cfg);
-        if !results.contains(&key) {
-            bar.set_message(g.name.clone());
-            let rec = bench.evaluate(g, &cfg, &device, |_, _| {})?;
-            results.append(rec)?;
-            bar.inc(1);
-        }
-        keys.push(key);
-    }
-    bar.finish_and_clear();
-    let mine: Vec<_> = results.records().iter().filter(|r| keys.contains(&r.key)).cloned().collect();
+    let runs: Vec<(String, Guidance)> =
+        a.methods.iter().map(|m| Ok(grid(m, bench.model.depth(), &a.scales)?.into_iter().map(|g| (g.describe(), g)).collect::<Vec<_>>())).collect::<anyhow::Result<Vec<_>>>()?.concat();
+    eprintln!("{} settings", runs.len());
+    let mine: Vec<_> = evaluate_variants(&bench, &runs, &cfg, &mut results, &device)?.into_iter().map(|(_, r)| r).collect();
     let selected = select_per_method(&mine, &MetricSpec::paper_defaults());
     let chosen: BTreeMap<String, serde_json::Value> = selected.iter().map(|(m, r)| (m.clone(), r.guidance.clone())).collect();
     std::fs::create_dir_all(&a.out)?;
-    std::fs::write(a.out.join("selected.json"), serde_json::to_string_pretty(&chosen)?)?;
+    erg::checkpoint::write_atomic(&a.out.join("selected.json"), serde_json::to_string_pretty(&chosen)?.as_bytes())?;
     for (m, r) in &selected {
         println!(
             "{m:>14}: FID {:.2}, precision {:.1}, recall {:.1}, density {:.1}, coverage {:.1}, consistency {:.1}",

@@ -58,7 +58,7 @@ struct Args {
     #[arg(long, default_value = SHIPPED_EMOJI_MMDIT)]
     checkpoint: PathBuf,
     /// AutoGuidance's weak model (the early checkpoint of the same run).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-mmdit-weak.safetensors"))]
+    #[arg(long, default_value = erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT_WEAK)]
     weak_checkpoint: PathBuf,
     /// Output folder.
     #[arg(long, default_value = "results")]

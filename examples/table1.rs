@@ -12,12 +12,14 @@
 //! images. Features and consistency come from the shipped classifier (consistency = its
 //! agreement with the prompt's emoji category), or `--features`/`--feature-weights` for
 //! pretrained features. Every run is appended to `<out>/results_t2i.jsonl` and reused on rerun.
-use std::path::PathBuf;
+mod common;
+
+use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use erg::eval::{EvalConfig, ResultsFile, TextBench};
 use erg::guidance::{preset_for, Guidance};
-use erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT;
+use erg::models::mmdit::t2i::{SHIPPED_EMOJI_MMDIT, SHIPPED_EMOJI_MMDIT_WEAK};
 use erg::models::Denoiser;
 
 #[derive(Parser, Debug)]
@@ -47,21 +49,10 @@ struct Args {
     /// Override the method list (comma-separated preset names).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
-    /// The text-to-image model.
-    #[arg(long, default_value = SHIPPED_EMOJI_MMDIT)]
-    checkpoint: PathBuf,
-    /// Its early checkpoint (AutoGuidance's weak model).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-mmdit-weak.safetensors"))]
-    weak_checkpoint: PathBuf,
-    /// The classifier (features and consistency).
-    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_CLASSIFIER)]
-    classifier: PathBuf,
-    /// Pretrained features instead of the classifier's (inception, dinov2-vit*14, clip-vit-b32).
-    #[arg(long, requires = "feature_weights")]
-    features: Option<String>,
-    /// Their weights (path or hf://org/name/file).
-    #[arg(long)]
-    feature_weights: Option<String>,
+    /// The text-to-image model (default: the shipped emoji MMDiT), its weak checkpoint, the
+    /// classifier and optional pretrained features.
+    #[command(flatten)]
+    paths: common::EvalFlags,
     /// Output folder.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -71,10 +62,8 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
     // ANCHOR: setup
-    let mut bench = TextBench::load(&a.checkpoint, &a.weak_checkpoint, &a.classifier, a.prompts_per_class, a.samples_per_prompt, &device)?;
-    if let (Some(n), Some(w)) = (&a.features, &a.feature_weights) {
-        bench.scorer.set_extractor(erg::features::load(n, w, &device)?, &device)?;
-    }
+    let paths = a.paths.paths(Path::new(SHIPPED_EMOJI_MMDIT), Path::new(SHIPPED_EMOJI_MMDIT_WEAK));
+    let bench = TextBench::from_paths(&paths, a.prompts_per_class, a.samples_per_prompt, &device)?;
     // ANCHOR_END: setup
     let names: Vec<String> = a.methods.clone().unwrap_or_else(|| {
         let v: &[&str] = match a.table {
@@ -84,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         v.iter().map(|s| s.to_string()).collect()
     });
     // ANCHOR: evaluate
-    let cfg = EvalConfig { num_steps: a.steps, seed: a.seed, features: a.features.clone(), batch_size: 96, ..Default::default() };
+    let cfg = EvalConfig { num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), batch_size: 96, ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results_t2i.jsonl"))?;
     let (depth, text_layers) = (bench.model.depth(), bench.model.text_layers());
     let t0 = std::time::Instant::now();
@@ -111,7 +100,7 @@ fn main() -> anyhow::Result<()> {
         "# Table {} analogue (text-to-image{})\n\nModel `{}` (step {}). {} prompts ({} emoji names per category × {} categories) × {} seeds = {} images, {} Euler steps, seed {}, {} (text-to-image ERG of Table 7 scaled to {} blocks). Reference: all {} training images. Features: {}; consistency: the classifier's agreement with the prompt's category (held-out accuracy {:.1} %).\n\n",
         a.table,
         if a.table == 5 { ", ERG's components" } else { "" },
-        a.checkpoint.display(),
+        paths.checkpoint.display(),
         bench.card.step,
         bench.prompts.prompts.len(),
         a.prompts_per_class,
@@ -126,12 +115,8 @@ fn main() -> anyhow::Result<()> {
         bench.scorer.extractor().name(),
         bench.scorer.classifier_card.heldout_accuracy
     );
-    md.push_str(&erg::eval::report::markdown_table("method", &rows));
-    md.push_str("\n| method | setting |\n|---|---|\n");
-    for (name, r) in &rows {
-        let setting = serde_json::from_value::<Guidance>(r.guidance.clone()).map(|g| g.describe()).unwrap_or_default();
-        md.push_str(&format!("| {name} | {setting} |\n"));
-    }
+    let layout = erg::eval::report::TableLayout { first_header: "method".into(), total_nfe_over_steps: None, settings: true };
+    md.push_str(&erg::eval::report::write_table(&layout, &rows));
     md.push_str(&format!(
         "\nWall time of this invocation: {:.0} s; sampling + evaluation of the rows: {:.0} s in total.\n",
         t0.elapsed().as_secs_f64(),

@@ -47,7 +47,8 @@ fn main() -> anyhow::Result<()> {
     let cfg = ClassifierConfig { in_channels: data.image_shape()?.0, widths: a.widths.clone(), num_classes: data.classes.len() };
     let device = erg::device::best();
     let t0 = std::time::Instant::now();
-    let (_, card) = train(&cfg, &data, a.steps, a.batch_size, a.lr, a.seed, &device, &a.out, true)?;
+    let how = erg::features::classifier::ClassifierTraining { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, progress: true };
+    let (_, card) = train(&cfg, &data, &how, &device, &a.out)?;
     println!(
         "{}: held-out accuracy {:.1} % (train {:.1} %), {} steps, {:.0} s → {}",
         a.data,

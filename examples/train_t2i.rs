@@ -78,7 +78,7 @@ fn main() -> anyhow::Result<()> {
         cfg.batch_size,
         erg::device::describe(&device)
     );
-    let report = train_task(&task, &cfg, &data, &device, &RunPaths::new(&args.out), args.resume, None, true)?;
+    let report = train_task(&task, &cfg, &data, &device, &RunPaths::new(&args.out), erg::train::RunOptions::new().resume(args.resume).progress())?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("EMA weights: {}", RunPaths::new(&args.out).ema().display());
     Ok(())

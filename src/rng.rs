@@ -15,12 +15,17 @@ pub fn stream(seed: u64, label: u64) -> StdRng {
 
 /// A generator for a named stream (FNV-1a hash of the name), e.g. one per weight tensor.
 pub fn named(seed: u64, name: &str) -> StdRng {
+    stream(seed, fnv1a(name.as_bytes()))
+}
+
+/// The 64-bit FNV-1a hash of `bytes`: a stable, platform-independent key (stream names, run keys).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
+    for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    stream(seed, h)
+    h
 }
 
 fn splitmix(mut z: u64) -> u64 {

@@ -70,26 +70,18 @@ fn an_evaluation_run_computes_every_metric() {
     use erg::guidance::{preset, Models};
     let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(300)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (clf, _) = classifier::train(
-        &ClassifierConfig { in_channels: 1, widths: vec![4, 8], num_classes: 10 },
-        &data,
-        10,
-        16,
-        3e-3,
-        0,
-        &Device::Cpu,
-        &dir.path().join("c.safetensors"),
-        false,
-    )
-    .unwrap();
+    let how = classifier::ClassifierTraining { steps: 10, batch_size: 16, lr: 3e-3, seed: 0, progress: false };
+    let cfg = ClassifierConfig { in_channels: 1, widths: vec![4, 8], num_classes: 10 };
+    let (clf, card) = classifier::train(&cfg, &data, &how, &Device::Cpu, &dir.path().join("c.safetensors")).unwrap();
     let mut tc = erg::train::TrainConfig::new(erg::models::dit::DitConfig::test_tiny(), "mnist", 3, 0);
     tc.batch_size = 8;
-    erg::train::train(&tc, &data, &Device::Cpu, &erg::train::RunPaths::new(dir.path().join("run")), false, None, false).unwrap();
+    erg::train::train(&tc, &data, &Device::Cpu, &erg::train::RunPaths::new(dir.path().join("run")), erg::train::RunOptions::new()).unwrap();
     let (model, _) = erg::models::dit::load(&dir.path().join("run/ema.safetensors"), &Device::Cpu).unwrap();
     let r = reference(&clf, &data, Some(10), &Device::Cpu).unwrap();
     assert_eq!(r.features.nrows(), 100);
+    let scorer = erg::eval::Scorer::from_parts(clf, card, None, data, r);
     let cfg = EvalConfig { samples_per_class: 2, num_steps: 3, batch_size: 32, ..Default::default() };
-    let rec = evaluate(Models::main(&model), &preset("cfg", 2.0, 2).unwrap(), &clf, &clf, &r, 10, &cfg, &Device::Cpu, |_, _| {}).unwrap();
+    let rec = evaluate(Models::main(&model), &preset("cfg", 2.0, 2).unwrap(), 10, &scorer, &cfg, &Device::Cpu, |_, _| {}).unwrap();
     assert_eq!(rec.samples, 20);
     assert_eq!(rec.nfe_per_step, 2.0);
     for m in ["fid", "precision", "recall", "density", "coverage", "consistency"] {
@@ -97,7 +89,7 @@ fn an_evaluation_run_computes_every_metric() {
     }
     assert_eq!(rec.key, run_key(&preset("cfg", 2.0, 2).unwrap(), &cfg));
     assert_ne!(rec.key, run_key(&preset("cfg", 3.0, 2).unwrap(), &cfg));
-    let unc = evaluate(Models::main(&model), &preset("uncond", 1.0, 2).unwrap(), &clf, &clf, &r, 10, &cfg, &Device::Cpu, |_, _| {}).unwrap();
+    let unc = evaluate(Models::main(&model), &preset("uncond", 1.0, 2).unwrap(), 10, &scorer, &cfg, &Device::Cpu, |_, _| {}).unwrap();
     assert!(unc.metrics["consistency"].is_nan());
 }
 

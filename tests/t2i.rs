@@ -167,7 +167,7 @@ fn training_lowers_the_loss_and_the_checkpoint_loads() {
     cfg.warmup_steps = 5;
     cfg.checkpoint_every = 60;
     cfg.weak_step = None;
-    let r = erg::train::train_task(&task, &cfg, &data, &Device::Cpu, &erg::train::RunPaths::new(dir.path()), false, None, false).unwrap();
+    let r = erg::train::train_task(&task, &cfg, &data, &Device::Cpu, &erg::train::RunPaths::new(dir.path()), erg::train::RunOptions::new()).unwrap();
     let log = std::fs::read_to_string(dir.path().join("loss.csv")).unwrap();
     let losses: Vec<f64> = log.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
     let (first, last) = (losses[..10].iter().sum::<f64>() / 10.0, losses[50..].iter().sum::<f64>() / 10.0);

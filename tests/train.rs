@@ -31,7 +31,7 @@ fn a_few_steps_lower_the_loss() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(60);
     cfg.checkpoint_every = 60;
-    let r = train(&cfg, &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap();
+    let r = train(&cfg, &data(), &Device::Cpu, &RunPaths::new(dir.path()), erg::train::RunOptions::new()).unwrap();
     let log = std::fs::read_to_string(dir.path().join("loss.csv")).unwrap();
     let losses: Vec<f64> = log.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
     assert_eq!(losses.len(), 60);
@@ -48,9 +48,9 @@ fn resume_after_interruption_continues_the_same_run() {
     let broken = tempfile::tempdir().unwrap();
     let cfg = config(8);
     let d = data();
-    train(&cfg, &d, &Device::Cpu, &RunPaths::new(straight.path()), false, None, false).unwrap();
+    train(&cfg, &d, &Device::Cpu, &RunPaths::new(straight.path()), erg::train::RunOptions::new()).unwrap();
     // "killed" after the checkpoint at step 4 (the log has rows past it that must be dropped)
-    let r = train(&cfg, &d, &Device::Cpu, &RunPaths::new(broken.path()), false, Some(4), false).unwrap();
+    let r = train(&cfg, &d, &Device::Cpu, &RunPaths::new(broken.path()), erg::train::RunOptions::new().stop_at(4)).unwrap();
     assert_eq!(r.step, 4);
     std::fs::OpenOptions::new()
         .append(true)
@@ -59,9 +59,9 @@ fn resume_after_interruption_continues_the_same_run() {
         .unwrap()
         .unwrap();
     // without --resume an existing run is never overwritten
-    let e = train(&cfg, &d, &Device::Cpu, &RunPaths::new(broken.path()), false, None, false).unwrap_err();
+    let e = train(&cfg, &d, &Device::Cpu, &RunPaths::new(broken.path()), erg::train::RunOptions::new()).unwrap_err();
     assert!(e.to_string().contains("--resume"), "{e}");
-    let r = train(&cfg, &d, &Device::Cpu, &RunPaths::new(broken.path()), true, None, false).unwrap();
+    let r = train(&cfg, &d, &Device::Cpu, &RunPaths::new(broken.path()), erg::train::RunOptions::new().resume(true)).unwrap();
     assert_eq!((r.resumed_from, r.step), (4, 8));
     let (a, b) = (read(&straight.path().join("state.safetensors")), read(&broken.path().join("state.safetensors")));
     assert_eq!(a.len(), b.len());
@@ -83,13 +83,13 @@ fn resume_after_interruption_continues_the_same_run() {
     // a resume with another configuration is refused
     let mut other = cfg.clone();
     other.optim.lr = 1.0;
-    assert!(train(&other, &d, &Device::Cpu, &RunPaths::new(broken.path()), true, None, false).unwrap_err().to_string().contains("configuration"));
+    assert!(train(&other, &d, &Device::Cpu, &RunPaths::new(broken.path()), erg::train::RunOptions::new().resume(true)).unwrap_err().to_string().contains("configuration"));
 }
 
 #[test]
 fn checkpoint_round_trip_and_deterministic_sampling() {
     let dir = tempfile::tempdir().unwrap();
-    train(&config(4), &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap();
+    train(&config(4), &data(), &Device::Cpu, &RunPaths::new(dir.path()), erg::train::RunOptions::new()).unwrap();
     let ema = dir.path().join("ema.safetensors");
     let (m1, card) = erg::models::dit::load(&ema, &Device::Cpu).unwrap();
     assert_eq!(card.step, 4);
@@ -124,7 +124,7 @@ fn missing_and_corrupt_checkpoints_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let e = erg::models::dit::load(&dir.path().join("nope.safetensors"), &Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("not found") || e.contains("nope.json"), "{e}");
-    train(&config(4), &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap();
+    train(&config(4), &data(), &Device::Cpu, &RunPaths::new(dir.path()), erg::train::RunOptions::new()).unwrap();
     let ema = dir.path().join("ema.safetensors");
     std::fs::write(&ema, b"this is not a safetensors file").unwrap();
     let e = erg::models::dit::load(&ema, &Device::Cpu).unwrap_err();
@@ -142,7 +142,7 @@ fn wrong_data_shape_is_rejected_before_training() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(2);
     cfg.model.input_size = (32, 32);
-    let e = train(&cfg, &data(), &Device::Cpu, &RunPaths::new(dir.path()), false, None, false).unwrap_err();
+    let e = train(&cfg, &data(), &Device::Cpu, &RunPaths::new(dir.path()), erg::train::RunOptions::new()).unwrap_err();
     assert!(e.to_string().contains("the model expects"), "{e}");
 }
 

@@ -10,5 +10,5 @@ pub mod text;
 
 pub use rank::{mean_ranks, select_best, Direction, MetricSpec};
 pub use results::{ResultsFile, RunRecord};
-pub use run::{evaluate, image_metrics, reference, run_key, Bench, BenchPaths, EvalConfig, Reference, Scorer};
+pub use run::{evaluate, evaluate_conditions, reference, run_key, Bench, BenchPaths, Conditions, EvalConfig, Reference, Scorer};
 pub use text::{evaluate_prompts, PromptSet, TextBench};

@@ -18,8 +18,9 @@ pub const COLUMNS: [(&str, &str); 6] = [
     ("consistency", "consistency ↑"),
 ];
 
-/// Evaluates each labelled variant with `bench` (or reuses its record from `results`), in order.
-/// Progress goes to stderr; an interrupted call resumes from `results`.
+/// Evaluates each labelled variant with `bench` (or reuses its record from `results`), in order,
+/// with a progress bar per run ([`cached_runs`]); an interrupted call resumes from `results`.
+/// Errors: those of the runs; an unwritable results file.
 pub fn evaluate_variants(
     bench: &Bench,
     variants: &[(String, Guidance)],
@@ -27,24 +28,37 @@ pub fn evaluate_variants(
     results: &mut ResultsFile,
     device: &candle_core::Device,
 ) -> Result<Vec<(String, RunRecord)>> {
-    cached_runs(variants, results, |g| run_key(g, cfg), |_, g| bench.evaluate(g, cfg, device, |_, _| {}))
+    cached_runs(variants, results, |g| run_key(g, cfg), |_, g, on_step| bench.evaluate(g, cfg, device, on_step))
 }
 
 /// The record of each labelled variant, in order: from `results` when it holds the variant's
-/// `key`, else from `run(label, guidance)`, appended to `results` (so an interrupted caller resumes).
-/// A line per new run goes to stderr. Shared by [`evaluate_variants`] and
-/// [`super::TextBench::evaluate_variants`].
+/// `key` (a line on stderr says it was reused), else from `run(label, guidance, on_step)` under a
+/// progress bar fed by `on_step(done, total)`, appended to `results` at once (so an interrupted
+/// caller resumes). The one cached-runs loop of every table and sweep (class-conditional
+/// [`evaluate_variants`], [`super::TextBench::evaluate_variants`], the examples).
+///
+/// Errors: those of `run`; an unwritable results file.
 pub fn cached_runs(
     variants: &[(String, Guidance)],
     results: &mut ResultsFile,
     key: impl Fn(&Guidance) -> String,
-    mut run: impl FnMut(&str, &Guidance) -> Result<RunRecord>,
+    mut run: impl FnMut(&str, &Guidance, &mut dyn FnMut(usize, usize)) -> Result<RunRecord>,
 ) -> Result<Vec<(String, RunRecord)>> {
     let mut out = Vec::with_capacity(variants.len());
     for (label, g) in variants {
         let key = key(g);
-        if !results.contains(&key) {
-            let rec = run(label, g)?;
+        if results.contains(&key) {
+            eprintln!("{label:>28}: reused from {} ({key})", results.path().display());
+        } else {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} steps eta {eta}").expect("template").progress_chars("=> "));
+            bar.set_prefix(label.clone());
+            let rec = run(label, g, &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            });
+            bar.finish_and_clear();
+            let rec = rec?;
             eprintln!("{label:>28}: FID {:.2}, consistency {:.1} ({:.0} s)", rec.metrics["fid"], rec.metrics["consistency"], rec.wall_s);
             results.append(rec)?;
         }
@@ -54,20 +68,49 @@ pub fn cached_runs(
     Ok(out)
 }
 
+/// The columns of a markdown results table besides the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct TableLayout {
+    /// Header of the label column.
+    pub first_header: String,
+    /// Total NFE (NFE per step × this many steps) instead of NFE per step.
+    pub total_nfe_over_steps: Option<usize>,
+    /// A last column with each run's settings ([`Guidance::describe`]).
+    pub settings: bool,
+}
+
 /// A markdown table: one row per labelled record, the [`COLUMNS`] and NFE per step.
 pub fn markdown_table(first_header: &str, rows: &[(String, RunRecord)]) -> String {
+    write_table(&TableLayout { first_header: first_header.into(), ..Default::default() }, rows)
+}
+
+/// The one markdown table writer: one row per labelled record, the [`COLUMNS`] (2 decimals, "–"
+/// for NaN), NFE, and optionally the settings, as `layout` says.
+pub fn write_table(layout: &TableLayout, rows: &[(String, RunRecord)]) -> String {
     let fmt = |v: Option<&f64>| match v {
         Some(v) if v.is_finite() => format!("{v:.2}"),
         _ => "–".into(),
     };
+    let nfe_header = if layout.total_nfe_over_steps.is_some() { "NFE" } else { "NFE / step" };
+    let (settings_header, settings_rule) = if layout.settings { (" setting |", "---|") } else { ("", "") };
     let mut md = format!(
-        "| {first_header} | {} | NFE / step |\n|---|{}---|\n",
+        "| {} | {} | {nfe_header} |{settings_header}\n|---|{}---|{settings_rule}\n",
+        layout.first_header,
         COLUMNS.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "),
         "---|".repeat(COLUMNS.len())
     );
     for (label, r) in rows {
         let cells: Vec<String> = COLUMNS.iter().map(|(k, _)| fmt(r.metrics.get(*k))).collect();
-        md.push_str(&format!("| {label} | {} | {:.2} |\n", cells.join(" | "), r.nfe_per_step));
+        let nfe = match layout.total_nfe_over_steps {
+            Some(steps) => format!("{:.0}", r.nfe_per_step * steps as f64),
+            None => format!("{:.2}", r.nfe_per_step),
+        };
+        md.push_str(&format!("| {label} | {} | {nfe} |", cells.join(" | ")));
+        if layout.settings {
+            let setting = serde_json::from_value::<Guidance>(r.guidance.clone()).map(|g| g.describe()).unwrap_or_default();
+            md.push_str(&format!(" {setting} |"));
+        }
+        md.push('\n');
     }
     md
 }

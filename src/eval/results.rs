@@ -79,6 +79,11 @@ impl ResultsFile {
         &self.records
     }
 
+    /// The file's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Whether a run with this key is finished.
     pub fn contains(&self, key: &str) -> bool {
         self.records.iter().any(|r| r.key == key)

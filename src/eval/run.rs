@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::RunRecord;
 use crate::data::Dataset;
-use crate::features::{classifier::SmallCnn, consistency, FeatureExtractor};
+use crate::features::classifier::{ClassifierCard, SmallCnn};
+use crate::features::{consistency, FeatureExtractor};
 use crate::guidance::{Condition, Guidance, Models};
 use crate::metrics::{frechet_distance, prdc, to_array2, Gaussian};
 use crate::models::Denoiser;
@@ -77,63 +78,70 @@ pub fn run_key(guidance: &Guidance, cfg: &EvalConfig) -> String {
     if let Some(f) = &cfg.features {
         s.push_str(f);
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in s.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = crate::rng::fnv1a(s.as_bytes());
     format!("{}-{h:016x}", guidance.name)
 }
 
-/// Samples `samples_per_class` images of each of `num_classes` classes with `guidance` and
-/// computes FID (Fréchet distance of `extractor`'s features), precision, recall, density, coverage
-/// and consistency (`classifier`'s accuracy on the requested class; NaN for unconditional methods).
-/// `reference` must come from the same extractor.
-#[allow(clippy::too_many_arguments)]
+/// Samples `cfg.samples_per_class` images of each of `num_classes` classes with `guidance` on
+/// `models` (sample i from seed stream (cfg.seed, i), labels in class order) and scores them with
+/// `scorer` ([`Scorer::metrics`]: FID, precision, recall, density, coverage and consistency;
+/// consistency is NaN for unconditional methods). `on_step(done, total)` reports sampling
+/// progress. The record's key is [`run_key`] of `guidance` and `cfg`.
+///
+/// Errors: invalid guidance for the models (see [`crate::sample::sample`]); metric failures
+/// (too few samples for k-NN, non-finite features).
+/// Sources: the evaluation protocol of ERG Appendix A.1 (Kynkäänniemi et al. 2019 k = 3 for
+/// precision/recall, Naeem et al. 2020 k = 5 for density/coverage).
 pub fn evaluate<M: Denoiser>(
     models: Models<'_, M>,
     guidance: &Guidance,
-    extractor: &dyn FeatureExtractor,
-    classifier: &SmallCnn,
-    reference: &Reference,
     num_classes: usize,
+    scorer: &Scorer,
     cfg: &EvalConfig,
     device: &Device,
     on_step: impl FnMut(usize, usize),
 ) -> Result<RunRecord> {
     let labels = class_grid_labels(num_classes, cfg.samples_per_class, device)?;
-    evaluate_conditions(models, guidance, &labels, &labels, run_key(guidance, cfg), extractor, classifier, reference, cfg, device, on_step)
+    let request = Conditions { conditions: &labels, classes: &labels, key: run_key(guidance, cfg) };
+    evaluate_conditions(models, guidance, &request, scorer, cfg, device, on_step)
+}
+
+/// What an evaluation samples: one image per row of `conditions` (B, ...) (class labels or
+/// prompt ids), the class each should show (`classes` (B,) u32, for consistency) and the key the
+/// record is stored under.
+pub struct Conditions<'a> {
+    /// The raw conditions (B, ...).
+    pub conditions: &'a Tensor,
+    /// The requested class of each row (B,) u32.
+    pub classes: &'a Tensor,
+    /// The record's key.
+    pub key: String,
 }
 
 /// The part of an evaluation shared by classes and prompts: samples one image per row of
-/// `conditions` (B, ...) with `guidance` (sample i from seed stream (cfg.seed, i)), scores them
-/// with [`image_metrics`] (consistency against `classes` (B,) u32 when the positive branch uses
-/// the given condition, NaN otherwise) and records the run under `key`. `wall_s` covers sampling
-/// and scoring. Errors: those of sampling and of the metrics.
-#[allow(clippy::too_many_arguments)]
+/// `request.conditions` with `guidance` (sample i from seed stream (cfg.seed, i)), scores them
+/// with [`Scorer::metrics`] (consistency against `request.classes` when the positive branch uses
+/// the given condition, NaN otherwise) and records the run under `request.key`. `wall_s` covers
+/// sampling and scoring. Errors: those of sampling and of the metrics.
 pub fn evaluate_conditions<M: Denoiser>(
     models: Models<'_, M>,
     guidance: &Guidance,
-    conditions: &Tensor,
-    classes: &Tensor,
-    key: String,
-    extractor: &dyn FeatureExtractor,
-    classifier: &SmallCnn,
-    reference: &Reference,
+    request: &Conditions<'_>,
+    scorer: &Scorer,
     cfg: &EvalConfig,
     device: &Device,
     on_step: impl FnMut(usize, usize),
 ) -> Result<RunRecord> {
     let t0 = Instant::now();
     let scfg = SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
-    let s = sample(models, guidance, conditions, &scfg, 0, device, on_step)?;
+    let s = sample(models, guidance, request.conditions, &scfg, 0, device, on_step)?;
     let images = s.images.clamp(-1.0, 1.0)?;
-    let wanted = (guidance.positive == Condition::Given).then_some(classes);
-    let metrics = image_metrics(&images, wanted, extractor, classifier, reference, cfg, device)?;
+    let wanted = (guidance.positive == Condition::Given).then_some(request.classes);
+    let metrics = scorer.metrics(&images, wanted, cfg, device)?;
     Ok(RunRecord {
-        key,
+        key: request.key.clone(),
         method: guidance.name.clone(),
-        guidance: serde_json::to_value(guidance).unwrap(),
+        guidance: serde_json::to_value(guidance).map_err(|e| crate::Error::Other(e.to_string()))?,
         seed: cfg.seed,
         steps: cfg.num_steps,
         nfe_per_step: s.nfe_per_step,
@@ -141,42 +149,6 @@ pub fn evaluate_conditions<M: Denoiser>(
         wall_s: t0.elapsed().as_secs_f64(),
         metrics,
     })
-}
-
-/// Every metric of generated `images` (N, C, H, W) in [−1, 1]: FID (Fréchet distance of
-/// `extractor`'s features to `reference`), precision, recall (k = `cfg.k_pr`), density, coverage
-/// (k = `cfg.k_dc`) and consistency, `classifier`'s accuracy on the `wanted` classes (N,) u32
-/// (NaN when `None`, for unconditional generation).
-pub fn image_metrics(
-    images: &Tensor,
-    wanted: Option<&Tensor>,
-    extractor: &dyn FeatureExtractor,
-    classifier: &SmallCnn,
-    reference: &Reference,
-    cfg: &EvalConfig,
-    device: &Device,
-) -> Result<BTreeMap<String, f64>> {
-    let feats = to_array2(&extract(extractor, images, device)?)?;
-    let fid = frechet_distance(&reference.gaussian, &Gaussian::fit(&feats)?)?;
-    let p = prdc(&reference.features, &feats, cfg.k_pr, cfg.k_dc)?;
-    let cons = match wanted {
-        Some(labels) => {
-            let mut logits = Vec::new();
-            for st in (0..images.dim(0)?).step_by(256) {
-                logits.push(classifier.logits(&images.narrow(0, st, 256.min(images.dim(0)? - st))?)?);
-            }
-            consistency(&Tensor::cat(&logits, 0)?, labels)?
-        }
-        None => f64::NAN,
-    };
-    Ok(BTreeMap::from([
-        ("fid".to_string(), fid),
-        ("precision".to_string(), p.precision),
-        ("recall".to_string(), p.recall),
-        ("density".to_string(), p.density),
-        ("coverage".to_string(), p.coverage),
-        ("consistency".to_string(), cons),
-    ]))
 }
 
 /// What scores generated emoji, shared by [`Bench`] and [`super::TextBench`]: the classifier
@@ -224,6 +196,42 @@ impl Scorer {
     pub fn features_key(&self) -> Option<String> {
         self.extractor.as_ref().map(|e| e.name())
     }
+
+    /// A scorer from parts (a classifier, an optional other extractor, the reference images and
+    /// their features from the same extractor as the metrics use).
+    pub fn from_parts(classifier: SmallCnn, classifier_card: ClassifierCard, extractor: Option<Box<dyn FeatureExtractor>>, data: Dataset, reference: Reference) -> Self {
+        Self { classifier, classifier_card, extractor, data, reference }
+    }
+
+    /// Every metric of generated `images` (N, C, H, W) in [−1, 1]: FID (Fréchet distance of
+    /// [`Self::extractor`]'s features to the reference), precision, recall (k = `cfg.k_pr`),
+    /// density, coverage (k = `cfg.k_dc`) and consistency, the classifier's accuracy on the
+    /// `wanted` classes (N,) u32 (NaN when `None`, for unconditional generation).
+    ///
+    /// Errors: fewer images than k + 1; features that are not finite.
+    pub fn metrics(&self, images: &Tensor, wanted: Option<&Tensor>, cfg: &EvalConfig, device: &Device) -> Result<BTreeMap<String, f64>> {
+        let feats = to_array2(&extract(self.extractor(), images, device)?)?;
+        let fid = frechet_distance(&self.reference.gaussian, &Gaussian::fit(&feats)?)?;
+        let p = prdc(&self.reference.features, &feats, cfg.k_pr, cfg.k_dc)?;
+        let cons = match wanted {
+            Some(labels) => {
+                let mut logits = Vec::new();
+                for st in (0..images.dim(0)?).step_by(256) {
+                    logits.push(self.classifier.logits(&images.narrow(0, st, 256.min(images.dim(0)? - st))?)?);
+                }
+                consistency(&Tensor::cat(&logits, 0)?, labels)?
+            }
+            None => f64::NAN,
+        };
+        Ok(BTreeMap::from([
+            ("fid".to_string(), fid),
+            ("precision".to_string(), p.precision),
+            ("recall".to_string(), p.recall),
+            ("density".to_string(), p.density),
+            ("coverage".to_string(), p.coverage),
+            ("consistency".to_string(), cons),
+        ]))
+    }
 }
 
 /// Everything an evaluation of a class-conditional DiT on the emoji needs, loaded once: the model,
@@ -239,36 +247,29 @@ pub struct Bench {
     pub scorer: Scorer,
 }
 
-/// Command-line paths of the three checkpoints a [`Bench`] loads (shipped ones by default).
-#[derive(Debug, Clone, clap::Args)]
+/// The files a [`Bench`] loads; [`Default`] gives the shipped checkpoints and the classifier's
+/// features. (The examples' command-line flags fill it.)
+#[derive(Debug, Clone)]
 pub struct BenchPaths {
     /// The model (EMA weights with its JSON card).
-    #[arg(long, default_value = crate::checkpoint::SHIPPED_EMOJI_DIT)]
     pub checkpoint: std::path::PathBuf,
     /// The weak model for AutoGuidance.
-    #[arg(long, default_value = crate::checkpoint::SHIPPED_EMOJI_WEAK)]
     pub weak_checkpoint: std::path::PathBuf,
     /// The classifier (features and consistency).
-    #[arg(long, default_value = crate::checkpoint::SHIPPED_EMOJI_CLASSIFIER)]
     pub classifier: std::path::PathBuf,
-    /// Pretrained features for FID/precision/recall/density/coverage instead of the classifier's:
-    /// inception, dinov2-vits14, dinov2-vitb14, dinov2-vitl14 or clip-vit-b32 (needs --feature-weights).
-    #[arg(long, requires = "feature_weights")]
-    pub features: Option<String>,
-    /// Their weights: a safetensors path or hf://org/name/file (fetched or read from the hf-hub cache).
-    #[arg(long)]
-    pub feature_weights: Option<String>,
+    /// Pretrained features for FID/precision/recall/density/coverage instead of the classifier's
+    /// (inception, dinov2-vits14, dinov2-vitb14, dinov2-vitl14, clip-vit-b32) and their weights
+    /// (a safetensors path or `hf://org/name/file`).
+    pub features: Option<(String, String)>,
 }
 
-impl BenchPaths {
-    /// The shipped checkpoints, the classifier's features.
-    pub fn default_paths() -> Self {
+impl Default for BenchPaths {
+    fn default() -> Self {
         Self {
             checkpoint: crate::checkpoint::SHIPPED_EMOJI_DIT.into(),
             weak_checkpoint: crate::checkpoint::SHIPPED_EMOJI_WEAK.into(),
             classifier: crate::checkpoint::SHIPPED_EMOJI_CLASSIFIER.into(),
             features: None,
-            feature_weights: None,
         }
     }
 }
@@ -277,7 +278,7 @@ impl Bench {
     /// Loads what `paths` names (see [`Bench::load`]).
     pub fn from_paths(paths: &BenchPaths, device: &Device) -> Result<Self> {
         let mut bench = Self::load(&paths.checkpoint, &paths.weak_checkpoint, &paths.classifier, device)?;
-        if let (Some(name), Some(weights)) = (&paths.features, &paths.feature_weights) {
+        if let Some((name, weights)) = &paths.features {
             bench.scorer.set_extractor(crate::features::load(name, weights, device)?, device)?;
         }
         Ok(bench)
@@ -296,7 +297,6 @@ impl Bench {
     }
     /// One evaluation run (see [`evaluate`]).
     pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
-        let s = &self.scorer;
-        evaluate(self.models(), guidance, s.extractor(), &s.classifier, &s.reference, self.card.classes.len(), cfg, device, on_step)
+        evaluate(self.models(), guidance, self.card.classes.len(), &self.scorer, cfg, device, on_step)
     }
 }

@@ -7,11 +7,9 @@
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::run::{evaluate_conditions, run_key, Scorer};
-use super::{EvalConfig, Reference, ResultsFile, RunRecord};
+use super::run::{evaluate_conditions, run_key, Conditions, Scorer};
+use super::{EvalConfig, ResultsFile, RunRecord};
 use crate::data::emoji::Meta;
-use crate::features::classifier::SmallCnn;
-use crate::features::FeatureExtractor;
 use crate::guidance::{Guidance, Models};
 use crate::models::mmdit::TextToImage;
 use crate::{Error, Result};
@@ -52,11 +50,7 @@ impl PromptSet {
 
     /// A short stable hash of the prompts (part of run keys).
     pub fn hash(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.prompts.join("\n").bytes() {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        let h = crate::rng::fnv1a(self.prompts.join("\n").as_bytes());
         format!("{h:016x}")
     }
 }
@@ -64,14 +58,14 @@ impl PromptSet {
 /// Samples `samples_per_prompt` images for each prompt of `prompts` with `guidance` (sample i of
 /// the run from seed stream (cfg.seed, i)), and computes FID, precision, recall, density,
 /// coverage against `reference` and consistency (the classifier's accuracy on the prompts'
-/// classes; NaN for unconditional methods). `cfg.samples_per_class` is ignored.
+/// classes; NaN for unconditional methods) with `scorer`. `cfg.samples_per_class` is ignored.
+///
+/// Errors: those of [`super::run::evaluate_conditions`]; prompts the tokenizer rejects.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_prompts(
     models: Models<'_, TextToImage>,
     guidance: &Guidance,
-    extractor: &dyn FeatureExtractor,
-    classifier: &SmallCnn,
-    reference: &Reference,
+    scorer: &Scorer,
     prompts: &PromptSet,
     samples_per_prompt: usize,
     cfg: &EvalConfig,
@@ -83,7 +77,7 @@ pub fn evaluate_prompts(
     let wanted: Vec<u32> = prompts.classes.iter().flat_map(|&c| std::iter::repeat_n(c, samples_per_prompt)).collect();
     let wanted = Tensor::new(wanted.as_slice(), device)?;
     let key = run_key(guidance, &key_config(cfg, prompts, samples_per_prompt));
-    evaluate_conditions(models, guidance, &ids, &wanted, key, extractor, classifier, reference, cfg, device, on_step)
+    evaluate_conditions(models, guidance, &Conditions { conditions: &ids, classes: &wanted, key }, scorer, cfg, device, on_step)
 }
 
 /// The configuration whose [`run_key`] identifies a text-to-image run (prompts and samples per
@@ -132,6 +126,17 @@ impl TextBench {
         Ok(Self { model, card, weak, scorer, prompts, samples_per_prompt })
     }
 
+    /// [`Self::load`] from a [`super::BenchPaths`] (model, weak model, classifier, and optional
+    /// pretrained features replacing the classifier's for the distribution metrics).
+    /// Errors: as [`Self::load`]; unknown features or unreadable feature weights.
+    pub fn from_paths(paths: &super::BenchPaths, prompts_per_class: usize, samples_per_prompt: usize, device: &Device) -> Result<Self> {
+        let mut bench = Self::load(&paths.checkpoint, &paths.weak_checkpoint, &paths.classifier, prompts_per_class, samples_per_prompt, device)?;
+        if let Some((name, weights)) = &paths.features {
+            bench.scorer.set_extractor(crate::features::load(name, weights, device)?, device)?;
+        }
+        Ok(bench)
+    }
+
     /// The key of a run of `guidance` with `cfg` on this bench.
     pub fn key(&self, guidance: &Guidance, cfg: &EvalConfig) -> String {
         run_key(guidance, &key_config(cfg, &self.prompts, self.samples_per_prompt))
@@ -140,12 +145,12 @@ impl TextBench {
     /// One evaluation run (see [`evaluate_prompts`]).
     pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
         let models = Models { main: &self.model, weak: Some(&self.weak) };
-        let s = &self.scorer;
-        evaluate_prompts(models, guidance, s.extractor(), &s.classifier, &s.reference, &self.prompts, self.samples_per_prompt, cfg, device, on_step)
+        evaluate_prompts(models, guidance, &self.scorer, &self.prompts, self.samples_per_prompt, cfg, device, on_step)
     }
 
     /// Evaluates each labelled variant (or reuses its record from `results`), in order, with a
     /// progress bar per run ([`super::report::cached_runs`]).
+    /// Errors: those of the runs; an unwritable results file.
     pub fn evaluate_variants(
         &self,
         variants: &[(String, Guidance)],
@@ -153,21 +158,6 @@ impl TextBench {
         results: &mut ResultsFile,
         device: &Device,
     ) -> Result<Vec<(String, RunRecord)>> {
-        super::report::cached_runs(
-            variants,
-            results,
-            |g| self.key(g, cfg),
-            |label, g| {
-                let bar = indicatif::ProgressBar::new(0);
-                bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
-                bar.set_prefix(label.to_string());
-                let rec = self.evaluate(g, cfg, device, |d, t| {
-                    bar.set_length(t as u64);
-                    bar.set_position(d as u64);
-                });
-                bar.finish_and_clear();
-                rec
-            },
-        )
+        super::report::cached_runs(variants, results, |g| self.key(g, cfg), |_, g, on_step| self.evaluate(g, cfg, device, on_step))
     }
 }

@@ -125,21 +125,29 @@ pub fn accuracy(model: &SmallCnn, data: &Dataset, idx: &[u32], device: &Device) 
     Ok(100.0 * hits / idx.len().max(1) as f64)
 }
 
+/// How the classifier is trained.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClassifierTraining {
+    /// Optimisation steps.
+    pub steps: u64,
+    /// Images per step.
+    pub batch_size: usize,
+    /// AdamW learning rate (weight decay 10⁻⁴).
+    pub lr: f64,
+    /// Seed of weights, batches and flips.
+    pub seed: u64,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
 /// Trains the classifier on the training split of `data` (cross-entropy, AdamW, seeded batches,
 /// random horizontal flips) and saves it to `weights` with its card, which records the held-out
 /// accuracy. Returns the model and card.
-pub fn train(
-    cfg: &ClassifierConfig,
-    data: &Dataset,
-    steps: u64,
-    batch_size: usize,
-    lr: f64,
-    seed: u64,
-    device: &Device,
-    weights: &Path,
-    progress: bool,
-) -> Result<(SmallCnn, ClassifierCard)> {
+///
+/// Errors: images that do not fit `cfg`; I/O errors naming the file.
+pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, device: &Device, weights: &Path) -> Result<(SmallCnn, ClassifierCard)> {
     use rand::Rng;
+    let ClassifierTraining { steps, batch_size, lr, seed, progress } = *how;
     let map = SeededVarMap::new(seed);
     let model = SmallCnn::new(cfg, seeded_varbuilder(&map, DType::F32, device))?;
     let mut vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -237,29 +237,50 @@ fn save_state(paths: &RunPaths, s: &State, step: u64) -> Result<()> {
     save_tensors(&t, &paths.state(), DType::F32)
 }
 
-/// Trains (or resumes) a DiT on `data` with the rectified-flow loss: [`train_task`] with
-/// [`ClassConditional`].
-pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPaths, resume: bool, stop_at: Option<u64>, progress: bool) -> Result<TrainReport> {
-    train_task(&ClassConditional, cfg, data, device, paths, resume, stop_at, progress)
+/// How a training call runs (not part of the run's identity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunOptions {
+    /// Continue the run in the folder from its last checkpoint (its `run.json` must match the
+    /// config); without it, an existing run folder is an error (nothing is overwritten).
+    pub resume: bool,
+    /// End the call early at this step (after checkpointing), as an interruption would.
+    pub stop_at: Option<u64>,
+    /// Show a progress bar with loss and steps/s.
+    pub progress: bool,
 }
 
-/// Trains (or resumes) the model of `task` on `data` with the rectified-flow loss.
+impl RunOptions {
+    /// A new run, quietly.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Resume the run in the folder when `resume`.
+    pub fn resume(self, resume: bool) -> Self {
+        Self { resume, ..self }
+    }
+    /// Stop after `step`.
+    pub fn stop_at(self, step: u64) -> Self {
+        Self { stop_at: Some(step), ..self }
+    }
+    /// With a progress bar.
+    pub fn progress(self) -> Self {
+        Self { progress: true, ..self }
+    }
+}
+
+/// Trains (or resumes) a DiT on `data` with the rectified-flow loss: [`train_task`] with
+/// [`ClassConditional`].
+pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPaths, opts: RunOptions) -> Result<TrainReport> {
+    train_task(&ClassConditional, cfg, data, device, paths, opts)
+}
+
+/// Trains (or resumes, see [`RunOptions`]) the model of `task` on `data` with the rectified-flow
+/// loss, checkpointing atomically into `paths`.
 ///
-/// With `resume`, an existing `state.safetensors` in the run folder is continued (its `run.json`
-/// must match `cfg`); without it, an existing run folder is an error (nothing is overwritten).
-/// `stop_at` ends the call early at that step (after checkpointing), as an interruption would.
-/// `progress` shows a progress bar with loss and steps/s.
-#[allow(clippy::too_many_arguments)]
-pub fn train_task<T: TrainTask>(
-    task: &T,
-    cfg: &TrainConfig<T::Config>,
-    data: &Dataset,
-    device: &Device,
-    paths: &RunPaths,
-    resume: bool,
-    stop_at: Option<u64>,
-    progress: bool,
-) -> Result<TrainReport> {
+/// Errors: invalid config; data that does not fit the model; an existing run without
+/// `opts.resume`, or one whose `run.json` differs from `cfg`; I/O errors naming the file.
+pub fn train_task<T: TrainTask>(task: &T, cfg: &TrainConfig<T::Config>, data: &Dataset, device: &Device, paths: &RunPaths, opts: RunOptions) -> Result<TrainReport> {
+    let RunOptions { resume, stop_at, progress } = opts;
     cfg.validate()?;
     task.check(&cfg.model, data)?;
     let classes = task.classes(data);

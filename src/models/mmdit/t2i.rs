@@ -26,6 +26,8 @@ use crate::{Error, Result};
 
 /// The shipped text-to-image emoji MMDiT (EMA weights).
 pub const SHIPPED_EMOJI_MMDIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-mmdit-ema.safetensors");
+/// The shipped early checkpoint of the same run (AutoGuidance's weak model).
+pub const SHIPPED_EMOJI_MMDIT_WEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-mmdit-weak.safetensors");
 
 /// A text-to-image model's configuration (the model card's `config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,45 @@
+//! Command-line flags shared by the evaluation examples (`table1`, `table3`, `sweep`): the
+//! checkpoints a bench loads and the feature extractor, so each example declares them once.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+
+use erg::eval::BenchPaths;
+
+/// The model, its weak checkpoint, the classifier and optional pretrained features.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvalFlags {
+    /// The model (weights with their JSON card); the example's shipped model when omitted.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// The weak model for AutoGuidance (an early checkpoint of the same run); the shipped one
+    /// when omitted.
+    #[arg(long)]
+    pub weak_checkpoint: Option<PathBuf>,
+    /// The classifier (features and consistency).
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_CLASSIFIER)]
+    pub classifier: PathBuf,
+    /// Pretrained features for FID/precision/recall/density/coverage instead of the classifier's:
+    /// inception, dinov2-vits14, dinov2-vitb14, dinov2-vitl14 or clip-vit-b32 (needs --feature-weights).
+    #[arg(long, requires = "feature_weights")]
+    pub features: Option<String>,
+    /// Their weights: a safetensors path or hf://org/name/file (fetched or read from the hf-hub cache).
+    #[arg(long, requires = "features")]
+    pub feature_weights: Option<String>,
+}
+
+impl EvalFlags {
+    /// The bench's files, with `checkpoint` and `weak` as the defaults of the model flags.
+    pub fn paths(&self, checkpoint: &Path, weak: &Path) -> BenchPaths {
+        BenchPaths {
+            checkpoint: self.checkpoint.clone().unwrap_or_else(|| checkpoint.into()),
+            weak_checkpoint: self.weak_checkpoint.clone().unwrap_or_else(|| weak.into()),
+            classifier: self.classifier.clone(),
+            features: self.features.clone().zip(self.feature_weights.clone()),
+        }
+    }
+
+    /// The bench's files for the class-conditional emoji DiT (shipped checkpoints by default).
+    pub fn dit_paths(&self) -> BenchPaths {
+        self.paths(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), Path::new(erg::checkpoint::SHIPPED_EMOJI_WEAK))
+    }
+}
