@@ -36,20 +36,24 @@ pub struct ModelCard<C> {
     pub ema: bool,
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+/// Replaces `path` atomically: `write` fills a temporary file in the same folder, which is
+/// synced and renamed over `path`, so a kill leaves either the old file or the new one.
+/// Errors: I/O errors, naming the path.
+fn replace_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let named = |e: std::io::Error| Error::Other(format!("{}: {e}", path.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(named)?;
     }
     let tmp = tmp_path(path);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
+    write(&tmp)?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(named)?;
+    std::fs::rename(&tmp, path).map_err(named)?;
     Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace_atomically(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| Error::Other(format!("{}: {e}", tmp.display()))))
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
@@ -67,14 +71,7 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path, dtype: DType
             Ok((k.clone(), v.to_device(&Device::Cpu)?))
         })
         .collect::<Result<_>>()?;
-    let tmp = tmp_path(path);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    candle_core::safetensors::save(&converted, &tmp)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    replace_atomically(path, |tmp| Ok(candle_core::safetensors::save(&converted, tmp)?))
 }
 
 /// Loads all tensors of a safetensors file onto `device`, with errors that name the file.

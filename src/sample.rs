@@ -37,10 +37,21 @@ pub struct Samples {
     pub nfe_per_step: f64,
 }
 
-/// Samples `cond.dim(0)` images with `guidance`, noise of sample i from (seed, first_index + i).
-/// The same seed and index give the same noise for every method, so grids compare side by side.
-/// `models` gives the main model and, for AutoGuidance, the weak one.
-/// `on_step(done, total)` reports progress in steps over all chunks.
+/// Samples one image per row of `cond` with `guidance`: Euler integration of the guided velocity
+/// (ERG Eq. 10 per step, [`Guider`]) on [`uniform_schedule`]`(cfg.num_steps)` from t = 0 (noise)
+/// to t = 1 (data), in chunks of `cfg.batch_size` rows.
+///
+/// - `models`: the main model and, for AutoGuidance, the weak one;
+/// - `cond`: raw conditions (B, ...) — class labels (B,) u32 for a DiT, prompt ids (B, L) u32 for
+///   the text-to-image MMDiT;
+/// - noise of sample i from seed stream (`cfg.seed`, `first_index` + i), so the same seed and
+///   index give the same noise for every method and grids compare side by side;
+/// - `on_step(done, total)` reports progress in steps over all chunks.
+///
+/// Returns the images (B, C, H, W) in the model's data range ([−1, 1] here) and the NFE per
+/// sample. Errors, before any compute: invalid guidance for the models (hyperparameters, a
+/// missing weak model, C-ERG without a text encoder), `num_steps` or `batch_size` of 0.
+/// Source: rectified-flow sampling (Liu et al. 2023) in the paper's time convention.
 pub fn sample<M: Denoiser>(
     models: Models<'_, M>,
     guidance: &Guidance,
