@@ -105,3 +105,59 @@ fn invalid_guidance_is_rejected() {
     assert!(Guidance::i_erg(3.0, p).validate(2).unwrap_err().to_string().contains("tau"));
     assert!(Guidance::cfg(f64::NAN).validate(2).is_err());
 }
+
+#[test]
+fn typed_modifiers_change_only_what_they_name_and_refuse_methods_without_it() {
+    use erg::attention::{Energy, Rectifier};
+    use erg::guidance::preset;
+    let depth = 12;
+    let base = preset("ierg", 3.0, depth).unwrap();
+    let g = base.clone().with_tau(0.5).unwrap().with_kappa(0.4).unwrap().with_blocks(3, 7).unwrap();
+    let n = &g.terms[0].negative;
+    assert_eq!(n.attention.rectifier, Rectifier::temperature(0.5));
+    assert_eq!((n.kappa, n.attention.l_min, n.attention.l_max), (0.4, 3, 7));
+    assert_eq!(g.terms[0].scale, base.terms[0].scale, "the guidance scale is untouched");
+    assert_eq!(n.condition, base.terms[0].negative.condition);
+    let e = Energy { tau: 0.2, alpha: 1.0, gamma: 0.5, steps: 3 };
+    assert_eq!(base.clone().with_energy(e).unwrap().terms[0].negative.attention.rectifier, Rectifier::Energy(e));
+    assert_eq!(base.clone().with_guidance_scale(5.0).unwrap().guidance_scale(), 5.0);
+    // SEG's blur in I-ERG's blocks and kickoff: only the rectifier changes.
+    let seg = base.clone().with_rectifier(Rectifier::SmoothedQueries { sigma: f64::INFINITY }).unwrap();
+    assert_eq!(seg.terms[0].negative.kappa, base.terms[0].negative.kappa);
+    assert_eq!((seg.terms[0].negative.attention.l_min, seg.terms[0].negative.attention.l_max), (base.terms[0].negative.attention.l_min, base.terms[0].negative.attention.l_max));
+    // Nothing to set is an error, not a silent no-op.
+    let cfg = preset("cfg", 3.0, depth).unwrap();
+    assert!(cfg.clone().with_tau(0.5).unwrap_err().to_string().contains("cfg has no rectified attention"));
+    assert!(cfg.clone().with_kappa(0.5).is_err());
+    assert!(preset("pag", 3.0, depth).unwrap().with_tau(0.5).is_err(), "PAG perturbs attention but has no temperature");
+    assert!(preset("pag", 3.0, depth).unwrap().with_kappa(0.5).is_ok());
+    assert!(cfg.clone().with_tau_c(0.1).is_err());
+    assert!(cfg.with_cads(0.6, 0.9, 0.25).is_err());
+    assert!(Guidance::none().with_guidance_scale(2.0).is_err());
+    // The queries replace name matching: the unconditional I-ERG keeps Table 7's κ = 0.2.
+    let uncond = preset("ierg-uncond", 3.0, depth).unwrap();
+    assert!(uncond.has_rectified_attention() && !uncond.has_rectified_condition());
+    assert_eq!(uncond.terms[0].negative.kappa, 0.2);
+    assert!(!preset("seg", 3.0, depth).unwrap().has_rectified_attention());
+    assert!(preset("seg", 3.0, depth).unwrap().has_attention_perturbation());
+}
+
+#[test]
+fn an_attention_recorder_sees_the_first_groups_standard_attention_without_changing_the_output() {
+    use erg::attention::{AttentionRecorder, Rectifier};
+    let (m, x, y) = setup();
+    let t = Tensor::full(0.6f32, 3, &Device::Cpu).unwrap();
+    let plan = ForwardPlan::new(vec![(2, AttentionPlan::standard()), (1, AttentionPlan::blocks(Rectifier::temperature(0.1), 0, 2))]);
+    let emb = m.embed_condition(&y).unwrap();
+    let plain = m.velocity_embedded(&x, &t, &emb, &plan).unwrap();
+    let mut rec = AttentionRecorder::new(1);
+    let probed = m.velocity_probed(&x, &t, &emb, &plan, &mut rec).unwrap();
+    assert!(max_abs_diff(&plain, &probed) < 1e-5, "probing does not change the prediction");
+    let map = rec.map.expect("block 1 recorded");
+    let n = m.token_grid().0 * m.token_grid().1;
+    assert_eq!(map.dims(), &[2, n, n], "the first group's rows, head-averaged");
+    let row_sums = map.sum(2).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(row_sums.iter().all(|s| (s - 1.0).abs() < 1e-4), "probabilities");
+    let mut none = AttentionRecorder::new(5);
+    assert!(m.velocity_probed(&x, &t, &emb, &plan, &mut none).is_ok() && none.map.is_none(), "a block the model lacks is never observed");
+}
