@@ -24,9 +24,7 @@ fn main() -> anyhow::Result<()> {
     let mut results = ResultsFile::open(out.join("results.jsonl"))?;
     let depth = bench.model.depth();
     // The base: I-ERG at the mean-rank-selected temperature (τ = 0.5, blocks [2, 4), w = 3).
-    let ierg = |kappa: f64, energy: Energy| -> anyhow::Result<Guidance> {
-        Ok(preset("ierg", 3.0, depth)?.with_kappa(kappa)?.with_energy(energy)?)
-    };
+    let ierg = |kappa: f64, energy: Energy| -> anyhow::Result<Guidance> { Ok(preset("ierg", 3.0, depth)?.with_kappa(kappa)?.with_energy(energy)?) };
     let cfg_run = evaluate_variants(&bench, &[("CFG".into(), preset("cfg", 3.0, depth)?)], &cfg, &mut results, &device)?;
     // ANCHOR_END: setup
 

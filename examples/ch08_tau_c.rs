@@ -27,9 +27,7 @@ fn main() -> anyhow::Result<()> {
     let mut results = ResultsFile::open(out.join("results_t2i.jsonl"))?;
     let (depth, layers) = (bench.model.depth(), bench.model.text_layers());
     // C-ERG at guidance scale w with temperature τ_c.
-    let cerg = |w: f64, tau_c: f64| -> anyhow::Result<Guidance> {
-        Ok(preset_for("cerg", w, depth, layers)?.with_tau_c(tau_c)?)
-    };
+    let cerg = |w: f64, tau_c: f64| -> anyhow::Result<Guidance> { Ok(preset_for("cerg", w, depth, layers)?.with_tau_c(tau_c)?) };
     // ANCHOR_END: setup
 
     // ANCHOR: sweep

@@ -54,8 +54,12 @@ fn main() -> anyhow::Result<()> {
     let cfg =
         EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
-    let runs: Vec<(String, Guidance)> =
-        a.methods.iter().map(|m| Ok(grid(m, bench.model.depth(), &a.scales)?.into_iter().map(|g| (g.describe(), g)).collect::<Vec<_>>())).collect::<anyhow::Result<Vec<_>>>()?.concat();
+    let runs: Vec<(String, Guidance)> = a
+        .methods
+        .iter()
+        .map(|m| Ok(grid(m, bench.model.depth(), &a.scales)?.into_iter().map(|g| (g.describe(), g)).collect::<Vec<_>>()))
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .concat();
     eprintln!("{} settings", runs.len());
     let mine: Vec<_> = evaluate_variants(&bench, &runs, &cfg, &mut results, &device)?.into_iter().map(|(_, r)| r).collect();
     let selected = select_per_method(&mine, &MetricSpec::paper_defaults());

@@ -14,8 +14,8 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::ForwardPlan;
-use crate::nn::Kernels;
 use crate::models::Denoiser;
+use crate::nn::Kernels;
 use crate::{Error, Result};
 
 /// Reshapes per-sample times (B,) to broadcast against (B, ...) of rank `rank`.

@@ -9,7 +9,9 @@ fn classifier_learns_and_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clf.safetensors");
     let cfg = ClassifierConfig { in_channels: 1, widths: vec![16, 32, 64], num_classes: 10 };
-    let (model, card) = classifier::train(&cfg, &data, &classifier::ClassifierTraining { steps: 150, batch_size: 32, lr: 3e-3, seed: 0, progress: false }, &Device::Cpu, &path).unwrap();
+    let (model, card) =
+        classifier::train(&cfg, &data, &classifier::ClassifierTraining { steps: 150, batch_size: 32, lr: 3e-3, seed: 0, progress: false }, &Device::Cpu, &path)
+            .unwrap();
     assert!(card.heldout_accuracy > 40.0, "held-out accuracy {}", card.heldout_accuracy);
     let (loaded, card2) = SmallCnn::load(&path, &Device::Cpu).unwrap();
     assert_eq!(card2.heldout_accuracy, card.heldout_accuracy);

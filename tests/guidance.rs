@@ -124,7 +124,10 @@ fn typed_modifiers_change_only_what_they_name_and_refuse_methods_without_it() {
     // SEG's blur in I-ERG's blocks and kickoff: only the rectifier changes.
     let seg = base.clone().with_rectifier(Rectifier::SmoothedQueries { sigma: f64::INFINITY }).unwrap();
     assert_eq!(seg.terms[0].negative.kappa, base.terms[0].negative.kappa);
-    assert_eq!((seg.terms[0].negative.attention.l_min, seg.terms[0].negative.attention.l_max), (base.terms[0].negative.attention.l_min, base.terms[0].negative.attention.l_max));
+    assert_eq!(
+        (seg.terms[0].negative.attention.l_min, seg.terms[0].negative.attention.l_max),
+        (base.terms[0].negative.attention.l_min, base.terms[0].negative.attention.l_max)
+    );
     // Nothing to set is an error, not a silent no-op.
     let cfg = preset("cfg", 3.0, depth).unwrap();
     assert!(cfg.clone().with_tau(0.5).unwrap_err().to_string().contains("cfg has no rectified attention"));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::max_abs_diff;
-use erg::attention::{AttentionPlan, ForwardPlan, Rectifier, NoProbe};
+use erg::attention::{AttentionPlan, ForwardPlan, NoProbe, Rectifier};
 use erg::models::mmdit::{Mmdit, MmditConfig};
 
 /// Random weights (every tensor, N(0, 0.3²)) in the SD3 layout.

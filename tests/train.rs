@@ -83,7 +83,10 @@ fn resume_after_interruption_continues_the_same_run() {
     // a resume with another configuration is refused
     let mut other = cfg.clone();
     other.optim.lr = 1.0;
-    assert!(train(&other, &d, &Device::Cpu, &RunPaths::new(broken.path()), erg::train::RunOptions::new().resume(true)).unwrap_err().to_string().contains("configuration"));
+    assert!(train(&other, &d, &Device::Cpu, &RunPaths::new(broken.path()), erg::train::RunOptions::new().resume(true))
+        .unwrap_err()
+        .to_string()
+        .contains("configuration"));
 }
 
 #[test]

@@ -155,8 +155,7 @@ fn fused_linear_matches_candle_values_and_gradients() {
         let mut out = shape.clone();
         *out.last_mut().unwrap() = 33;
         let w = input(&out, 33, 1.0);
-        let fused =
-            values_and_grads(&[x.clone(), wt.clone(), b.clone()], &w, |t| linear(&t[0], &t[1], Some(&t[2]), F).unwrap());
+        let fused = values_and_grads(&[x.clone(), wt.clone(), b.clone()], &w, |t| linear(&t[0], &t[1], Some(&t[2]), F).unwrap());
         let plain =
             values_and_grads(&[x.clone(), wt.clone(), b.clone()], &w, |t| t[0].broadcast_matmul(&t[1].t().unwrap()).unwrap().broadcast_add(&t[2]).unwrap());
         assert_same(&fused, &plain, 1e-4, &format!("linear {shape:?}"));
@@ -196,4 +195,3 @@ fn packed_attention_matches_split_heads_attention_with_per_row_temperatures() {
     assert!(packed_attention(&qkv, 5, &scales, F).is_err(), "3·H·d_h must divide the width");
     assert!(packed_attention(&qkv, heads, &scales[..3], F).is_err(), "one scale per row");
 }
-

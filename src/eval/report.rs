@@ -51,7 +51,9 @@ pub fn cached_runs(
             eprintln!("{label:>28}: reused from {} ({key})", results.path().display());
         } else {
             let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} steps eta {eta}").expect("template").progress_chars("=> "));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} steps eta {eta}").expect("template").progress_chars("=> "),
+            );
             bar.set_prefix(label.clone());
             let rec = run(label, g, &mut |done, total| {
                 bar.set_length(total as u64);

@@ -199,7 +199,13 @@ impl Scorer {
 
     /// A scorer from parts (a classifier, an optional other extractor, the reference images and
     /// their features from the same extractor as the metrics use).
-    pub fn from_parts(classifier: SmallCnn, classifier_card: ClassifierCard, extractor: Option<Box<dyn FeatureExtractor>>, data: Dataset, reference: Reference) -> Self {
+    pub fn from_parts(
+        classifier: SmallCnn,
+        classifier_card: ClassifierCard,
+        extractor: Option<Box<dyn FeatureExtractor>>,
+        data: Dataset,
+        reference: Reference,
+    ) -> Self {
         Self { classifier, classifier_card, extractor, data, reference }
     }
 

@@ -279,7 +279,14 @@ pub fn train(cfg: &TrainConfig, data: &Dataset, device: &Device, paths: &RunPath
 ///
 /// Errors: invalid config; data that does not fit the model; an existing run without
 /// `opts.resume`, or one whose `run.json` differs from `cfg`; I/O errors naming the file.
-pub fn train_task<T: TrainTask>(task: &T, cfg: &TrainConfig<T::Config>, data: &Dataset, device: &Device, paths: &RunPaths, opts: RunOptions) -> Result<TrainReport> {
+pub fn train_task<T: TrainTask>(
+    task: &T,
+    cfg: &TrainConfig<T::Config>,
+    data: &Dataset,
+    device: &Device,
+    paths: &RunPaths,
+    opts: RunOptions,
+) -> Result<TrainReport> {
     let RunOptions { resume, stop_at, progress } = opts;
     cfg.validate()?;
     task.check(&cfg.model, data)?;

@@ -186,7 +186,7 @@ pub fn load(weights: &Path, device: &Device) -> Result<(Dit, ModelCard<DitConfig
     let card: ModelCard<DitConfig> = load_card(weights)?;
     let tensors = load_tensors(weights, device)?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    let model = Dit::new(&card.config, vb)
-        .map_err(|e| Error::corrupt(weights, format!("weights do not match the config in {}: {e}", card_path(weights).display())))?;
+    let model =
+        Dit::new(&card.config, vb).map_err(|e| Error::corrupt(weights, format!("weights do not match the config in {}: {e}", card_path(weights).display())))?;
     Ok((model, card))
 }

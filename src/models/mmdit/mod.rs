@@ -88,7 +88,15 @@ impl Mmdit {
     /// pooled vector `y` (B, adm_in_channels), context (B, L, context_embed_size) → dx/dσ
     /// (B, C_out, H, W). H and W must be multiples of the patch size.
     /// `probe` receives the attention of the blocks it wants.
-    pub fn forward_sd3(&self, x: &Tensor, timesteps: &Tensor, y: &Tensor, context: &Tensor, plan: &ForwardPlan, probe: &mut dyn AttentionProbe) -> Result<Tensor> {
+    pub fn forward_sd3(
+        &self,
+        x: &Tensor,
+        timesteps: &Tensor,
+        y: &Tensor,
+        context: &Tensor,
+        plan: &ForwardPlan,
+        probe: &mut dyn AttentionProbe,
+    ) -> Result<Tensor> {
         let (b, _, h, w) = x.dims4()?;
         let p = self.cfg.patch_size;
         if h % p != 0 || w % p != 0 {
@@ -121,7 +129,15 @@ impl Mmdit {
     /// The transformer on embedded tokens: image tokens (B, N, D) laid out on `grid` (rows, cols),
     /// text tokens (B, L, D), conditioning `c` (B, D) → per-patch outputs (B, N, p²·C_out)
     /// (candle-transformers' `MMDiTCore::forward`).
-    pub fn forward_tokens(&self, x: &Tensor, ctx: &Tensor, c: &Tensor, plan: &ForwardPlan, grid: (usize, usize), probe: &mut dyn AttentionProbe) -> Result<Tensor> {
+    pub fn forward_tokens(
+        &self,
+        x: &Tensor,
+        ctx: &Tensor,
+        c: &Tensor,
+        plan: &ForwardPlan,
+        grid: (usize, usize),
+        probe: &mut dyn AttentionProbe,
+    ) -> Result<Tensor> {
         let (mut xt, mut ctx) = (x.clone(), ctx.clone());
         for (l, blk) in self.blocks.iter().enumerate() {
             let (x_new, ctx_new) = blk.forward(l, &xt, &ctx, c, plan, grid, probe)?; // SLG rows keep their input
@@ -132,7 +148,8 @@ impl Mmdit {
         }
         let (ops, k) = (plan.ops, plan.ops.kernels);
         let mods = self.final_ada_ln.forward(&c.silu()?, k)?.chunk(2, candle_core::D::Minus1)?;
-        self.final_linear.forward(&modulate(&layer_norm_no_affine(&xt, 1e-6, ops)?, &mods[0], &mods[1], ops)?, k) // (B, N, p²·C)
+        self.final_linear.forward(&modulate(&layer_norm_no_affine(&xt, 1e-6, ops)?, &mods[0], &mods[1], ops)?, k)
+        // (B, N, p²·C)
     }
 
     /// The velocity in the paper's convention (t = 0 noise, t = 1 data; v = x₁ − ε): converts to
