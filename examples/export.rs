@@ -4,26 +4,35 @@
 //! cargo run --release --example export -- --run runs/emoji --to data/checkpoints/emoji-dit-ema.safetensors
 //! cargo run --release --example export -- --run runs/emoji --which weak --to data/checkpoints/emoji-dit-weak.safetensors
 //! cargo run --release --example export -- --run runs/emoji --which raw --to /tmp/raw.safetensors --dtype f32
+//! cargo run --release --example export -- --rebind old/emoji-dit-ema.safetensors
 //! ```
+//!
+//! `--rebind` embeds the JSON card in a checkpoint written before cards were bound to their
+//! weights (its tensors are kept as they are); check first that the card describes the weights.
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use clap::Parser;
-use erg::checkpoint::{load_card, load_tensors, save_checkpoint, ModelCard};
+use erg::checkpoint::{load_card, load_checkpoint, load_tensors, save_checkpoint, ModelCard};
 use erg::train::RunPaths;
 
+/// Export a checkpoint (weights + JSON card, bound together) from a training run folder, or bind
+/// the card of an older checkpoint to its weights.
 #[derive(Parser, Debug)]
 struct Args {
     /// Training run folder.
-    #[arg(long)]
-    run: PathBuf,
+    #[arg(long, required_unless_present = "rebind")]
+    run: Option<PathBuf>,
+    /// Instead of exporting: embed the card `<stem>.json` into this older `.safetensors` file.
+    #[arg(long, conflicts_with_all = ["run", "to"])]
+    rebind: Option<PathBuf>,
     /// `ema` (EMA weights), `weak` (the early EMA for AutoGuidance) or `raw` (non-averaged weights).
     #[arg(long, default_value = "ema")]
     which: String,
     /// Destination `.safetensors` (its JSON card is written beside it).
-    #[arg(long)]
-    to: PathBuf,
+    #[arg(long, required_unless_present = "rebind")]
+    to: Option<PathBuf>,
     /// `f16` or `f32`.
     #[arg(long, default_value = "f16")]
     dtype: String,
@@ -31,19 +40,25 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let paths = RunPaths::new(&a.run);
+    if let Some(w) = &a.rebind {
+        let n = erg::checkpoint::rebind(w)?;
+        eprintln!("bound {} to its {n} tensors", erg::checkpoint::card_path(w).display());
+        return Ok(());
+    }
+    let (run, to) = (a.run.expect("required by clap"), a.to.expect("required by clap"));
+    let paths = RunPaths::new(&run);
     let dtype = match a.dtype.as_str() {
         "f16" => DType::F16,
         "f32" => DType::F32,
         d => anyhow::bail!("unknown --dtype {d}: f16 or f32"),
     };
     let (tensors, mut card): (_, ModelCard<serde_json::Value>) = match a.which.as_str() {
-        "ema" => (load_tensors(&paths.ema(), &Device::Cpu)?, load_card(&paths.ema())?),
-        "weak" => (load_tensors(&paths.weak(), &Device::Cpu)?, load_card(&paths.weak())?),
+        "ema" => load_checkpoint(&paths.ema(), &Device::Cpu)?,
+        "weak" => load_checkpoint(&paths.weak(), &Device::Cpu)?,
         "raw" => {
             let st = load_tensors(&paths.state(), &Device::Cpu)?;
             let raw: HashMap<_, _> = st.iter().filter_map(|(k, v)| k.strip_prefix("model.").map(|n| (n.to_string(), v.clone()))).collect();
-            let mut card = load_card(&paths.ema())?;
+            let mut card: ModelCard<serde_json::Value> = load_card(&paths.ema())?;
             card.ema = false;
             card.step = st["meta.step"].to_vec1::<i64>()?[0] as u64;
             (raw, card)
@@ -51,7 +66,7 @@ fn main() -> anyhow::Result<()> {
         w => anyhow::bail!("unknown --which {w}: ema, weak or raw"),
     };
     card.ema = a.which != "raw";
-    save_checkpoint(&tensors, &card, &a.to, dtype)?;
-    eprintln!("wrote {} ({} tensors, step {}, {:?})", a.to.display(), tensors.len(), card.step, dtype);
+    save_checkpoint(&tensors, &card, &to, dtype)?;
+    eprintln!("wrote {} ({} tensors, step {}, {:?})", to.display(), tensors.len(), card.step, dtype);
     Ok(())
 }

@@ -118,7 +118,7 @@ fn main() -> anyhow::Result<()> {
         let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, 32)?;
         let cfg = erg::train::TrainConfig::new(erg::models::dit::DitConfig::emoji_tiny(), "emoji", args.train_steps, args.seed);
         let paths = erg::train::RunPaths::new(args.out.join("train"));
-        let r = erg::train::train(&cfg, &data, &device, &paths, erg::train::RunOptions::new().resume(true).progress())?;
+        let r = erg::train::train(&cfg, &data, &device, &paths, erg::train::RunOptions::new().resume(paths.state().exists()).progress())?;
         eprintln!("trained {} steps, final loss {:.4}, {:.0} s", r.step, r.final_loss, r.wall_s);
         (paths.ema(), paths.weak()) // the run's own weak checkpoint for AutoGuidance
     } else {

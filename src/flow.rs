@@ -61,6 +61,7 @@ pub fn noise_from_velocity(x_t: &Tensor, v: &Tensor, t: &Tensor) -> Result<Tenso
 
 /// Distribution of training times.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum TimeSampling {
     /// t ~ U(0, 1).

@@ -50,7 +50,8 @@ pub struct Samples {
 ///
 /// Returns the images (B, C, H, W) in the model's data range ([−1, 1] here) and the NFE per
 /// sample. Errors, before any compute: invalid guidance for the models (hyperparameters, a
-/// missing weak model, C-ERG without a text encoder), `num_steps` or `batch_size` of 0.
+/// missing weak model, C-ERG without a text encoder), `num_steps` or `batch_size` of 0; after
+/// sampling, images with NaN or infinite values (never returned).
 /// Source: rectified-flow sampling (Liu et al. 2023) in the paper's time convention.
 pub fn sample<M: Denoiser>(
     models: Models<'_, M>,
@@ -92,6 +93,13 @@ pub fn sample<M: Denoiser>(
                 Ok(())
             },
         )?;
+        if !crate::checkpoint::all_finite(&x)? {
+            return Err(crate::Error::Other(format!(
+                "sampling produced NaN or infinite values (samples {start}..{}, method {}): non-finite weights or a diverging guidance setting",
+                start + len,
+                guidance.name
+            )));
+        }
         if ci == 0 {
             nfe_total = nfe; // every chunk runs the same schedule, so the same NFE per sample
         }

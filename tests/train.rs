@@ -137,7 +137,7 @@ fn missing_and_corrupt_checkpoints_are_reported() {
     let mut card: erg::checkpoint::ModelCard<erg::models::dit::DitConfig> = erg::checkpoint::load_card(&weak).unwrap();
     card.config.hidden_size = 64;
     std::fs::write(dir.path().join("weak.json"), serde_json::to_string(&card).unwrap()).unwrap();
-    assert!(erg::models::dit::load(&weak, &Device::Cpu).unwrap_err().to_string().contains("do not match"));
+    assert!(erg::models::dit::load(&weak, &Device::Cpu).unwrap_err().to_string().contains("does not match"));
 }
 
 #[test]

@@ -27,6 +27,7 @@ use crate::{Error, Result};
 
 /// Parameters of the rectified-energy attention update (Eq. 9, Algorithm 1).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Energy {
     /// Temperature τ > 0 multiplying the logits β·QKᵀ. τ < 1 flattens the attention (higher
     /// entropy); τ → 0 gives the uniform average of V. Paper default for I-ERG: 0.01.
@@ -69,6 +70,7 @@ impl Energy {
 
 /// What an attention layer computes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Rectifier {
     /// `softmax(β Q Kᵀ) V`.
@@ -194,6 +196,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, rectifier: &Rectifier, ops:
 /// Which blocks of a model use which rectifier: `rectifier` in blocks `l_min ≤ l < l_max`,
 /// standard attention elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct AttentionPlan {
     /// The rectifier of the blocks in range.
     pub rectifier: Rectifier,

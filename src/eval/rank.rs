@@ -14,6 +14,7 @@ pub enum Direction {
 
 /// A metric taking part in the ranking.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetricSpec {
     /// Metric name (key in the records).
     pub name: String,

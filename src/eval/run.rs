@@ -214,8 +214,11 @@ impl Scorer {
     /// density, coverage (k = `cfg.k_dc`) and consistency, the classifier's accuracy on the
     /// `wanted` classes (N,) u32 (NaN when `None`, for unconditional generation).
     ///
-    /// Errors: fewer images than k + 1; features that are not finite.
+    /// Errors: images or features that are not finite; fewer images than k + 1.
     pub fn metrics(&self, images: &Tensor, wanted: Option<&Tensor>, cfg: &EvalConfig, device: &Device) -> Result<BTreeMap<String, f64>> {
+        if !crate::checkpoint::all_finite(images)? {
+            return Err(crate::Error::Other("the images to score hold NaN or infinite values (a diverged sampler or non-finite weights); refusing to report metrics".into()));
+        }
         let feats = to_array2(&extract(self.extractor(), images, device)?)?;
         let fid = frechet_distance(&self.reference.gaussian, &Gaussian::fit(&feats)?)?;
         let p = prdc(&self.reference.features, &feats, cfg.k_pr, cfg.k_dc)?;

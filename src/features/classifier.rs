@@ -11,7 +11,7 @@ use candle_nn::{Conv2dConfig, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::FeatureExtractor;
-use crate::checkpoint::{load_tensors, save_tensors, write_atomic};
+use crate::checkpoint::{build_strict, load_checkpoint, save_checkpoint};
 use crate::data::Dataset;
 use crate::nn::{seeded_varbuilder, SeededVarMap};
 use crate::train::{AdamW, AdamWConfig};
@@ -19,6 +19,7 @@ use crate::{Error, Result};
 
 /// Classifier hyperparameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClassifierConfig {
     /// Image channels.
     pub in_channels: usize,
@@ -30,6 +31,7 @@ pub struct ClassifierConfig {
 
 /// The JSON card saved beside the weights.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClassifierCard {
     /// Architecture.
     pub config: ClassifierConfig,
@@ -88,12 +90,8 @@ impl SmallCnn {
 
     /// Loads weights and card (`x.safetensors` + `x.json`).
     pub fn load(weights: &Path, device: &Device) -> Result<(Self, ClassifierCard)> {
-        let card_path = weights.with_extension("json");
-        let text = std::fs::read_to_string(&card_path)
-            .map_err(|_| Error::Missing { path: card_path.clone(), hint: "train one with `cargo run --release --example train_classifier`".into() })?;
-        let card: ClassifierCard = serde_json::from_str(&text).map_err(|e| Error::corrupt(&card_path, e))?;
-        let vb = VarBuilder::from_tensors(load_tensors(weights, device)?, DType::F32, device);
-        let model = Self::new(&card.config, vb).map_err(|e| Error::corrupt(weights, format!("weights do not match the card: {e}")))?;
+        let (tensors, card): (_, ClassifierCard) = load_checkpoint(weights, device)?;
+        let model = build_strict(weights, tensors, device, |vb| Self::new(&card.config, vb))?;
         Ok((model, card))
     }
 }
@@ -186,7 +184,6 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         seed,
     };
     let tensors = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
-    save_tensors(&tensors, weights, DType::F32)?;
-    write_atomic(&weights.with_extension("json"), &serde_json::to_vec_pretty(&card).map_err(|e| Error::Other(e.to_string()))?)?;
+    save_checkpoint(&tensors, &card, weights, DType::F32)?;
     Ok((model, card))
 }

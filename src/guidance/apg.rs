@@ -17,6 +17,7 @@ use crate::{Error, Result};
 
 /// APG hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Apg {
     /// Momentum β (ERG paper: −0.5). 0 disables momentum.
     pub momentum: f64,

@@ -14,6 +14,7 @@ use crate::{Error, Result};
 
 /// CADS hyperparameters (defaults of the paper: τ₁ = 0.6, τ₂ = 0.9, s = 0.25, ψ = 1).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Cads {
     /// τ₁: below this noise level the condition is clean.
     pub tau1: f64,

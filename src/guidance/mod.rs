@@ -50,6 +50,7 @@ pub enum ModelChoice {
 
 /// A negative ("weak") branch.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Branch {
     /// Its condition: `Null` for CFG-style guidance, `Given` for the same-condition variant
     /// (Eq. 10) and for PAG/SEG/SAG/SLG/AutoGuidance.
@@ -88,6 +89,7 @@ impl Branch {
 
 /// The range of t ∈ [0, 1] where a term is applied: `start ≤ t ≤ stop`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Window {
     /// First t.
     pub start: f64,
@@ -110,6 +112,7 @@ impl Window {
 
 /// One guidance term s·(D_pos − D_neg).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Term {
     /// The negative branch.
     pub negative: Branch,
@@ -122,6 +125,7 @@ pub struct Term {
 
 /// How positive and negative predictions are combined.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Combiner {
     /// Δ = D_pos + Σ s_i (D_pos − D_neg,i).
@@ -133,6 +137,7 @@ pub enum Combiner {
 
 /// A guidance method.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Guidance {
     /// Short name for reports (`none`, `cfg`, `ierg`, ...).
     pub name: String,

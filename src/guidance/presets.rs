@@ -36,6 +36,7 @@ use crate::{Error, Result};
 /// I-ERG hyperparameters (Table 7 names): rectifier (τ, α, γ, K) in blocks [l_min, l_max) of the
 /// negative branch when t > κ.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IErg {
     /// Rectified-energy parameters.
     pub energy: Energy,
@@ -70,6 +71,7 @@ impl IErg {
 /// α = 1, γ = 1.5, K = 1 in blocks 10–17 of 24 (scaled to the depth), and C-ERG with τ_c = 0.01
 /// in every layer of the text encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TextErg {
     /// The denoiser part.
     pub ierg: IErg,

@@ -13,6 +13,7 @@ use crate::{Error, Result};
 
 /// SAG settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sag {
     /// Block whose self-attention gives the mask (0-based; a middle block).
     pub block: usize,

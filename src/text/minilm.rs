@@ -59,6 +59,7 @@ impl MiniLmConfig {
 
 /// C-ERG: temperature τ_c > 0 on the self-attention logits of layers `l_min ≤ l < l_max`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TextRectification {
     /// τ_c (1 = the plain encoder; Table 7 uses 0.01–0.1).
     pub tau: f64,

@@ -9,6 +9,7 @@ use crate::Result;
 
 /// AdamW hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdamWConfig {
     /// Learning rate.
     pub lr: f64,

@@ -83,6 +83,7 @@ impl TrainTask for ClassConditional {
 
 /// Everything that defines a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig<C = DitConfig> {
     /// Model architecture.
     pub model: C,
@@ -300,6 +301,12 @@ pub fn train_task<T: TrainTask>(
     let mut ema = Ema::new(&vars, cfg.ema_decay)?;
     let mut start = 0u64;
 
+    if resume && !paths.state().exists() {
+        return Err(Error::Missing {
+            path: paths.state(),
+            hint: "--resume needs the run's state file; without --resume a new run starts from step 0 (overwriting loss.csv and the EMA in that folder)".into(),
+        });
+    }
     if paths.state().exists() {
         if !resume {
             return Err(Error::Other(format!("{} already holds a run; pass --resume to continue it or choose another --out", paths.dir.display())));
@@ -321,6 +328,7 @@ pub fn train_task<T: TrainTask>(
         start = st.get("meta.step").ok_or_else(|| Error::corrupt(paths.state(), "missing meta.step"))?.to_vec1::<i64>()?[0] as u64;
         opt.step = start;
         truncate_log(&paths.loss(), start)?;
+        repair_exports::<T>(cfg, paths, &classes, &ema, &init, start)?;
     } else {
         std::fs::create_dir_all(&paths.dir)?;
         write_atomic(&paths.config(), &serde_json::to_vec_pretty(cfg).map_err(|e| Error::Other(e.to_string()))?)?;
@@ -382,6 +390,24 @@ pub fn train_task<T: TrainTask>(
         wall_s,
         s_per_step: wall_s / n as f64,
     })
+}
+
+/// The EMA (and weak) exports are written after the state, so a kill between the writes leaves
+/// an export older than the state; resume rewrites it from the state's EMA. (The weak export can
+/// only be rebuilt when the state is at `weak_step` itself; the state is never past it otherwise
+/// without the export having been written first.)
+fn repair_exports<T: TrainTask>(cfg: &TrainConfig<T::Config>, paths: &RunPaths, classes: &[String], ema: &Ema, init: &HashMap<String, Tensor>, step: u64) -> Result<()> {
+    let exported_step = |p: &Path| crate::checkpoint::load_card::<ModelCard<serde_json::Value>>(p).ok().map(|c| c.step);
+    let mut targets = vec![paths.ema()];
+    if cfg.weak_step == Some(step) {
+        targets.push(paths.weak());
+    }
+    for p in targets {
+        if exported_step(&p) != Some(step) || !p.exists() {
+            save_checkpoint(&ema.debiased(init, step)?, &card::<T>(cfg, classes, step), &p, DType::F32)?;
+        }
+    }
+    Ok(())
 }
 
 /// Keeps the header and the rows with step ≤ `step` (rows written after the last checkpoint

@@ -16,6 +16,7 @@ pub enum Activation {
 
 /// Hyperparameters of a DiT.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DitConfig {
     /// Image size (H, W) in pixels (or latent cells); both multiples of `patch_size`.
     pub input_size: (usize, usize),

@@ -23,7 +23,7 @@ pub use block::DitBlock;
 pub use config::{Activation, DitConfig};
 
 use crate::attention::{AttentionProbe, ForwardPlan, NoProbe};
-use crate::checkpoint::{card_path, load_card, load_tensors, ModelCard};
+use crate::checkpoint::{build_strict, card_path, load_card, load_checkpoint, ModelCard};
 use crate::models::embed::{pos_embed_2d, LabelEmbedder, PatchEmbed, TimestepEmbedder};
 use crate::models::Denoiser;
 use crate::nn::ops::{layer_norm_no_affine, modulate};
@@ -183,10 +183,12 @@ impl Denoiser for Dit {
 ///
 /// Errors: missing weights or card, corrupt files, weights that do not match the card's config.
 pub fn load(weights: &Path, device: &Device) -> Result<(Dit, ModelCard<DitConfig>)> {
-    let card: ModelCard<DitConfig> = load_card(weights)?;
-    let tensors = load_tensors(weights, device)?;
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-    let model =
-        Dit::new(&card.config, vb).map_err(|e| Error::corrupt(weights, format!("weights do not match the config in {}: {e}", card_path(weights).display())))?;
+    let card: ModelCard<serde_json::Value> = load_card(weights)?;
+    if card.model != "dit" {
+        return Err(Error::corrupt(weights, format!("the card describes a {:?} model, not a DiT (dit)", card.model)));
+    }
+    let (tensors, card): (_, ModelCard<DitConfig>) = load_checkpoint(weights, device)?;
+    card.config.validate().map_err(|e| Error::corrupt(card_path(weights), e))?;
+    let model = build_strict(weights, tensors, device, |vb| Dit::new(&card.config, vb))?;
     Ok((model, card))
 }

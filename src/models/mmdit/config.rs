@@ -9,6 +9,7 @@ fn gelu_tanh() -> Activation {
 
 /// Architecture of an MMDiT. Width = `head_size · depth`, heads = `depth` (SD3's rule).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MmditConfig {
     /// Patch size p (tokens are p × p patches of the latent).
     pub patch_size: usize,

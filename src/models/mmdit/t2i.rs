@@ -13,13 +13,13 @@
 //! from prompts does.
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::{Mmdit, MmditConfig};
 use crate::attention::{AttentionProbe, ForwardPlan};
-use crate::checkpoint::{load_card, load_tensors, ModelCard};
+use crate::checkpoint::{build_strict, load_card, load_checkpoint, ModelCard};
 use crate::models::Denoiser;
 use crate::text::{empty_prompt_ids, TextEncoder, TextRectification};
 use crate::{Error, Result};
@@ -31,6 +31,7 @@ pub const SHIPPED_EMOJI_MMDIT_WEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "
 
 /// A text-to-image model's configuration (the model card's `config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TextToImageConfig {
     /// The MMDiT (its `context_embed_size` and `adm_in_channels` equal the encoder width).
     pub mmdit: MmditConfig,
@@ -121,15 +122,12 @@ impl TextToImage {
     /// Loads a checkpoint and its card (`<stem>.json`), in f32.
     /// Errors: missing or corrupt files, weights that do not match the card.
     pub fn load(weights: &Path, encoder: Option<TextEncoder>, device: &Device) -> Result<(Self, ModelCard<TextToImageConfig>)> {
-        let card: ModelCard<TextToImageConfig> = load_card(weights)?;
+        let card: ModelCard<serde_json::Value> = load_card(weights)?;
         if card.model != "mmdit-t2i" {
-            return Err(Error::corrupt(weights, format!("the card describes a {:?} model, not mmdit-t2i", card.model)));
+            return Err(Error::corrupt(weights, format!("the card describes a {:?} model, not a text-to-image MMDiT (mmdit-t2i)", card.model)));
         }
-        let vb = VarBuilder::from_tensors(load_tensors(weights, device)?, DType::F32, device);
-        let m = Self::new(&card.config, vb, encoder).map_err(|e| match e {
-            Error::Candle(c) => Error::corrupt(weights, format!("weights do not match the card: {c}")),
-            e => e,
-        })?;
+        let (tensors, card): (_, ModelCard<TextToImageConfig>) = load_checkpoint(weights, device)?;
+        let m = build_strict(weights, tensors, device, |vb| Self::new(&card.config, vb, encoder))?;
         Ok((m, card))
     }
 
