@@ -13,6 +13,7 @@
 //! cargo run --release --example bench -- --quick       # a minute or two
 //! cargo run --release --example bench -- --python /work/torchenv/bin/python
 //! ```
+mod common;
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -20,27 +21,33 @@ use clap::Parser;
 use erg::guidance::{preset, Guider, Models};
 use erg::models::Denoiser;
 
+/// Times sampling (per method) and training steps of the shipped emoji DiT, with the fused and
+/// the candle kernels and, when PyTorch is installed, the PyTorch reference, side by side per
+/// round; writes `<out>/bench.md` and `<out>/bench.json`.
 #[derive(Parser, Debug)]
 struct Args {
     /// Images per sampling batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = common::count, default_value_t = 64)]
     batch: usize,
     /// Rounds over all methods (median taken).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = common::count, default_value_t = 5)]
     rounds: usize,
     /// Sampling steps timed per method and round.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, value_parser = common::count, default_value_t = 4)]
     steps: usize,
     /// Methods.
     #[arg(long, default_value = "none,cfg,ierg,apg,cads,pag,seg,sag,slg,autoguidance,cfg+seg,cfg+pag,erg+apg,erg+cads", value_delimiter = ',')]
     methods: Vec<String>,
     /// Training steps timed.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = common::count_u64, default_value_t = 5)]
     train_steps: u64,
+    /// The model timed (weights with their JSON card).
     #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_DIT)]
     checkpoint: std::path::PathBuf,
+    /// The weak model of AutoGuidance.
     #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_WEAK)]
     weak_checkpoint: std::path::PathBuf,
+    /// Output folder.
     #[arg(long, default_value = "results")]
     out: std::path::PathBuf,
     /// Fewer rounds, steps and methods (a minute or two).

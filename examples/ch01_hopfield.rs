@@ -25,8 +25,13 @@ fn ramp(v: f64, lo: f64, hi: f64) -> RGBColor {
 
 // ANCHOR_END: helpers
 
+/// Chapter 1 of the book: the Hopfield energy of attention (ERG Eq. 4, 9; Algorithm 1).
+#[derive(clap::Parser, Debug)]
+struct Args {}
+
 fn main() -> anyhow::Result<()> {
-    // ANCHOR: setup
+    <Args as clap::Parser>::parse(); // --help; no flags
+                                     // ANCHOR: setup
     let out = Path::new("results/ch01");
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font(); // the embedded font, for headless bitmap figures

@@ -14,9 +14,19 @@ use erg::sample::{class_grid_labels, sample, SampleConfig};
 use erg::train::{train, RunPaths, TrainConfig};
 use plotters::prelude::*;
 
+/// Chapter 2 of the book: the data, rectified-flow training of the small DiT, and its samples
+/// without guidance.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// A CI-sized run: fewer samples, seeds and steps (a minute or less).
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
     // ANCHOR: data
-    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
+    let quick = args.quick; // CI-sized run
     let out = Path::new("results/ch02");
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();

@@ -13,9 +13,19 @@ use erg::eval::{Bench, BenchPaths, EvalConfig, ResultsFile};
 use erg::guidance::{preset, Guidance};
 use erg::models::Denoiser;
 
+/// Chapter 4 of the book: energy smoothing (SEG) vs identity (PAG) vs temperature (I-ERG) as
+/// the attention rectification of I-ERG's negative (ERG Table 6), and SEG's blur σ swept.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// A CI-sized run: fewer samples, seeds and steps (a minute or less).
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
     // ANCHOR: setup
-    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
+    let quick = args.quick; // CI-sized run
     let out = Path::new("results/ch04");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();

@@ -13,9 +13,20 @@ use erg::guidance::{preset, Models};
 use erg::models::Denoiser;
 use plotters::prelude::*;
 
+/// Chapter 6 of the book: parallel and orthogonal parts of the guidance difference along
+/// sampling (ERG Appendix B.2, Fig. 6), for CFG and I-ERG on the shipped emoji DiT, and the
+/// kickoff κ the CFG curve suggests.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// A CI-sized run: fewer samples, seeds and steps (a minute or less).
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
     // ANCHOR: setup
-    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
+    let quick = args.quick; // CI-sized run
     let out = Path::new("results/ch06");
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();

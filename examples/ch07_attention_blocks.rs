@@ -15,10 +15,23 @@ use erg::guidance::preset;
 use erg::models::Denoiser;
 use plotters::prelude::*;
 
+/// Chapter 7 of the book: attention certainty per block (ERG Appendix B.4, Fig. 7) and the
+/// I-ERG layer range (Fig. 8) on the shipped emoji DiT.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// A CI-sized run: fewer samples, seeds and steps (a minute or less).
+    #[arg(long)]
+    quick: bool,
+    /// Also evaluate I-ERG's layer range (Fig. 8), which samples and scores every block range.
+    #[arg(long)]
+    fig8: bool,
+}
+
 fn main() -> anyhow::Result<()> {
-    let fig8 = std::env::args().any(|a| a == "--fig8");
+    let args = <Args as clap::Parser>::parse();
+    let fig8 = args.fig8;
     // ANCHOR: certainty
-    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
+    let quick = args.quick; // CI-sized run
     let out = Path::new("results/ch07");
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();

@@ -13,9 +13,19 @@ use erg::eval::{Bench, BenchPaths, EvalConfig, ResultsFile};
 use erg::guidance::{preset, Guidance};
 use erg::models::Denoiser;
 
+/// Chapter 8 of the book: the kickoff κ (ERG Fig. 9), multi-step energy descent (Table 4) and
+/// the components of I-ERG (Table 5, class-conditional part) on the shipped emoji DiT.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// A CI-sized run: fewer samples, seeds and steps (a minute or less).
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
     // ANCHOR: setup
-    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
+    let quick = args.quick; // CI-sized run
     let out = Path::new("results/ch08");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();

@@ -13,9 +13,20 @@ use erg::guidance::{preset_for, Guidance};
 use erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT;
 use erg::models::Denoiser;
 
+/// Chapter 8 of the book, text part: the C-ERG temperature τ_c of the text encoder (ERG Fig.
+/// 4) swept on the shipped text-to-image emoji MMDiT, at two guidance scales, with CFG (the same
+/// w) as the reference; C-ERG alone (no I-ERG), τ_c in every text-encoder layer.
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// A CI-sized run: fewer samples, seeds and steps (a minute or less).
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
     // ANCHOR: setup
-    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run
+    let quick = args.quick; // CI-sized run
     let out = Path::new("results/ch08");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();

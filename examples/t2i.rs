@@ -8,6 +8,7 @@
 //! Needs the text encoder in the hf-hub cache (offline: the `setup_minilm` example; `.ci/run` does
 //! it). Writes `t2i_<method>.png` (rows = prompts, columns = seeds), `t2i_comparison.png` and
 //! `t2i_summary.md` into `--out`.
+mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -34,22 +35,22 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     compare: Vec<String>,
     /// Guidance scale w.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
     guidance_scale: f64,
     /// C-ERG text-encoder temperature τ_c (Table 7: 0.01), for cerg/erg.
-    #[arg(long)]
+    #[arg(long, value_parser = common::finite)]
     tau_c: Option<f64>,
     /// I-ERG attention temperature τ (Table 7: 0.01), for ierg/erg.
-    #[arg(long)]
+    #[arg(long, value_parser = common::finite)]
     tau: Option<f64>,
     /// I-ERG kickoff κ (Table 7, text-to-image: 0.4).
-    #[arg(long)]
+    #[arg(long, value_parser = common::finite)]
     kappa: Option<f64>,
     /// Images (seeds) per prompt.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, value_parser = common::count, default_value_t = 8)]
     samples: usize,
     /// Euler steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = common::count, default_value_t = 50)]
     steps: usize,
     /// Base seed (the same seeds for every prompt and method).
     #[arg(long, default_value_t = 0)]
@@ -87,7 +88,7 @@ fn method(name: &str, a: &Args, model: &TextToImage) -> anyhow::Result<Guidance>
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
-    std::fs::create_dir_all(&a.out)?;
+    common::output_dir(&a.out)?;
     // ANCHOR: load
     let (model, card) = TextToImage::load_with_hub_encoder(&a.checkpoint, &device)?;
     let names = if a.compare.is_empty() { vec![a.guidance.clone()] } else { a.compare.clone() };
@@ -95,6 +96,10 @@ fn main() -> anyhow::Result<()> {
     let weak = if methods.iter().any(|g| g.needs_weak_model()) { Some(TextToImage::load_with_hub_encoder(&a.weak_checkpoint, &device)?.0) } else { None };
     let prompts: Vec<&str> = a.prompt.iter().map(String::as_str).collect();
     // ANCHOR_END: load
+    for g in &methods {
+        g.validate(model.depth()).map_err(|e| anyhow::anyhow!("{}: {e}", g.name))?;
+    }
+    let stems = erg::eval::report::file_stems(&names);
     eprintln!(
         "{} (step {}), {} prompts × {} seeds, {} steps, {}",
         a.checkpoint.display(),
@@ -116,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         a.seed + a.samples as u64,
         a.guidance_scale
     );
-    for g in &methods {
+    for (g, stem) in methods.iter().zip(&stems) {
         let t0 = Instant::now();
         let bar = indicatif::ProgressBar::new((prompts.len() * a.steps) as u64);
         bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
@@ -134,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         let img = grid(&to_rgb8(&candle_core::Tensor::cat(&images, 0)?)?, a.samples, 2, 2);
         // ANCHOR_END: sample
         bar.finish_and_clear();
-        let file = format!("t2i_{}.png", g.name);
+        let file = format!("t2i_{stem}.png");
         save_png(&img, &a.out.join(&file))?;
         let wall = t0.elapsed().as_secs_f64();
         eprintln!("{:>10}: {wall:.1} s, {nfe:.2} NFE/step → {}", g.name, a.out.join(&file).display());

@@ -22,22 +22,25 @@ use erg::guidance::{preset_for, Guidance};
 use erg::models::mmdit::t2i::{SHIPPED_EMOJI_MMDIT, SHIPPED_EMOJI_MMDIT_WEAK};
 use erg::models::Denoiser;
 
+/// Table 1 (text-to-image methods) or Table 5 (ERG's components) of the ERG paper on the
+/// text-to-image emoji MMDiT: every method at the same prompts and seeds, scored with FID,
+/// precision, recall, density, coverage and consistency into `<out>/table{1,5}.md`.
 #[derive(Parser, Debug)]
 struct Args {
     /// 1 (methods) or 5 (ERG's components).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = table_number)]
     table: u8,
     /// Prompts per emoji category.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, value_parser = common::count, default_value_t = 4)]
     prompts_per_class: usize,
     /// Seeds per prompt.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_parser = common::count, default_value_t = 5)]
     samples_per_prompt: usize,
     /// Euler steps.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, value_parser = common::count, default_value_t = 25)]
     steps: usize,
     /// Guidance scale w of the CFG-like terms.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
     guidance_scale: f64,
     /// Seed.
     #[arg(long, default_value_t = 0)]
@@ -58,9 +61,19 @@ struct Args {
     out: PathBuf,
 }
 
+/// `--table`: 1 or 5.
+fn table_number(s: &str) -> Result<u8, String> {
+    match s {
+        "1" => Ok(1),
+        "5" => Ok(5),
+        _ => Err("there are Tables 1 and 5 of the text-to-image model (Tables 2 and 3: the table3 example)".into()),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
+    common::output_dir(&a.out)?;
     // ANCHOR: setup
     let paths = a.paths.paths(Path::new(SHIPPED_EMOJI_MMDIT), Path::new(SHIPPED_EMOJI_MMDIT_WEAK));
     let bench = TextBench::from_paths(&paths, a.prompts_per_class, a.samples_per_prompt, &device)?;

@@ -31,13 +31,13 @@ struct Args {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     table: u8,
     /// Generated images per class.
-    #[arg(long, default_value_t = 25)]
+    #[arg(long, value_parser = common::count, default_value_t = 25)]
     samples_per_class: usize,
     /// Euler steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = common::count, default_value_t = 50)]
     steps: usize,
     /// Guidance scale w of the CFG-like terms.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
     guidance_scale: f64,
     /// Seed.
     #[arg(long, default_value_t = 0)]
@@ -58,6 +58,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
+    common::output_dir(&a.out)?;
     let names: Vec<String> = a.methods.clone().unwrap_or_else(|| {
         let v: &[&str] = match a.table {
             2 => &["uncond", "pag-uncond", "sag-uncond", "seg-uncond", "autoguidance-uncond", "ierg-uncond"],

@@ -6,6 +6,7 @@
 //! cargo run --release --example train -- --steps 4000 --out runs/emoji --resume   # after a kill
 //! cargo run --release --example train -- --data imagenet:/data/imagenet/train --preset DiT-S/2 --image-size 256
 //! ```
+mod common;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -23,28 +24,28 @@ struct Args {
     #[arg(long, default_value = "emoji-tiny")]
     preset: String,
     /// Training resolution (the preset's by default).
-    #[arg(long)]
+    #[arg(long, value_parser = common::count)]
     image_size: Option<usize>,
     /// Optimisation steps.
-    #[arg(long, default_value_t = 4000)]
+    #[arg(long, value_parser = common::count_u64, default_value_t = 4000)]
     steps: u64,
     /// Images per step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = common::count, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate (AdamW).
-    #[arg(long, default_value_t = 4e-4)]
+    #[arg(long, value_parser = common::finite, default_value_t = 4e-4)]
     lr: f64,
     /// AdamW weight decay.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, value_parser = common::finite, default_value_t = 0.0)]
     weight_decay: f64,
     /// EMA decay.
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, value_parser = common::finite, default_value_t = 0.999)]
     ema_decay: f64,
     /// Seed of weights and batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Steps between checkpoints.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, value_parser = common::count_u64, default_value_t = 250)]
     checkpoint_every: u64,
     /// Run folder.
     #[arg(long, default_value = "runs/emoji")]
@@ -53,7 +54,7 @@ struct Args {
     #[arg(long)]
     resume: bool,
     /// At most this many images per class (ImageNet).
-    #[arg(long)]
+    #[arg(long, value_parser = common::count)]
     max_per_class: Option<usize>,
 }
 

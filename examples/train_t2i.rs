@@ -8,6 +8,7 @@
 //! cargo run --release --example train_t2i -- --steps 3000 --out runs/emoji-t2i --resume   # after a kill
 //! cargo run --release --example export -- --run runs/emoji-t2i --to data/checkpoints/emoji-mmdit-ema.safetensors
 //! ```
+mod common;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -20,29 +21,29 @@ use erg::train::{train_task, RunPaths, TextToImageTask, TrainConfig};
 #[command(about = "Train the text-to-image MMDiT on emoji captions (t = 0 noise, t = 1 data).")]
 struct Args {
     /// Optimisation steps.
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, value_parser = common::count_u64, default_value_t = 3000)]
     steps: u64,
     /// Images per step.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = common::count, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate (AdamW).
-    #[arg(long, default_value_t = 4e-4)]
+    #[arg(long, value_parser = common::finite, default_value_t = 4e-4)]
     lr: f64,
     /// EMA decay.
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, value_parser = common::finite, default_value_t = 0.999)]
     ema_decay: f64,
     /// Probability of training on the empty prompt.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, value_parser = common::finite, default_value_t = 0.1)]
     caption_dropout: f64,
     /// Seed of weights and batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Step at which the EMA is saved as AutoGuidance's weak model (default: steps / 16); may be
     /// changed when resuming.
-    #[arg(long)]
+    #[arg(long, value_parser = common::count_u64)]
     weak_step: Option<u64>,
     /// Steps between checkpoints.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, value_parser = common::count_u64, default_value_t = 250)]
     checkpoint_every: u64,
     /// Run folder.
     #[arg(long, default_value = "runs/emoji-t2i")]

@@ -14,6 +14,7 @@ fn record(key: &str, fid: f64) -> RunRecord {
         samples: 10,
         wall_s: 1.0,
         metrics: BTreeMap::from([("fid".to_string(), fid)]),
+        weights: BTreeMap::new(),
     }
 }
 
@@ -150,4 +151,49 @@ fn variant_tables_and_metric_plots() {
     plot_metric_curves(&dir.path().join("m"), "τ", &[0.1, 0.5], &rows, None).unwrap();
     assert!(dir.path().join("m.png").exists() && dir.path().join("m.svg").exists());
     assert!(plot_metric_curves(&dir.path().join("m"), "τ", &[0.1], &rows, None).is_err(), "one value per run");
+}
+
+/// Issue 19 item 1: a results file shared by two models never serves one model's rows for the
+/// other; the weak model counts only for methods that run it.
+#[test]
+fn cached_runs_are_keyed_by_the_weights_that_produced_them() {
+    use candle_core::Device;
+    use erg::checkpoint::{SHIPPED_EMOJI_CLASSIFIER, SHIPPED_EMOJI_DIT, SHIPPED_EMOJI_WEAK};
+    use erg::eval::{report::evaluate_variants, Bench, EvalConfig};
+    use erg::guidance::preset;
+    let dev = Device::Cpu;
+    let (main, weak, classifier) =
+        (std::path::Path::new(SHIPPED_EMOJI_DIT), std::path::Path::new(SHIPPED_EMOJI_WEAK), std::path::Path::new(SHIPPED_EMOJI_CLASSIFIER));
+    let a = Bench::load(main, weak, classifier, &dev).unwrap();
+    let b = Bench::load(weak, weak, classifier, &dev).unwrap(); // another main model
+    let c = Bench::load(main, main, classifier, &dev).unwrap(); // another weak model
+    assert_eq!(a.weights["main"], erg::checkpoint::file_sha256(main).unwrap());
+    assert_eq!(a.weights.len(), 3);
+    let cfg = EvalConfig { samples_per_class: 1, num_steps: 2, ..Default::default() };
+    let (cfg_method, auto) = (preset("cfg", 2.0, 6).unwrap(), preset("autoguidance", 2.0, 6).unwrap());
+    assert_ne!(a.key(&cfg_method, &cfg), b.key(&cfg_method, &cfg));
+    assert_eq!(a.key(&cfg_method, &cfg), c.key(&cfg_method, &cfg), "CFG does not run the weak model");
+    assert_ne!(a.key(&auto, &cfg), c.key(&auto, &cfg));
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = ResultsFile::open(dir.path().join("r.jsonl")).unwrap();
+    let variants = vec![("CFG".to_string(), cfg_method)];
+    let ra = evaluate_variants(&a, &variants, &cfg, &mut results, &dev).unwrap();
+    let rb = evaluate_variants(&b, &variants, &cfg, &mut results, &dev).unwrap();
+    assert_eq!(results.records().len(), 2, "the second model's run is not served from the first's");
+    assert_ne!(ra[0].1.metrics["fid"], rb[0].1.metrics["fid"]);
+    assert_eq!(rb[0].1.weights["main"], b.weights["main"]);
+    assert!(!ra[0].1.weights.contains_key("weak"));
+    // the same model again reuses its row
+    evaluate_variants(&a, &variants, &cfg, &mut results, &dev).unwrap();
+    assert_eq!(results.records().len(), 2);
+}
+
+/// Issue 19: method names (user JSON) never escape the output folder nor overwrite each other.
+#[test]
+fn method_names_become_safe_unique_file_stems() {
+    let stems = erg::eval::report::file_stems(&["cfg", "../../x", "cfg", "erg+apg", "", "a b/c", ".hidden"]);
+    assert_eq!(stems, ["cfg", "_.._x", "cfg-2", "erg+apg", "method", "a_b_c", "hidden"]);
+    for s in &stems {
+        assert!(!s.contains('/') && !s.starts_with('.'));
+    }
 }

@@ -125,7 +125,10 @@ fn item3_a_stale_ema_export_is_rewritten_on_resume() {
     let r = train(&config(4), &d, &Device::Cpu, &RunPaths::new(broken.path()), RunOptions::new().resume(true)).unwrap();
     assert_eq!((r.resumed_from, r.step), (4, 4));
     assert_eq!(card(&broken.path().join("ema.safetensors")).step, 4);
-    let (a, b) = (load_tensors(&straight.path().join("ema.safetensors"), &Device::Cpu).unwrap(), load_tensors(&broken.path().join("ema.safetensors"), &Device::Cpu).unwrap());
+    let (a, b) = (
+        load_tensors(&straight.path().join("ema.safetensors"), &Device::Cpu).unwrap(),
+        load_tensors(&broken.path().join("ema.safetensors"), &Device::Cpu).unwrap(),
+    );
     for (k, v) in &a {
         assert_eq!(v.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b[k].flatten_all().unwrap().to_vec1::<f32>().unwrap(), "{k}");
     }
@@ -213,4 +216,12 @@ fn missing_weights_are_reported_as_themselves() {
     std::fs::remove_file(dir.path().join("ema.safetensors")).unwrap();
     let e = err(erg::models::dit::load(&dir.path().join("ema.safetensors"), &Device::Cpu));
     assert!(e.contains("ema.safetensors") && !e.contains("ema.json"), "{e}");
+}
+
+#[test]
+fn a_nan_weight_decay_is_blamed_on_itself() {
+    let mut cfg = config(2);
+    cfg.optim.weight_decay = f64::NAN;
+    let e = err(train(&cfg, &data(), &Device::Cpu, &RunPaths::new(tempfile::tempdir().unwrap().path()), RunOptions::new()));
+    assert!(e.contains("weight decay") && !e.contains("learning rate"), "{e}");
 }

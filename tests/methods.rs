@@ -76,22 +76,53 @@ fn cads_schedule_and_noise() {
     assert!(Cads { tau1: 0.9, tau2: 0.6, ..c }.validate().is_err());
 }
 
+/// Issue 19 item 10: CADS rescales with each sample's statistics over its whole condition (all
+/// tokens and channels of a text condition), not per token.
+#[test]
+fn cads_rescale_statistics_are_per_sample_over_the_whole_condition() {
+    let mut r = erg::rng::stream(10, 10);
+    // two samples of 3 tokens × 4 channels, tokens with very different scales
+    let y = (erg::rng::randn(&mut r, &[2, 3, 4], &Device::Cpu).unwrap()
+        * Tensor::new(&[[[1f32], [5.0], [0.2]]], &Device::Cpu).unwrap().broadcast_as((2, 3, 4)).unwrap())
+    .unwrap();
+    let n = erg::rng::randn(&mut r, &[2, 3, 4], &Device::Cpu).unwrap();
+    let c = Cads { psi: 1.0, ..Default::default() };
+    let out = c.apply(&y, 0.2, &n).unwrap(); // σ = 0.8: γ = 1/3
+    let stats = |x: &Tensor, b: usize| {
+        let v: Vec<f64> = x.get(b).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f64::from).collect();
+        let m = v.iter().sum::<f64>() / v.len() as f64;
+        (m, (v.iter().map(|a| (a - m).powi(2)).sum::<f64>() / v.len() as f64).sqrt())
+    };
+    for b in 0..2 {
+        let ((my, sy), (mo, so)) = (stats(&y, b), stats(&out, b));
+        assert!((my - mo).abs() < 1e-5 && (sy - so).abs() < 1e-5, "sample {b}: ({my}, {sy}) vs ({mo}, {so})");
+    }
+    // per-token statistics are not forced to y's (they would be under a per-row rescale)
+    let tok = |x: &Tensor| x.get(0).unwrap().get(1).unwrap().to_vec1::<f32>().unwrap();
+    let (ty, to) = (tok(&y), tok(&out));
+    let std = |v: &[f32]| {
+        let m = v.iter().sum::<f32>() / v.len() as f32;
+        (v.iter().map(|a| (a - m).powi(2)).sum::<f32>() / v.len() as f32).sqrt()
+    };
+    assert!((std(&ty) - std(&to)).abs() > 1e-3, "token 1 keeps its own scale only by chance");
+}
+
 #[test]
 fn seg_blur_regimes() {
     // σ → 0 leaves queries unchanged
-    let id = smooth::blur_matrix(5, 1e-4);
+    let id = smooth::blur_matrix(5, smooth::seg_kernel_size(1e-4, 5), 1e-4);
     for i in 0..5 {
         for j in 0..5 {
             assert_eq!(id[i * 5 + j], if i == j { 1.0 } else { 0.0 });
         }
     }
     // σ = 0.5: kernel 3, weights (e^-2, 1, e^-2)/z, reflect padding at the edges (index −1 → 1)
-    let m = smooth::blur_matrix(5, 0.5);
+    let m = smooth::blur_matrix(5, smooth::seg_kernel_size(0.5, 5), 0.5);
     let (a, z) = ((-2.0f64).exp(), 1.0 + 2.0 * (-2.0f64).exp());
     assert!((m[0] - 1.0 / z).abs() < 1e-12 && (m[1] - 2.0 * a / z).abs() < 1e-12);
     assert!((m[2 * 5 + 1] - a / z).abs() < 1e-12 && (m[2 * 5 + 2] - 1.0 / z).abs() < 1e-12);
     // a huge finite σ: kernel clipped to the grid, rows still sum to 1
-    let big = smooth::blur_matrix(4, 50.0);
+    let big = smooth::blur_matrix(4, smooth::seg_kernel_size(50.0, 4), 50.0);
     for i in 0..4 {
         assert!((big[i * 4..i * 4 + 4].iter().sum::<f64>() - 1.0).abs() < 1e-12);
     }
@@ -102,20 +133,78 @@ fn seg_blur_regimes() {
     let mean = q.narrow(2, 0, 6).unwrap().mean_keepdim(2).unwrap().broadcast_as((1, 2, 6, 4)).unwrap();
     assert!(max_abs_diff(&s.narrow(2, 0, 6).unwrap(), &mean) < 1e-6);
     assert_eq!(max_abs_diff(&s.narrow(2, 6, 2).unwrap(), &q.narrow(2, 6, 2).unwrap()), 0.0);
-    // finite σ on a (3, 4) grid: the separable blur equals the explicit 2-D (Kronecker) operator
-    let q = erg::rng::randn(&mut r, &[2, 3, 12, 5], &Device::Cpu).unwrap();
-    let s = smooth::smooth_queries(&q, (3, 4), 0.7).unwrap();
-    let (mh, mw) = (smooth::blur_matrix(3, 0.7), smooth::blur_matrix(4, 0.7));
-    let kron: Vec<f32> = (0..12).flat_map(|n| (0..12).map(move |m| (n, m))).map(|(n, m)| (mh[(n / 4) * 3 + m / 4] * mw[(n % 4) * 4 + m % 4]) as f32).collect();
-    let op = Tensor::from_vec(kron, (12, 12), &Device::Cpu).unwrap();
-    let want = op.broadcast_left((2, 3)).unwrap().matmul(&q).unwrap();
-    assert!(max_abs_diff(&s, &want) < 1e-5, "{}", max_abs_diff(&s, &want));
+    // the reference treats σ > 9999 as infinite
+    let s = smooth::smooth_queries(&q, (2, 3), 1e5).unwrap();
+    assert!(max_abs_diff(&s.narrow(2, 0, 6).unwrap(), &mean) < 1e-6);
     // σ → 0 through the attention function equals standard attention
+    let q = erg::rng::randn(&mut r, &[2, 3, 12, 5], &Device::Cpu).unwrap();
     let k = q.clone();
-    let a = attention(&q, &k, &k, &Rectifier::SmoothedQueries { sigma: 1e-6 }, Ops::infer(), Some((2, 3))).unwrap();
+    let a = attention(&q, &k, &k, &Rectifier::SmoothedQueries { sigma: 1e-6 }, Ops::infer(), Some((3, 4))).unwrap();
     let b = attention(&q, &k, &k, &Rectifier::Standard, Ops::infer(), None).unwrap();
     assert!(max_abs_diff(&a, &b) < 1e-6);
     assert!(Rectifier::SmoothedQueries { sigma: -1.0 }.validate().is_err());
+}
+
+/// SEG-SDXL's `gaussian_blur_2d` written out directly (issue 19 item 9): kernel
+/// k = ⌈6σ⌉ + 1 − ⌈6σ⌉ mod 2, capped at W − (W mod 2 − 1) with W the grid's last dimension, taps
+/// exp(−½ (x/σ)²) at x = −(k−1)/2 … (k−1)/2 normalised, one 2-D kernel k × k, reflect padding of
+/// k // 2 on every side, then a valid convolution. Values are computed here from that rule alone.
+fn seg_reference_blur(img: &[f64], rows: usize, cols: usize, sigma: f64) -> Vec<f64> {
+    let c = (6.0 * sigma).ceil() as i64;
+    let k = (c + 1 - c % 2).min(cols as i64 - (cols as i64 % 2 - 1));
+    let half = (k - 1) as f64 * 0.5;
+    let pdf: Vec<f64> = (0..k).map(|i| (-0.5 * ((-half + i as f64) / sigma).powi(2)).exp()).collect();
+    let z: f64 = pdf.iter().sum();
+    let taps: Vec<f64> = pdf.iter().map(|p| p / z).collect();
+    let pad = k / 2;
+    // torch's reflect for one axis (pad < n is all PyTorch allows; repeated mirroring beyond)
+    let refl = |j: i64, n: usize| -> usize {
+        let n = n as i64;
+        let mut j = j;
+        while j < 0 || j >= n {
+            j = if j < 0 { -j } else { 2 * (n - 1) - j };
+        }
+        j as usize
+    };
+    let mut out = vec![0.0; rows * cols];
+    for y in 0..rows {
+        for x in 0..cols {
+            let mut acc = 0.0;
+            for (a, ta) in taps.iter().enumerate() {
+                for (b, tb) in taps.iter().enumerate() {
+                    let yy = refl(y as i64 + a as i64 - pad, rows);
+                    let xx = refl(x as i64 + b as i64 - pad, cols);
+                    acc += ta * tb * img[yy * cols + xx];
+                }
+            }
+            out[y * cols + x] = acc;
+        }
+    }
+    out
+}
+
+#[test]
+fn seg_kernel_follows_the_reference_rule_on_even_odd_and_non_square_grids() {
+    // even W: the cap is W + 1 (not W − 1); odd W: W
+    assert_eq!(smooth::seg_kernel_size(3.0, 16), 17);
+    assert_eq!(smooth::seg_kernel_size(3.0, 15), 15);
+    assert_eq!(smooth::seg_kernel_size(1.0, 16), 7);
+    assert_eq!(smooth::seg_kernel_size(0.5, 8), 3);
+    assert_eq!(smooth::seg_kernel_size(2.0, 8), 9);
+    let mut r = erg::rng::stream(9, 9);
+    for &(rows, cols, sigma) in &[(8usize, 8usize, 2.0f64), (8, 8, 10.0), (7, 7, 1.3), (7, 7, 10.0), (4, 6, 1.0), (6, 4, 3.0), (3, 8, 2.0), (5, 3, 0.8)] {
+        let d = 2;
+        let q = erg::rng::randn(&mut r, &[1, 1, rows * cols, d], &Device::Cpu).unwrap();
+        let got = smooth::smooth_queries(&q, (rows, cols), sigma).unwrap().squeeze(0).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+        let qv = q.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+        for c in 0..d {
+            let img: Vec<f64> = qv.iter().map(|row| row[c] as f64).collect();
+            let want = seg_reference_blur(&img, rows, cols, sigma);
+            for (n, w) in want.iter().enumerate() {
+                assert!((got[n][c] as f64 - w).abs() < 1e-5, "grid {rows}×{cols}, σ = {sigma}, token {n}: {} vs {w}", got[n][c]);
+            }
+        }
+    }
 }
 
 #[test]

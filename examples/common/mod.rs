@@ -43,3 +43,37 @@ impl EvalFlags {
         self.paths(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), Path::new(erg::checkpoint::SHIPPED_EMOJI_WEAK))
     }
 }
+
+/// Command-line parser of a count that must be at least 1 (samples, steps, batch sizes).
+pub fn count(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// [`count`] as u64 (training steps).
+pub fn count_u64(s: &str) -> Result<u64, String> {
+    count(s).map(|n| n as u64)
+}
+
+/// Command-line parser of a finite number (rejects `nan` and `inf`, which would otherwise
+/// surface as NaN metrics or an error after the first results).
+pub fn finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        Ok(x) => Err(format!("must be a finite number, got {x}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Creates the output folder and checks that files can be written in it, before any compute.
+/// Errors: naming the folder.
+pub fn output_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("--out {}: cannot create the folder: {e}", dir.display()))?;
+    let probe = dir.join(format!(".erg-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| anyhow::anyhow!("--out {}: cannot write there: {e}", dir.display()))?;
+    std::fs::remove_file(&probe).ok();
+    Ok(())
+}

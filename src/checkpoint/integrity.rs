@@ -76,7 +76,10 @@ pub(super) fn check_finite(path: &Path, tensors: &HashMap<String, Tensor>) -> Re
     names.sort();
     for name in names {
         if !all_finite(&tensors[name])? {
-            return Err(Error::corrupt(path, format!("tensor {name} holds NaN or infinite values; the weights are unusable (a diverged run or a corrupted file)")));
+            return Err(Error::corrupt(
+                path,
+                format!("tensor {name} holds NaN or infinite values; the weights are unusable (a diverged run or a corrupted file)"),
+            ));
         }
     }
     Ok(())

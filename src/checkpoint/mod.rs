@@ -144,9 +144,13 @@ pub fn save_checkpoint<T: Serialize>(tensors: &HashMap<String, Tensor>, card: &T
 pub fn load_checkpoint<T: serde::de::DeserializeOwned>(weights: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, T)> {
     let p = card_path(weights);
     if !weights.exists() {
-        return Err(Error::Missing { path: weights.into(), hint: "train one with `cargo run --release --example train` or pass the path of a checkpoint".into() });
+        return Err(Error::Missing {
+            path: weights.into(),
+            hint: "train one with `cargo run --release --example train` or pass the path of a checkpoint".into(),
+        });
     }
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::Missing { path: p.clone(), hint: format!("every checkpoint needs its JSON card beside it ({e})") })?;
+    let text =
+        std::fs::read_to_string(&p).map_err(|e| Error::Missing { path: p.clone(), hint: format!("every checkpoint needs its JSON card beside it ({e})") })?;
     let sidecar: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::corrupt(&p, e))?;
     let (tensors, meta) = load_with_metadata(weights, device)?;
     let embedded = meta.get(EMBEDDED_CARD).ok_or_else(|| {
@@ -179,7 +183,8 @@ pub fn load_checkpoint<T: serde::de::DeserializeOwned>(weights: &Path, device: &
 /// Errors: missing files, unreadable card, non-finite weights.
 pub fn rebind(weights: &Path) -> Result<usize> {
     let p = card_path(weights);
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::Missing { path: p.clone(), hint: format!("every checkpoint needs its JSON card beside it ({e})") })?;
+    let text =
+        std::fs::read_to_string(&p).map_err(|e| Error::Missing { path: p.clone(), hint: format!("every checkpoint needs its JSON card beside it ({e})") })?;
     let card: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::corrupt(&p, e))?;
     let tensors = load_tensors(weights, &Device::Cpu)?;
     let dtype = tensors.values().find(|t| t.dtype().is_float()).map_or(DType::F32, |t| t.dtype());
@@ -216,9 +221,13 @@ fn show(v: Option<&serde_json::Value>) -> String {
 /// Errors: a missing weights file or card (each named); unknown or missing fields.
 pub fn load_card<C: serde::de::DeserializeOwned>(weights: &Path) -> Result<C> {
     if !weights.exists() {
-        return Err(Error::Missing { path: weights.into(), hint: "train one with `cargo run --release --example train` or pass the path of a checkpoint".into() });
+        return Err(Error::Missing {
+            path: weights.into(),
+            hint: "train one with `cargo run --release --example train` or pass the path of a checkpoint".into(),
+        });
     }
     let p = card_path(weights);
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::Missing { path: p.clone(), hint: format!("every checkpoint needs its JSON card beside it ({e})") })?;
+    let text =
+        std::fs::read_to_string(&p).map_err(|e| Error::Missing { path: p.clone(), hint: format!("every checkpoint needs its JSON card beside it ({e})") })?;
     serde_json::from_str(&text).map_err(|e| Error::corrupt(&p, e))
 }

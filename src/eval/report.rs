@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::{run_key, Bench, EvalConfig, ResultsFile, RunRecord};
+use super::{Bench, EvalConfig, ResultsFile, RunRecord};
 use crate::guidance::Guidance;
 use crate::{Error, Result};
 
@@ -28,7 +28,7 @@ pub fn evaluate_variants(
     results: &mut ResultsFile,
     device: &candle_core::Device,
 ) -> Result<Vec<(String, RunRecord)>> {
-    cached_runs(variants, results, |g| run_key(g, cfg), |_, g, on_step| bench.evaluate(g, cfg, device, on_step))
+    cached_runs(variants, results, |g| bench.key(g, cfg), |_, g, on_step| bench.evaluate(g, cfg, device, on_step))
 }
 
 /// The record of each labelled variant, in order: from `results` when it holds the variant's
@@ -171,4 +171,26 @@ fn draw_curves<DB: DrawingBackend>(
     }
     root.present().map_err(|x| e(&x))?;
     Ok(())
+}
+
+/// File-name stems for method names (which may come from user JSON): characters other than
+/// ASCII letters, digits, `-`, `_`, `+` and `.` become `_`, leading dots are dropped, and a
+/// repeated name gets `-2`, `-3`, … so no two methods share an output file.
+pub fn file_stems<S: AsRef<str>>(names: &[S]) -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    names
+        .iter()
+        .map(|n| {
+            let clean: String = n.as_ref().chars().map(|c| if c.is_ascii_alphanumeric() || "-_+.".contains(c) { c } else { '_' }).collect();
+            let clean = clean.trim_start_matches('.').to_string();
+            let clean = if clean.is_empty() { "method".to_string() } else { clean };
+            let k = seen.entry(clean.clone()).or_insert(0);
+            *k += 1;
+            if *k == 1 {
+                clean
+            } else {
+                format!("{clean}-{k}")
+            }
+        })
+        .collect()
 }

@@ -33,6 +33,9 @@ pub struct RunRecord {
     /// that does not apply (consistency of an unconditional method) is NaN, written as `null`.
     #[serde(deserialize_with = "nan_from_null")]
     pub metrics: BTreeMap<String, f64>,
+    /// Content hash (SHA-256) of each weight file the run used, by role (part of the key).
+    #[serde(default)]
+    pub weights: BTreeMap<String, String>,
 }
 
 /// JSON has no NaN: serde_json writes it as `null`; read `null` back as NaN.

@@ -34,12 +34,33 @@ pub struct EvalConfig {
     pub k_dc: usize,
     /// Name of the feature extractor when it is not the crate's classifier (part of the run key).
     pub features: Option<String>,
+    /// Content hash (SHA-256) of every weight file the run depends on, by role (`main`, `weak`,
+    /// `classifier`, `features`, `text_encoder`); part of the run key, so records of other
+    /// weights are never reused. [`Bench`] and [`super::TextBench`] fill it from what they
+    /// loaded; `weak` counts only for methods that run the weak model.
+    pub weights: BTreeMap<String, String>,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        Self { samples_per_class: 50, num_steps: 50, seed: 0, batch_size: 128, k_pr: 3, k_dc: 5, features: None }
+        Self { samples_per_class: 50, num_steps: 50, seed: 0, batch_size: 128, k_pr: 3, k_dc: 5, features: None, weights: BTreeMap::new() }
     }
+}
+
+impl EvalConfig {
+    /// The settings with `weights` (role → content hash) added to [`Self::weights`].
+    pub fn with_weights(&self, weights: &BTreeMap<String, String>) -> Self {
+        let mut c = self.clone();
+        c.weights.extend(weights.iter().map(|(k, v)| (k.clone(), v.clone())));
+        c
+    }
+}
+
+/// The weight hashes a run of `guidance` depends on: all of `weights` except `weak` when no
+/// term runs the weak model.
+pub fn weights_used(guidance: &Guidance, weights: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let uses_weak = guidance.terms.iter().any(|t| t.negative.model == crate::guidance::ModelChoice::Weak);
+    weights.iter().filter(|(k, _)| uses_weak || k.as_str() != "weak").map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// Features of the reference (real) images and their Gaussian fit, computed once per sweep.
@@ -71,12 +92,17 @@ pub fn reference(extractor: &dyn FeatureExtractor, data: &Dataset, max_per_class
     Ok(Reference { features, gaussian })
 }
 
-/// A stable key for a run's settings (FNV-1a of the JSON of method, seed, steps, size and, when
-/// it is not the default classifier, the feature extractor).
+/// A stable key for a run's settings (FNV-1a of the JSON of method, seed, steps, size, the
+/// content hashes of the weights it uses ([`weights_used`]) and, when it is not the default
+/// classifier, the feature extractor).
 pub fn run_key(guidance: &Guidance, cfg: &EvalConfig) -> String {
     let mut s = serde_json::to_string(&(guidance, cfg.seed, cfg.num_steps, cfg.samples_per_class, cfg.k_pr, cfg.k_dc)).unwrap();
     if let Some(f) = &cfg.features {
         s.push_str(f);
+    }
+    let weights = weights_used(guidance, &cfg.weights);
+    if !weights.is_empty() {
+        s.push_str(&serde_json::to_string(&weights).unwrap());
     }
     let h = crate::rng::fnv1a(s.as_bytes());
     format!("{}-{h:016x}", guidance.name)
@@ -148,6 +174,7 @@ pub fn evaluate_conditions<M: Denoiser>(
         samples: images.dim(0)?,
         wall_s: t0.elapsed().as_secs_f64(),
         metrics,
+        weights: weights_used(guidance, &cfg.weights),
     })
 }
 
@@ -217,7 +244,9 @@ impl Scorer {
     /// Errors: images or features that are not finite; fewer images than k + 1.
     pub fn metrics(&self, images: &Tensor, wanted: Option<&Tensor>, cfg: &EvalConfig, device: &Device) -> Result<BTreeMap<String, f64>> {
         if !crate::checkpoint::all_finite(images)? {
-            return Err(crate::Error::Other("the images to score hold NaN or infinite values (a diverged sampler or non-finite weights); refusing to report metrics".into()));
+            return Err(crate::Error::Other(
+                "the images to score hold NaN or infinite values (a diverged sampler or non-finite weights); refusing to report metrics".into(),
+            ));
         }
         let feats = to_array2(&extract(self.extractor(), images, device)?)?;
         let fid = frechet_distance(&self.reference.gaussian, &Gaussian::fit(&feats)?)?;
@@ -254,6 +283,8 @@ pub struct Bench {
     pub weak: crate::models::dit::Dit,
     /// Classifier, data and reference features.
     pub scorer: Scorer,
+    /// Content hash (SHA-256) of each weight file loaded, by role (see [`EvalConfig::weights`]).
+    pub weights: BTreeMap<String, String>,
 }
 
 /// The files a [`Bench`] loads; [`Default`] gives the shipped checkpoints and the classifier's
@@ -287,8 +318,9 @@ impl Bench {
     /// Loads what `paths` names (see [`Bench::load`]).
     pub fn from_paths(paths: &BenchPaths, device: &Device) -> Result<Self> {
         let mut bench = Self::load(&paths.checkpoint, &paths.weak_checkpoint, &paths.classifier, device)?;
-        if let Some((name, weights)) = &paths.features {
-            bench.scorer.set_extractor(crate::features::load(name, weights, device)?, device)?;
+        if let Some((name, source)) = &paths.features {
+            bench.weights.insert("features".into(), feature_weights_hash(source)?);
+            bench.scorer.set_extractor(crate::features::load(name, source, device)?, device)?;
         }
         Ok(bench)
     }
@@ -296,16 +328,33 @@ impl Bench {
     /// Loads the three checkpoints and the emoji data at the model's resolution.
     pub fn load(checkpoint: &std::path::Path, weak: &std::path::Path, classifier: &std::path::Path, device: &Device) -> Result<Self> {
         let (model, card) = crate::models::dit::load(checkpoint, device)?;
-        let (weak, _) = crate::models::dit::load(weak, device)?;
+        let weak_file = weak;
+        let (weak, _) = crate::models::dit::load(weak_file, device)?;
         let scorer = Scorer::load(classifier, model.image_shape().1, device)?;
-        Ok(Self { model, card, weak, scorer })
+        let weights = weight_hashes(&[("main", checkpoint), ("weak", weak_file), ("classifier", classifier)])?;
+        Ok(Self { model, card, weak, scorer, weights })
     }
     /// The main and weak models.
     pub fn models(&self) -> Models<'_, crate::models::dit::Dit> {
         Models { main: &self.model, weak: Some(&self.weak) }
     }
-    /// One evaluation run (see [`evaluate`]).
-    pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
-        evaluate(self.models(), guidance, self.card.classes.len(), &self.scorer, cfg, device, on_step)
+    /// The key of a run of `guidance` with `cfg` on this bench (its weights included).
+    pub fn key(&self, guidance: &Guidance, cfg: &EvalConfig) -> String {
+        run_key(guidance, &cfg.with_weights(&self.weights))
     }
+    /// One evaluation run (see [`evaluate`]), keyed by [`Self::key`].
+    pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
+        evaluate(self.models(), guidance, self.card.classes.len(), &self.scorer, &cfg.with_weights(&self.weights), device, on_step)
+    }
+}
+
+/// Content hashes of weight files by role. Errors: an unreadable file (named).
+pub fn weight_hashes(files: &[(&str, &std::path::Path)]) -> Result<BTreeMap<String, String>> {
+    files.iter().map(|(role, p)| Ok((role.to_string(), crate::checkpoint::file_sha256(p)?))).collect()
+}
+
+/// The content hash of a feature extractor's weights (`path` or `hf://...`, resolved as
+/// [`crate::features::load`] does).
+pub fn feature_weights_hash(source: &str) -> Result<String> {
+    crate::checkpoint::file_sha256(&source.parse::<crate::hub::WeightSource>()?.resolve()?)
 }

@@ -104,6 +104,8 @@ pub struct TextBench {
     pub prompts: PromptSet,
     /// Seeds per prompt.
     pub samples_per_prompt: usize,
+    /// Content hash (SHA-256) of each weight file loaded, by role (see [`EvalConfig::weights`]).
+    pub weights: std::collections::BTreeMap<String, String>,
 }
 
 impl TextBench {
@@ -119,11 +121,14 @@ impl TextBench {
         device: &Device,
     ) -> Result<Self> {
         let (model, card) = TextToImage::load_with_hub_encoder(checkpoint, device)?;
-        let weak = TextToImage::load_with_hub_encoder(weak, device)?.0;
+        let weak_file = weak;
+        let weak = TextToImage::load_with_hub_encoder(weak_file, device)?.0;
         let scorer = Scorer::load(classifier, card.config.image_size.0, device)?;
         let meta = crate::data::emoji::load_meta(crate::data::emoji::DEFAULT_DIR)?;
         let prompts = PromptSet::emoji(&meta, prompts_per_class)?;
-        Ok(Self { model, card, weak, scorer, prompts, samples_per_prompt })
+        let encoder = crate::hub::WeightSource::hub(crate::text::minilm::HUB_REPO, "model.safetensors").resolve()?;
+        let weights = super::run::weight_hashes(&[("main", checkpoint), ("weak", weak_file), ("classifier", classifier), ("text_encoder", &encoder)])?;
+        Ok(Self { model, card, weak, scorer, prompts, samples_per_prompt, weights })
     }
 
     /// [`Self::load`] from a [`super::BenchPaths`] (model, weak model, classifier, and optional
@@ -131,21 +136,22 @@ impl TextBench {
     /// Errors: as [`Self::load`]; unknown features or unreadable feature weights.
     pub fn from_paths(paths: &super::BenchPaths, prompts_per_class: usize, samples_per_prompt: usize, device: &Device) -> Result<Self> {
         let mut bench = Self::load(&paths.checkpoint, &paths.weak_checkpoint, &paths.classifier, prompts_per_class, samples_per_prompt, device)?;
-        if let Some((name, weights)) = &paths.features {
-            bench.scorer.set_extractor(crate::features::load(name, weights, device)?, device)?;
+        if let Some((name, source)) = &paths.features {
+            bench.weights.insert("features".into(), super::run::feature_weights_hash(source)?);
+            bench.scorer.set_extractor(crate::features::load(name, source, device)?, device)?;
         }
         Ok(bench)
     }
 
     /// The key of a run of `guidance` with `cfg` on this bench.
     pub fn key(&self, guidance: &Guidance, cfg: &EvalConfig) -> String {
-        run_key(guidance, &key_config(cfg, &self.prompts, self.samples_per_prompt))
+        run_key(guidance, &key_config(&cfg.with_weights(&self.weights), &self.prompts, self.samples_per_prompt))
     }
 
     /// One evaluation run (see [`evaluate_prompts`]).
     pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
         let models = Models { main: &self.model, weak: Some(&self.weak) };
-        evaluate_prompts(models, guidance, &self.scorer, &self.prompts, self.samples_per_prompt, cfg, device, on_step)
+        evaluate_prompts(models, guidance, &self.scorer, &self.prompts, self.samples_per_prompt, &cfg.with_weights(&self.weights), device, on_step)
     }
 
     /// Evaluates each labelled variant (or reuses its record from `results`), in order, with a

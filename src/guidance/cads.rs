@@ -4,7 +4,10 @@
 //! With σ = 1 − t (σ = 1 at pure noise, the CADS paper's "t"):
 //! γ(σ) = 1 for σ ≤ τ₁, 0 for σ ≥ τ₂, (τ₂ − σ)/(τ₂ − τ₁) in between;
 //! ŷ = √γ·y + s·√(1−γ)·n, n ~ N(0, I) fresh at each step; optionally rescaled to the mean and
-//! standard deviation of y (per sample, over the embedding) and mixed: ŷ ← ψ·ŷ_rescaled + (1−ψ)·ŷ.
+//! standard deviation of y and mixed: ŷ ← ψ·ŷ_rescaled + (1−ψ)·ŷ. The statistics are scalars of
+//! each sample's whole condition: over D for a class embedding (B, D), over all L·D entries for
+//! text tokens (B, L, D), as the CADS paper's Algorithm (`y.mean()`, `y.std()` of one condition)
+//! and the public ports (which take them over the whole tensor) do; not per token.
 //! (A public SD3.5 port divides by τ₁ − τ₂ and so inverts the schedule; here γ decreases with σ.)
 //! Applied to the class embedding (DiT) or text tokens (text-to-image models) of the positive branch.
 use candle_core::{Tensor, D};
@@ -56,7 +59,8 @@ impl Cads {
         }
     }
 
-    /// The annealed condition ŷ from y (B, ..., D) and noise n of the same shape.
+    /// The annealed condition ŷ from y (B, ..., D) and noise n of the same shape (rescaled with
+    /// each sample's mean and standard deviation over all its entries, see the module docs).
     pub fn apply(&self, y: &Tensor, t: f64, noise: &Tensor) -> Result<Tensor> {
         let g = self.gamma(t);
         if g == 1.0 {
@@ -66,10 +70,13 @@ impl Cads {
         if self.psi == 0.0 {
             return Ok(noisy);
         }
+        // per-sample scalars (B, 1, …, 1) over every non-batch axis
+        let keep: Vec<usize> = std::iter::once(y.dim(0)?).chain(std::iter::repeat_n(1, y.rank() - 1)).collect();
         let stats = |x: &Tensor| -> Result<(Tensor, Tensor)> {
-            let m = x.mean_keepdim(D::Minus1)?;
-            let s = x.broadcast_sub(&m)?.sqr()?.mean_keepdim(D::Minus1)?.sqrt()?;
-            Ok((m, s))
+            let flat = x.flatten_from(1)?; // (B, N)
+            let m = flat.mean_keepdim(D::Minus1)?; // (B, 1)
+            let s = flat.broadcast_sub(&m)?.sqr()?.mean_keepdim(D::Minus1)?.sqrt()?; // (B, 1)
+            Ok((m.reshape(keep.as_slice())?, s.reshape(keep.as_slice())?))
         };
         let (my, sy) = stats(y)?;
         let (mn, sn) = stats(&noisy)?;

@@ -7,7 +7,7 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::attention::smooth::blur_matrix;
+use crate::attention::smooth::{blur_matrix, seg_kernel_size};
 use crate::flow::{clean_from_velocity, noise_from_velocity};
 use crate::{Error, Result};
 
@@ -58,8 +58,10 @@ impl Sag {
     /// Gaussian blur of images (B, C, H, W) over H and W (separable).
     pub fn blur(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let mh = Tensor::from_vec(blur_matrix(h, self.blur_sigma).into_iter().map(|v| v as f32).collect::<Vec<_>>(), (h, h), x.device())?;
-        let mw = Tensor::from_vec(blur_matrix(w, self.blur_sigma).into_iter().map(|v| v as f32).collect::<Vec<_>>(), (w, w), x.device())?;
+        // diffusers' SAG blurs with 9 taps (at its σ = 1); wider σ gets SEG's ⌈6σ⌉ + 1 rule.
+        let k = seg_kernel_size(self.blur_sigma, w).max(9.min(if w % 2 == 1 { w } else { w + 1 }));
+        let mh = Tensor::from_vec(blur_matrix(h, k, self.blur_sigma).into_iter().map(|v| v as f32).collect::<Vec<_>>(), (h, h), x.device())?;
+        let mw = Tensor::from_vec(blur_matrix(w, k, self.blur_sigma).into_iter().map(|v| v as f32).collect::<Vec<_>>(), (w, w), x.device())?;
         let y = mh.broadcast_matmul(&x.contiguous()?)?; // blur along H
         Ok(y.broadcast_matmul(&mw.t()?)?) // blur along W
     }

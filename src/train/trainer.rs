@@ -144,8 +144,11 @@ impl<C> TrainConfig<C> {
         if !(0.0..1.0).contains(&self.ema_decay) || !(0.0..=1.0).contains(&self.label_dropout) {
             return Err(Error::hp("ema_decay must be in [0, 1) and label_dropout in [0, 1]"));
         }
-        if !(self.optim.lr > 0.0) || self.optim.weight_decay < 0.0 {
-            return Err(Error::hp("the learning rate must be > 0 and weight decay >= 0"));
+        if !(self.optim.lr > 0.0 && self.optim.lr.is_finite()) {
+            return Err(Error::hp(format!("the learning rate must be finite and > 0, got {}", self.optim.lr)));
+        }
+        if !(self.optim.weight_decay >= 0.0 && self.optim.weight_decay.is_finite()) {
+            return Err(Error::hp(format!("weight decay must be finite and >= 0, got {}", self.optim.weight_decay)));
         }
         Ok(())
     }
@@ -396,7 +399,14 @@ pub fn train_task<T: TrainTask>(
 /// an export older than the state; resume rewrites it from the state's EMA. (The weak export can
 /// only be rebuilt when the state is at `weak_step` itself; the state is never past it otherwise
 /// without the export having been written first.)
-fn repair_exports<T: TrainTask>(cfg: &TrainConfig<T::Config>, paths: &RunPaths, classes: &[String], ema: &Ema, init: &HashMap<String, Tensor>, step: u64) -> Result<()> {
+fn repair_exports<T: TrainTask>(
+    cfg: &TrainConfig<T::Config>,
+    paths: &RunPaths,
+    classes: &[String],
+    ema: &Ema,
+    init: &HashMap<String, Tensor>,
+    step: u64,
+) -> Result<()> {
     let exported_step = |p: &Path| crate::checkpoint::load_card::<ModelCard<serde_json::Value>>(p).ok().map(|c| c.step);
     let mut targets = vec![paths.ema()];
     if cfg.weak_step == Some(step) {
