@@ -23,7 +23,7 @@ fn classifier_learns_and_round_trips() {
     let mut bad = card.clone();
     bad.config.widths = vec![16, 32, 32];
     std::fs::write(path.with_extension("json"), serde_json::to_string(&bad).unwrap()).unwrap();
-    assert!(SmallCnn::load(&path, &Device::Cpu).err().unwrap().to_string().contains("do not match"));
+    assert!(SmallCnn::load(&path, &Device::Cpu).err().unwrap().to_string().contains("does not match the weights"));
 }
 
 #[test]

@@ -112,3 +112,131 @@ fn ch05_velocity_variance_on_a_tiny_text_model() {
     assert!(initial_velocity_variance(&m, &prompts, &rect, 1, 0).is_err());
     insta::assert_json_snapshot!("ch05_velocity_variance", vv.summary(4));
 }
+
+/// Every metric of a record rounded to 2 decimals (FID of 9 samples is in the tens to hundreds).
+fn rounded_metrics(r: &erg::eval::RunRecord) -> std::collections::BTreeMap<String, Option<f64>> {
+    r.metrics.iter().map(|(k, v)| (k.clone(), v.is_finite().then(|| (v * 100.0).round() / 100.0))).collect()
+}
+
+fn metrics_close(a: &erg::eval::RunRecord, b: &erg::eval::RunRecord, tol: f64) -> bool {
+    a.metrics.iter().all(|(k, x)| {
+        let y = b.metrics[k];
+        (x.is_nan() && y.is_nan()) || (x - y).abs() <= tol * (1.0 + x.abs())
+    })
+}
+
+/// The shipped bench with a tiny evaluation: 1 sample per class, 3 Euler steps.
+fn tiny_bench() -> (erg::eval::Bench, erg::eval::EvalConfig) {
+    let bench = erg::eval::Bench::from_paths(&erg::eval::BenchPaths::default(), &candle_core::Device::Cpu).unwrap();
+    (bench, erg::eval::EvalConfig { samples_per_class: 1, num_steps: 3, ..Default::default() })
+}
+
+#[test]
+fn ch04_rectifiers_table6_and_seg_sigma() {
+    use erg::attention::Rectifier;
+    use erg::eval::report::evaluate_variants;
+    use erg::guidance::preset;
+    let dev = candle_core::Device::Cpu;
+    let (bench, cfg) = tiny_bench();
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = erg::eval::ResultsFile::open(dir.path().join("r.jsonl")).unwrap();
+    let with = |name: &str, r: Rectifier| (name.to_string(), preset("ierg", 3.0, 6).unwrap().named(format!("ierg-{name}")).with_rectifier(r).unwrap());
+    let variants = vec![
+        with("seg-inf", Rectifier::SmoothedQueries { sigma: f64::INFINITY }),
+        with("pag", Rectifier::Identity),
+        with("tau-0.2", Rectifier::temperature(0.2)),
+        with("seg-0.5", Rectifier::SmoothedQueries { sigma: 0.5 }),
+        with("seg-8", Rectifier::SmoothedQueries { sigma: 8.0 }),
+        with("seg-0", Rectifier::SmoothedQueries { sigma: 1e-6 }),
+        with("tau-1", Rectifier::temperature(1.0)),
+    ];
+    let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &dev).unwrap();
+    // Properties whatever the snapshot says: σ → 0 leaves the queries unchanged and τ = 1 is
+    // standard attention, so both negatives are the positive itself after κ (the same samples);
+    // σ = 8 on a 8 × 8 grid (kernel 9 = W + 1) is a real blur, unlike σ → 0.
+    assert!(metrics_close(&rows[5].1, &rows[6].1, 1e-4), "{:?} vs {:?}", rows[5].1.metrics, rows[6].1.metrics);
+    assert!(!metrics_close(&rows[4].1, &rows[5].1, 1e-4));
+    let summary: Vec<_> = rows.iter().map(|(label, r)| (label.clone(), rounded_metrics(r))).collect();
+    insta::assert_json_snapshot!("ch04_rectifiers", summary);
+}
+
+#[test]
+fn ch08_kappa_energy_steps_and_components() {
+    use erg::attention::Energy;
+    use erg::eval::report::evaluate_variants;
+    use erg::guidance::preset;
+    let dev = candle_core::Device::Cpu;
+    let (bench, cfg) = tiny_bench();
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = erg::eval::ResultsFile::open(dir.path().join("r.jsonl")).unwrap();
+    let ierg = |kappa: f64, e: Energy| preset("ierg", 3.0, 6).unwrap().with_kappa(kappa).unwrap().with_energy(e).unwrap();
+    let variants = vec![
+        ("CFG".to_string(), preset("cfg", 3.0, 6).unwrap()),
+        ("kappa=0".to_string(), ierg(0.0, Energy::temperature(0.5))),
+        ("kappa=0.3".to_string(), ierg(0.3, Energy::temperature(0.5))),
+        ("kappa=1".to_string(), ierg(1.0, Energy::temperature(0.5))),
+        ("K=1,gamma=1".to_string(), ierg(0.3, Energy { tau: 0.5, alpha: 1.0, gamma: 1.0, steps: 1 })),
+        ("K=10,gamma=0.1".to_string(), ierg(0.3, Energy { tau: 0.5, alpha: 1.0, gamma: 0.1, steps: 10 })),
+        ("alpha=0.9".to_string(), ierg(0.3, Energy { tau: 0.5, alpha: 0.9, gamma: 1.0, steps: 1 })),
+    ];
+    let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &dev).unwrap();
+    // κ = 1: the rectified negative never applies, I-ERG is CFG; one step with γ = 1 at τ is the
+    // temperature alone (the κ = 0.3 row); α and K change the result.
+    assert!(metrics_close(&rows[3].1, &rows[0].1, 1e-6));
+    assert!(metrics_close(&rows[4].1, &rows[2].1, 1e-6));
+    assert!(!metrics_close(&rows[5].1, &rows[2].1, 1e-4) && !metrics_close(&rows[6].1, &rows[2].1, 1e-4));
+    assert_eq!(rows[2].1.nfe_per_step, 2.0);
+    let summary: Vec<_> = rows.iter().map(|(label, r)| (label.clone(), rounded_metrics(r))).collect();
+    insta::assert_json_snapshot!("ch08_ablations", summary);
+}
+
+#[test]
+fn ch08_tau_c_sweep_on_a_tiny_text_model() {
+    use candle_core::{DType, Device, Tensor};
+    use erg::eval::{evaluate_conditions, Conditions, EvalConfig, Scorer};
+    use erg::features::classifier::{ClassifierCard, ClassifierConfig, SmallCnn};
+    use erg::guidance::{preset_for, Models};
+    use erg::models::Denoiser;
+    let dev = Device::Cpu;
+    let m = common::t2i_model(80);
+    // a scorer for 8 × 8 RGB images: an untrained 2-class CNN on random reference images
+    let ccfg = ClassifierConfig { in_channels: 3, widths: vec![4, 8], num_classes: 2 };
+    let map = erg::nn::SeededVarMap::new(3);
+    let cnn = SmallCnn::new(&ccfg, erg::nn::seeded_varbuilder(&map, DType::F32, &dev)).unwrap();
+    let images = erg::rng::randn(&mut erg::rng::stream(3, 0), &[24, 3, 8, 8], &dev).unwrap().clamp(-1.0, 1.0).unwrap();
+    let data = erg::data::Dataset { images, labels: (0..24).map(|i| i % 2).collect(), classes: vec!["a".into(), "b".into()], captions: None };
+    let reference = erg::eval::reference(&cnn, &data, None, &dev).unwrap();
+    let card = ClassifierCard { config: ccfg, classes: data.classes.clone(), heldout_accuracy: 0.0, train_accuracy: 0.0, steps: 0, batch_size: 0, seed: 0 };
+    let scorer = Scorer::from_parts(cnn, card, None, data, reference);
+    // 2 prompts × 4 seeds
+    let ids = common::t2i_prompts().repeat((4, 1)).unwrap(); // (8, 6)
+    let classes = Tensor::new(&[0u32, 1, 0, 1, 0, 1, 0, 1], &dev).unwrap();
+    let cfg = EvalConfig { num_steps: 3, k_pr: 2, k_dc: 2, ..Default::default() };
+    let (depth, layers) = (m.depth(), m.text_layers());
+    let run = |g: erg::guidance::Guidance| {
+        let request = Conditions { conditions: &ids, classes: &classes, key: g.name.clone() };
+        evaluate_conditions(Models::main(&m), &g, &request, &scorer, &cfg, &dev, |_, _| {}).unwrap()
+    };
+    // the samples themselves (as the evaluation draws them), to measure the guidance's effect
+    let images = |g: &erg::guidance::Guidance| {
+        let scfg = erg::sample::SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
+        erg::sample::sample(Models::main(&m), g, &ids, &scfg, 0, &dev, |_, _| {}).unwrap().images
+    };
+    let none_g = preset_for("none", 3.0, depth, layers).unwrap();
+    let (none, none_images) = (run(none_g.clone()), images(&none_g));
+    let taus = [0.01, 0.1, 1.0, 10.0];
+    let mut summary = Vec::new();
+    for &t in &taus {
+        let g = preset_for("cerg", 3.0, depth, layers).unwrap().with_tau_c(t).unwrap();
+        let r = run(g.clone());
+        let diff = (images(&g) - &none_images).unwrap().abs().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        // τ_c = 1 encodes the prompt itself: the negative is the positive, C-ERG is no guidance.
+        if t == 1.0 {
+            assert!(metrics_close(&r, &none, 1e-5) && diff < 1e-6, "{:?} vs {:?}, {diff}", r.metrics, none.metrics);
+        } else {
+            assert!(diff > 1e-4, "τ_c = {t} changes the samples ({diff})");
+        }
+        summary.push((t, round4(diff), rounded_metrics(&r)));
+    }
+    insta::assert_json_snapshot!("ch08_tau_c", summary);
+}

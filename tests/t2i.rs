@@ -188,8 +188,8 @@ fn training_lowers_the_loss_and_the_checkpoint_loads() {
     let mut t = erg::checkpoint::load_tensors(&ema, &Device::Cpu).unwrap();
     t.remove("joint_blocks.1.x_block.mlp.fc2.weight");
     let broken = dir.path().join("broken.safetensors");
-    erg::checkpoint::save_tensors(&t, &broken, DType::F32).unwrap();
-    std::fs::copy(dir.path().join("ema.json"), dir.path().join("broken.json")).unwrap();
+    let card: erg::checkpoint::ModelCard<serde_json::Value> = erg::checkpoint::load_card(&ema).unwrap();
+    erg::checkpoint::save_checkpoint(&t, &card, &broken, DType::F32).unwrap();
     let e = TextToImage::load(&broken, None, &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("joint_blocks.1.x_block.mlp.fc2.weight"), "{e}");
     // a DiT card is not a text-to-image model
