@@ -26,9 +26,9 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = <Args as clap::Parser>::parse();
-    // ANCHOR: model
-    let weights = args.weights.clone(); // SD3 weights, if any
+    <Args as clap::Parser>::parse(); // --help, and unknown flags are errors
+                                     // ANCHOR: model
+    let weights = std::env::args().skip_while(|a| a != "--weights").nth(1); // SD3 weights, if any
     let device = erg::device::best();
     let (cfg, model) = match &weights {
         Some(w) => {

@@ -25,7 +25,7 @@ INCLUDE = re.compile(r"```rust[^\n]*\n\{\{#include \.\./examples/([\w]+)\.rs:([\
 IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)\s*\n<!-- notebook: ([^ ]+) -->")
 # Crates an example may use besides erg, as evcxr `:dep` lines (versions as in Cargo.toml).
 DEPS = {"plotters": '{ version = "0.3.7", default-features = false, features = ["bitmap_backend", "bitmap_encoder", "svg_backend", "line_series", "ab_glyph"] }',
-        "serde_json": '"1"', "anyhow": '"1"', "candle_core": None}
+        "serde_json": '"1"', "anyhow": '"1"', "candle_core": '{ package = "candle-core", version = "0.11.1" }'}
 
 
 def anchor(src: str, name: str) -> str:
