@@ -191,7 +191,7 @@ fn main() -> anyhow::Result<()> {
         let dir = std::env::temp_dir().join(format!("erg-bench-{}-{fused}", std::process::id()));
         let paths = erg::train::RunPaths::new(&dir);
         erg::train::train(&tc, &data, &device, &paths, erg::train::RunOptions::new())?;
-        let log = std::fs::read_to_string(paths.loss())?;
+        let log = common::read_to_string(paths.loss())?;
         let elapsed: Vec<f64> = log.lines().skip(1).filter_map(|l| l.split(',').nth(3)?.parse().ok()).collect();
         let _ = std::fs::remove_dir_all(&dir);
         anyhow::ensure!(elapsed.len() as u64 == tc.steps, "loss.csv has {} rows for {} steps", elapsed.len(), tc.steps);
@@ -252,8 +252,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(p) = peak_rss_mib() {
         md.push_str(&format!("\nPeak resident memory of the benchmark process: {p:.0} MiB.\n"));
     }
-    std::fs::create_dir_all(&a.out)?;
-    std::fs::write(a.out.join("bench.md"), &md)?;
+    common::create_dir(&a.out)?;
+    common::write(a.out.join("bench.md"), &md)?;
     println!("{md}");
     Ok(())
 }

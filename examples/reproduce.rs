@@ -76,7 +76,7 @@ struct MethodReport {
 /// method rectifies attention) or a JSON file.
 fn method(name: &str, args: &Args, depth: usize) -> anyhow::Result<Guidance> {
     if name.ends_with(".json") {
-        let text = std::fs::read_to_string(name).map_err(|e| anyhow::anyhow!("--guidance {name}: {e}"))?;
+        let text = common::read_to_string(name).map_err(|e| anyhow::anyhow!("--guidance {name}: {e}"))?;
         return serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--guidance {name}: not a Guidance JSON: {e}"));
     }
     let mut g = preset(name, args.guidance_scale, depth)?;
@@ -223,8 +223,8 @@ fn main() -> anyhow::Result<()> {
         md.push_str(&format!("\nMean absolute pixel difference between the CFG and I-ERG samples at the same seeds: {d:.4} (images in [−1, 1]).\n"));
     }
     md.push_str(&format!("\nTotal wall time: {total_s:.1} s. Side by side: ![comparison](comparison.png)\n"));
-    std::fs::write(args.out.join("summary.md"), &md)?;
-    std::fs::write(
+    common::write(args.out.join("summary.md"), &md)?;
+    common::write(
         args.out.join("summary.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "checkpoint": checkpoint, "weights": weights, "step": card.step, "num_steps": args.steps, "samples_per_class": args.samples,

@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     let mine: Vec<_> = evaluate_variants(&bench, &runs, &cfg, &mut results, &device)?.into_iter().map(|(_, r)| r).collect();
     let selected = select_per_method(&mine, &MetricSpec::paper_defaults());
     let chosen: BTreeMap<String, serde_json::Value> = selected.iter().map(|(m, r)| (m.clone(), r.guidance.clone())).collect();
-    std::fs::create_dir_all(&a.out)?;
+    common::create_dir(&a.out)?;
     erg::checkpoint::write_atomic(&a.out.join("selected.json"), serde_json::to_string_pretty(&chosen)?.as_bytes())?;
     for (m, r) in &selected {
         println!(

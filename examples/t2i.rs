@@ -149,7 +149,7 @@ fn main() -> anyhow::Result<()> {
     let row = card.config.image_size.0 as u32 * 2 + 2;
     let labels: Vec<String> = a.prompt.clone();
     save_png(&labelled_comparison(&panels, &labels, row, 2, 3)?, &a.out.join("t2i_comparison.png"))?;
-    std::fs::write(a.out.join("t2i_summary.md"), md)?;
+    common::write(a.out.join("t2i_summary.md"), md)?;
     eprintln!("comparison → {}", a.out.join("t2i_comparison.png").display());
     Ok(())
 }

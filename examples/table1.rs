@@ -99,8 +99,8 @@ fn main() -> anyhow::Result<()> {
         let runs: Vec<erg::eval::RunRecord> = bench.evaluate_variants(&variants, &cfg, &mut results, &device)?.into_iter().map(|(_, r)| r).collect();
         let best = erg::eval::sweep::select_per_method(&runs, &erg::eval::MetricSpec::paper_defaults());
         let selected: std::collections::BTreeMap<&String, serde_json::Value> = best.iter().map(|(m, r)| (m, r.guidance.clone())).collect();
-        std::fs::create_dir_all(&a.out)?;
-        std::fs::write(a.out.join("selected_t2i.json"), serde_json::to_string_pretty(&selected)?)?;
+        common::create_dir(&a.out)?;
+        common::write(a.out.join("selected_t2i.json"), serde_json::to_string_pretty(&selected)?)?;
         eprintln!("{} settings evaluated; selections → {}", runs.len(), a.out.join("selected_t2i.json").display());
         names.iter().filter_map(|n| best.get(n).map(|r| (n.clone(), (*r).clone()))).collect()
     } else {
@@ -135,9 +135,9 @@ fn main() -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64(),
         rows.iter().map(|(_, r)| r.wall_s).sum::<f64>()
     ));
-    std::fs::create_dir_all(&a.out)?;
+    common::create_dir(&a.out)?;
     let path = a.out.join(format!("table{}{}.md", a.table, if a.sweep { "_selected" } else { "" }));
-    std::fs::write(&path, &md)?;
+    common::write(&path, &md)?;
     println!("{md}");
     eprintln!("→ {}", path.display());
     Ok(())

@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         v.iter().map(|s| s.to_string()).collect()
     });
     let selected: std::collections::BTreeMap<String, Guidance> = match &a.selected {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)?,
+        Some(p) => serde_json::from_str(&common::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)?,
         None => Default::default(),
     };
     let bench = Bench::from_paths(&a.paths.dit_paths(), &device)?;
@@ -76,6 +76,9 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|n| Ok((n.clone(), selected.get(n).cloned().map_or_else(|| preset(n, a.guidance_scale, bench.model.depth()), Ok)?)))
         .collect::<anyhow::Result<_>>()?;
+    for (n, g) in &variants {
+        g.validate(bench.model.depth()).map_err(|e| anyhow::anyhow!("method {n}: {e}"))?;
+    }
     let cfg =
         EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
@@ -104,7 +107,7 @@ fn main() -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64(),
         rows.iter().map(|(_, r)| r.wall_s).sum::<f64>()
     ));
-    std::fs::create_dir_all(&a.out)?;
+    common::create_dir(&a.out)?;
     let path = a.out.join(format!("table{}.md", a.table));
     erg::checkpoint::write_atomic(&path, md.as_bytes())?;
     println!("{md}");

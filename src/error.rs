@@ -37,6 +37,10 @@ impl Error {
     pub(crate) fn shape(msg: impl Into<String>) -> Self {
         Error::Shape(msg.into())
     }
+    /// An I/O error on `path`, naming it.
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, e: std::io::Error) -> Self {
+        Error::Other(format!("{}: {e}", path.as_ref().display()))
+    }
     pub(crate) fn corrupt(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
         Error::Corrupt { path: path.into(), reason: reason.to_string() }
     }

@@ -82,7 +82,7 @@ pub fn populate_cache(cache_dir: &Path, repo: &str, revision: &str, commit: &str
     for (name, src) in files {
         let dst = snapshot.join(name);
         if let Some(parent) = dst.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         let bytes = std::fs::read(src).map_err(|e| Error::Missing { path: src.to_path_buf(), hint: format!("source of {repo}/{name}: {e}") })?;
         crate::checkpoint::write_atomic(&dst, &bytes)?;

@@ -113,7 +113,7 @@ pub fn labelled_comparison(panels: &[Panel], row_labels: &[String], row_height: 
 /// Saves an image as PNG (creating parent folders).
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d)?;
+        std::fs::create_dir_all(d).map_err(|e| crate::Error::io(d, e))?;
     }
     img.save(path).map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))
 }

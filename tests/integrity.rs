@@ -225,3 +225,22 @@ fn a_nan_weight_decay_is_blamed_on_itself() {
     let e = err(train(&cfg, &data(), &Device::Cpu, &RunPaths::new(tempfile::tempdir().unwrap().path()), RunOptions::new()));
     assert!(e.contains("weight decay") && !e.contains("learning rate"), "{e}");
 }
+
+#[test]
+fn io_errors_name_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // a run folder that is a file
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, b"x").unwrap();
+    let e = err(train(&config(2), &data(), &Device::Cpu, &RunPaths::new(&file), RunOptions::new()));
+    assert!(e.contains("not-a-folder"), "{e}");
+    // a results file under a file
+    let e = match erg::eval::ResultsFile::open(file.join("r.jsonl")) {
+        Ok(mut r) => r.append(serde_json::from_value(serde_json::json!({"key": "k", "method": "m", "guidance": {}, "seed": 0, "steps": 1, "nfe_per_step": 1.0, "samples": 1, "wall_s": 0.0, "metrics": {}})).unwrap()).unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("not-a-folder"), "{e}");
+    // a results path that is a folder
+    let e = err(erg::eval::ResultsFile::open(dir.path()));
+    assert!(e.contains(&dir.path().display().to_string()), "{e}");
+}

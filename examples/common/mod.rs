@@ -77,3 +77,21 @@ pub fn output_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::remove_file(&probe).ok();
     Ok(())
 }
+
+/// `std::fs::write`, with an error that names the file.
+pub fn write(path: impl AsRef<Path>, bytes: impl AsRef<[u8]>) -> anyhow::Result<()> {
+    let path = path.as_ref();
+    std::fs::write(path, bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// `std::fs::create_dir_all`, with an error that names the folder.
+pub fn create_dir(path: impl AsRef<Path>) -> anyhow::Result<()> {
+    let path = path.as_ref();
+    std::fs::create_dir_all(path).map_err(|e| anyhow::anyhow!("{}: cannot create the folder: {e}", path.display()))
+}
+
+/// `std::fs::read_to_string`, with an error that names the file.
+pub fn read_to_string(path: impl AsRef<Path>) -> anyhow::Result<String> {
+    let path = path.as_ref();
+    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

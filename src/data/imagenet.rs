@@ -27,7 +27,8 @@ pub fn load(root: impl AsRef<Path>, size: usize, max_per_class: Option<usize>) -
     let mut tensors = Vec::new();
     let mut labels = Vec::new();
     for (label, class) in classes.iter().enumerate() {
-        let mut files: Vec<_> = std::fs::read_dir(root.join(class))?
+        let mut files: Vec<_> = std::fs::read_dir(root.join(class))
+            .map_err(|e| crate::Error::io(root.join(class), e))?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str())))

@@ -58,7 +58,7 @@ impl ResultsFile {
         let path = path.as_ref().to_path_buf();
         let mut records = Vec::new();
         if path.exists() {
-            let text = std::fs::read_to_string(&path)?;
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
             let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
             let complete = text.ends_with('\n');
             for (i, line) in lines.iter().enumerate() {
@@ -95,9 +95,9 @@ impl ResultsFile {
     /// Appends a record (one line, flushed and synced).
     pub fn append(&mut self, record: RunRecord) -> Result<()> {
         if let Some(d) = self.path.parent() {
-            std::fs::create_dir_all(d)?;
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
         let line = serde_json::to_string(&record).map_err(|e| Error::Other(e.to_string()))? + "\n";
         f.write_all(line.as_bytes())?;
         f.sync_data()?;

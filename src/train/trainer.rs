@@ -314,7 +314,8 @@ pub fn train_task<T: TrainTask>(
         if !resume {
             return Err(Error::Other(format!("{} already holds a run; pass --resume to continue it or choose another --out", paths.dir.display())));
         }
-        let saved: TrainConfig<T::Config> = serde_json::from_str(&std::fs::read_to_string(paths.config())?).map_err(|e| Error::corrupt(paths.config(), e))?;
+        let saved: TrainConfig<T::Config> = serde_json::from_str(&std::fs::read_to_string(paths.config()).map_err(|e| Error::io(paths.config(), e))?)
+            .map_err(|e| Error::corrupt(paths.config(), e))?;
         // The total step count may be extended on resume; everything else must match.
         let same = TrainConfig { steps: cfg.steps, weak_step: cfg.weak_step, ..saved } == *cfg;
         if !same {
@@ -333,9 +334,9 @@ pub fn train_task<T: TrainTask>(
         truncate_log(&paths.loss(), start)?;
         repair_exports::<T>(cfg, paths, &classes, &ema, &init, start)?;
     } else {
-        std::fs::create_dir_all(&paths.dir)?;
+        std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
         write_atomic(&paths.config(), &serde_json::to_vec_pretty(cfg).map_err(|e| Error::Other(e.to_string()))?)?;
-        std::fs::write(paths.loss(), "step,loss,lr,elapsed_s\n")?;
+        std::fs::write(paths.loss(), "step,loss,lr,elapsed_s\n").map_err(|e| Error::io(paths.loss(), e))?;
     }
 
     let end = stop_at.unwrap_or(cfg.steps).min(cfg.steps);
@@ -344,7 +345,7 @@ pub fn train_task<T: TrainTask>(
         indicatif::ProgressStyle::with_template("{spinner} train [{bar:30}] {pos}/{len} {per_sec} eta {eta} loss {msg}").unwrap().progress_chars("=> "),
     );
     bar.set_position(start);
-    let mut log = std::fs::OpenOptions::new().append(true).open(paths.loss())?;
+    let mut log = std::fs::OpenOptions::new().append(true).open(paths.loss()).map_err(|e| Error::io(paths.loss(), e))?;
     let t0 = Instant::now();
     let mut losses = Vec::new();
     for step in start..end {
@@ -424,7 +425,7 @@ fn repair_exports<T: TrainTask>(
 /// of an interrupted run are dropped, since those steps are redone).
 fn truncate_log(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
-        std::fs::write(path, "step,loss,lr,elapsed_s\n")?;
+        std::fs::write(path, "step,loss,lr,elapsed_s\n").map_err(|e| Error::io(path, e))?;
         return Ok(());
     };
     let kept: Vec<&str> = text
