@@ -24,7 +24,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     <Args as clap::Parser>::parse(); // --help, and unknown flags are errors
                                      // ANCHOR: setup
-    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run (flags checked by clap above)
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("ERG_QUICK").is_some(); // CI-sized run
     let out = Path::new("results/ch03");
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();

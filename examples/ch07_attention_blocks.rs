@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     <Args as clap::Parser>::parse(); // --help, and unknown flags are errors
     let fig8 = std::env::args().any(|a| a == "--fig8");
     // ANCHOR: certainty
-    let quick = std::env::args().any(|a| a == "--quick"); // CI-sized run (flags checked by clap above)
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("ERG_QUICK").is_some(); // CI-sized run
     let out = Path::new("results/ch07");
     std::fs::create_dir_all(out)?;
     erg::imaging::register_font();

@@ -47,7 +47,8 @@ def cell(kind: str, text: str) -> dict:
 def notebook(chapter: Path, example: Path) -> dict:
     src = example.read_text()
     uses = [l for l in src.splitlines() if l.startswith("use ")]
-    deps = [':dep erg = { path = ".." }']
+    # Optimised code (candle in a debug build is ~70x slower); evcxr applies it to every crate.
+    deps = [":opt 2", ':dep erg = { path = ".." }']
     for crate, spec in DEPS.items():
         if spec and any(u.startswith(f"use {crate}") for u in uses) or (spec and f"{crate}::" in src):
             deps.append(f":dep {crate} = {spec}")
