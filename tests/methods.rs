@@ -279,6 +279,12 @@ fn nfe_per_step_of_every_method() {
         ("sag-uncond", 2),
         ("autoguidance-uncond", 2),
         ("ierg-uncond", 2),
+        ("cfg-zero-star", 0), // step 0 is zero-initialised: no evaluation
+        ("ierg-zero-star", 0),
+        ("cfg-interval", 2), // t = 0.5 is inside the interval
+        ("ierg-interval", 2),
+        ("tcfg", 2),
+        ("ierg-tcfg", 2),
     ];
     // every preset but `cerg` (C-ERG needs a text encoder: tests/t2i.rs)
     assert_eq!(expected.len(), PRESET_NAMES.len() - 1);

@@ -105,6 +105,11 @@ impl<'a, M: Denoiser> Guider<'a, M> {
         if cond.dim(0)? != b {
             return Err(Error::shape(format!("{} conditions for a batch of {b} images", cond.dim(0)?)));
         }
+        if let Combiner::CfgZeroStar(z) = &g.combiner {
+            if step < z.zero_init_steps {
+                return Ok((x.zeros_like()?, 0)); // zero-init: v = 0, no model evaluation
+            }
+        }
         let mut pos_emb = self.embedded(cond, g.positive, ModelChoice::Main)?;
         if let Some(cads) = &g.cads {
             let mut r = rng::stream(self.noise_key ^ CADS_SALT, step as u64);
@@ -203,6 +208,20 @@ impl<'a, M: Denoiser> Guider<'a, M> {
                 let mut out = pos.clone();
                 for (i, neg) in negs {
                     out = (out + ((pos - neg)? * terms[*i].scale)?)?;
+                }
+                Ok(out)
+            }
+            Combiner::CfgZeroStar(z) => {
+                let mut out = pos.clone();
+                for (i, neg) in negs {
+                    out = (out + (z.difference(pos, neg)? * terms[*i].scale)?)?;
+                }
+                Ok(out)
+            }
+            Combiner::Tcfg => {
+                let mut out = pos.clone();
+                for (i, neg) in negs {
+                    out = (out + ((pos - super::tcfg::damped_negative(pos, neg)?)? * terms[*i].scale)?)?;
                 }
                 Ok(out)
             }

@@ -23,6 +23,8 @@ mod eval;
 mod modify;
 pub mod presets;
 pub mod sag;
+pub mod tcfg;
+pub mod zero_star;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,7 @@ pub use cads::Cads;
 pub use eval::{guided_velocity, Guider, Models};
 pub use presets::{preset, preset_for, IErg, TextErg, PRESET_NAMES};
 pub use sag::Sag;
+pub use zero_star::CfgZeroStar;
 
 use crate::attention::{AttentionPlan, Rectifier};
 pub use crate::models::Condition;
@@ -108,6 +111,24 @@ impl Window {
     pub fn contains(&self, t: f64) -> bool {
         t >= self.start && t <= self.stop
     }
+
+    /// The guidance interval of Kynkäänniemi et al. 2024 ("Applying guidance in a limited
+    /// interval improves sample and distribution quality in diffusion models") given as EDM noise
+    /// levels σ_lo < σ ≤ σ_hi, in this crate's time: x_t / t = x₁ + σ·ε with σ = (1 − t)/t, so
+    /// t = 1/(1 + σ), and the window is [1/(1 + σ_hi), 1/(1 + σ_lo)].
+    /// Errors: unless 0 ≤ σ_lo < σ_hi (σ_hi may be ∞: from t = 0).
+    pub fn noise_interval(sigma_lo: f64, sigma_hi: f64) -> Result<Self> {
+        if !(sigma_lo >= 0.0 && sigma_lo < sigma_hi) {
+            return Err(Error::hp(format!("a guidance interval needs 0 <= sigma_lo < sigma_hi, got ({sigma_lo}, {sigma_hi}]")));
+        }
+        Ok(Self { start: 1.0 / (1.0 + sigma_hi), stop: 1.0 / (1.0 + sigma_lo) })
+    }
+
+    /// The interval Kynkäänniemi et al. 2024 found best for EDM2 (σ ∈ (0.28, 5.42]), in t:
+    /// [0.156, 0.781].
+    pub fn paper_interval() -> Self {
+        Self::noise_interval(0.28, 5.42).expect("valid constants")
+    }
 }
 
 /// One guidance term s·(D_pos − D_neg).
@@ -133,6 +154,12 @@ pub enum Combiner {
     Linear,
     /// Adaptive projected guidance on clean estimates (Sadat et al. 2025).
     Apg(Apg),
+    /// CFG-Zero* (Fan et al. 2025): each negative scaled by the optimised s*, zero velocity for
+    /// the first steps ([`zero_star`]).
+    CfgZeroStar(CfgZeroStar),
+    /// Tangential damping (TCFG, Kwon et al. 2025): each negative reduced to its component along
+    /// the direction it shares with the positive ([`tcfg`]).
+    Tcfg,
 }
 
 /// A guidance method.
@@ -198,8 +225,16 @@ impl Guidance {
         if let Some(c) = &self.cads {
             parts.push(format!("CADS τ₁={} τ₂={} s={}", c.tau1, c.tau2, c.noise_scale));
         }
-        if let Combiner::Apg(_) = self.combiner {
-            parts.push("APG".into());
+        match self.combiner {
+            Combiner::Apg(_) => parts.push("APG".into()),
+            Combiner::CfgZeroStar(z) => {
+                parts.push(format!("CFG-Zero* (s* {}, zero-init {} steps)", if z.optimize_scale { "on" } else { "off" }, z.zero_init_steps))
+            }
+            Combiner::Tcfg => parts.push("TCFG".into()),
+            Combiner::Linear => {}
+        }
+        if let Some(w) = self.terms.first().map(|t| t.window).filter(|w| *w != Window::default()) {
+            parts.push(format!("interval t ∈ [{:.3}, {:.3}]", w.start, w.stop));
         }
         if parts.is_empty() {
             "–".into()

@@ -4,11 +4,33 @@
 //! Each modifier changes every part of the method it applies to and is an error when there is
 //! none (setting τ on CFG says so instead of silently doing nothing). Ranges are checked by
 //! [`Guidance::validate`] when the method runs.
-use super::{Cads, Condition, Guidance};
+use super::{Cads, Combiner, Condition, Guidance, Window};
 use crate::attention::{Energy, Rectifier};
 use crate::{Error, Result};
 
 impl Guidance {
+    /// Applies every guidance term only inside `window` (a guidance interval, see
+    /// [`Window::noise_interval`]); outside it the step is the positive prediction alone (1 NFE).
+    /// Errors: a method without guidance terms.
+    pub fn with_interval(mut self, window: Window) -> Result<Self> {
+        if self.terms.is_empty() {
+            return Err(Error::hp(format!("{} has no guidance term to restrict to an interval", self.name)));
+        }
+        for t in &mut self.terms {
+            t.window = window;
+        }
+        Ok(self)
+    }
+
+    /// The combiner (linear, APG, CFG-Zero*, TCFG) of the method's terms.
+    /// Errors: a method without guidance terms.
+    pub fn with_combiner(self, combiner: Combiner) -> Result<Self> {
+        if self.terms.is_empty() {
+            return Err(Error::hp(format!("{} has no guidance term to combine", self.name)));
+        }
+        Ok(Self { combiner, ..self })
+    }
+
     /// The same method under another name (reports, run keys, file names).
     pub fn named(self, name: impl Into<String>) -> Self {
         Self { name: name.into(), ..self }

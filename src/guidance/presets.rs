@@ -23,12 +23,20 @@
 //! | `cfg+pag`, `cfg+seg`, `cfg+sag` | c | (∅, w − 1) and the perturbed term | 3 |
 //! | `pag-uncond`, `seg-uncond`, `sag-uncond`, `autoguidance-uncond`, `ierg-uncond` | ∅ | the perturbed term with ∅ | 2 |
 //!
+//! Methods adopted since the paper (the "Beyond the paper" chapter):
+//!
+//! | name | as | NFE |
+//! |---|---|---|
+//! | `cfg-zero-star`, `ierg-zero-star` | `cfg` / `ierg` with the CFG-Zero* combiner (optimised s*, zero-init of the first step) | 2 (0 on zeroed steps) |
+//! | `cfg-interval`, `ierg-interval` | `cfg` / `ierg` inside the guidance interval σ ∈ (0.28, 5.42] (t ∈ [0.156, 0.781]) | 2 inside, 1 outside |
+//! | `tcfg`, `ierg-tcfg` | `cfg` / `ierg` with tangential damping of the negative | 2 |
+//!
 //! For a class-conditional DiT there is no text encoder, so `erg` is I-ERG (C-ERG needs one).
 //! For a text-to-image model ([`preset_for`] with the encoder's layer count) `ierg`, `cerg` and
 //! `erg` (and `erg+apg`, `erg+cads`) use Table 7's text-to-image defaults ([`TextErg`]).
 use serde::{Deserialize, Serialize};
 
-use super::{Apg, Branch, Cads, Combiner, Condition, Guidance, ModelChoice, Sag, Term, Window};
+use super::{Apg, Branch, Cads, CfgZeroStar, Combiner, Condition, Guidance, ModelChoice, Sag, Term, Window};
 use crate::attention::{scale_block_range, AttentionPlan, Energy, Rectifier};
 use crate::text::TextRectification;
 use crate::{Error, Result};
@@ -124,6 +132,12 @@ pub const PRESET_NAMES: &[&str] = &[
     "sag-uncond",
     "autoguidance-uncond",
     "ierg-uncond",
+    "cfg-zero-star",
+    "ierg-zero-star",
+    "cfg-interval",
+    "ierg-interval",
+    "tcfg",
+    "ierg-tcfg",
 ];
 
 fn middle(depth: usize) -> (usize, usize) {
@@ -169,6 +183,17 @@ pub fn preset(name: &str, guidance_scale: f64, depth: usize) -> Result<Guidance>
 /// [`TextErg::defaults`].
 pub fn preset_for(name: &str, guidance_scale: f64, depth: usize, text_layers: Option<usize>) -> Result<Guidance> {
     let w = guidance_scale;
+    // The methods adopted since the paper: a base method with another combiner or an interval.
+    let derived = |base: &str, f: &dyn Fn(Guidance) -> Result<Guidance>| -> Result<Guidance> { Ok(f(preset_for(base, w, depth, text_layers)?)?.named(name)) };
+    match name {
+        "cfg-zero-star" => return derived("cfg", &|g| g.with_combiner(Combiner::CfgZeroStar(CfgZeroStar::default()))),
+        "ierg-zero-star" => return derived("ierg", &|g| g.with_combiner(Combiner::CfgZeroStar(CfgZeroStar::default()))),
+        "cfg-interval" => return derived("cfg", &|g| g.with_interval(Window::paper_interval())),
+        "ierg-interval" => return derived("ierg", &|g| g.with_interval(Window::paper_interval())),
+        "tcfg" => return derived("cfg", &|g| g.with_combiner(Combiner::Tcfg)),
+        "ierg-tcfg" => return derived("ierg", &|g| g.with_combiner(Combiner::Tcfg)),
+        _ => {}
+    }
     if let Some(layers) = text_layers {
         let te = TextErg::defaults(depth, layers);
         let one = |n: &str, b: Branch| Guidance { name: n.into(), terms: vec![term(b, w - 1.0)], ..Guidance::none() };
