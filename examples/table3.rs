@@ -50,6 +50,12 @@ struct Args {
     /// Settings selected by `sweep` (method → Guidance JSON); presets for methods not in it.
     #[arg(long)]
     selected: Option<PathBuf>,
+    /// Also report every method at matched guidance strength: each method's term scales are
+    /// multiplied by the factor at which its effective strength (erg::analysis::strength) equals
+    /// CFG's at --guidance-scale, calibrated on one sample per class with a separate seed; written
+    /// to `<out>/table{2,3}_matched.md`.
+    #[arg(long)]
+    matched_strength: bool,
     /// Output folder.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -107,10 +113,50 @@ fn main() -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64(),
         rows.iter().map(|(_, r)| r.wall_s).sum::<f64>()
     ));
+    if a.matched_strength {
+        md.push_str(&matched_table(&a, &bench, &variants, &cfg, &mut results, &device)?);
+    }
     common::create_dir(&a.out)?;
     let path = a.out.join(format!("table{}.md", a.table));
     erg::checkpoint::write_atomic(&path, md.as_bytes())?;
     println!("{md}");
     eprintln!("→ {}", path.display());
     Ok(())
+}
+
+/// The table at matched strength: CFG's strength at w (Table 3) or the first method's (Table 2,
+/// unconditional) is the target; every other method with guidance terms is rescaled to it.
+fn matched_table(
+    a: &Args,
+    bench: &Bench,
+    variants: &[(String, Guidance)],
+    cfg: &EvalConfig,
+    results: &mut ResultsFile,
+    device: &candle_core::Device,
+) -> anyhow::Result<String> {
+    use erg::analysis::strength::{guidance_strength, match_strength};
+    let depth = bench.model.depth();
+    // calibration: one sample per class, 25 steps at most, a seed apart from the reported runs
+    let labels = erg::sample::class_grid_labels(bench.card.classes.len(), 1, device)?;
+    let (steps, seed) = (a.steps.min(25), a.seed + 1_000_003);
+    let reference =
+        if a.table == 2 { variants.iter().find(|(_, g)| !g.terms.is_empty()).map(|(_, g)| g.clone()) } else { Some(preset("cfg", a.guidance_scale, depth)?) };
+    let reference = reference.ok_or_else(|| anyhow::anyhow!("no guided method to match"))?;
+    let target = guidance_strength(bench.models(), &reference, &labels, steps, seed)?;
+    let mut matched = Vec::new();
+    let mut lines = String::new();
+    for (n, g) in variants.iter().filter(|(_, g)| !g.terms.is_empty()) {
+        let m = match_strength(bench.models(), g, target, 8.0, &labels, steps, seed, 14)?;
+        eprintln!("{n:>28}: strength {:.4} → factor {:.3} (w = {:.2})", m.target, m.factor, m.guidance_scale);
+        lines.push_str(&format!("| {n} | {:.3} | {:.2} |\n", m.factor, m.guidance_scale));
+        matched.push((format!("{n} (matched)"), g.clone().scaled(m.factor).named(format!("{n}-matched"))));
+    }
+    let rows = evaluate_variants(bench, &matched, cfg, results, device)?;
+    let mut md = format!(
+        "\n## At matched strength\n\nEach method's term scales × λ so that its effective strength (mean RMS of v_guided − v_pos along its own sampling, erg::analysis::strength) equals {}'s, {target:.4}, calibrated on one sample per class over {steps} steps with seed {seed}.\n\n| method | λ | w after matching |\n|---|---|---|\n{lines}\n",
+        reference.name
+    );
+    md.push_str(&write_table(&TableLayout { first_header: "method".into(), total_nfe_over_steps: Some(a.steps), settings: true }, &rows));
+    common::write(a.out.join(format!("table{}_matched.md", a.table)), &md)?;
+    Ok(md)
 }

@@ -119,3 +119,29 @@ fn new_methods_stay_finite_for_guidance_scales_up_to_20_and_round_trip_as_json()
         assert!(!g.describe().is_empty());
     }
 }
+
+#[test]
+fn guidance_strength_and_matched_scales() {
+    use erg::analysis::strength::{guidance_strength, match_strength};
+    let (m, _, y) = setup();
+    let models = Models::main(&m);
+    let s = |g: &Guidance| guidance_strength(models, g, &y, 6, 2).unwrap();
+    // no guidance, or w = 1: nothing added
+    assert_eq!(s(&preset("none", 3.0, 2).unwrap()), 0.0);
+    assert!(s(&preset("cfg", 1.0, 2).unwrap()) < 1e-7);
+    // grows with w; an interval guides less than the same method throughout
+    let (s2, s3) = (s(&preset("cfg", 2.0, 2).unwrap()), s(&preset("cfg", 3.0, 2).unwrap()));
+    assert!(0.0 < s2 && s2 < s3, "{s2} {s3}");
+    assert!(s(&preset("cfg-interval", 3.0, 2).unwrap()) < s3);
+    // CFG matched to its own strength at w = 3 finds w = 3
+    let cfg2 = preset("cfg", 2.0, 2).unwrap(); // s = 1: factor λ gives w = 1 + λ
+    let mt = match_strength(models, &cfg2, s3, 4.0, &y, 6, 2, 20).unwrap();
+    assert!((mt.guidance_scale - 3.0).abs() < 1e-3, "{mt:?}");
+    assert!((mt.strength - s3).abs() < 1e-4 * (1.0 + s3));
+    // another method is matched to CFG's strength, and an unreachable target is an error
+    let pag = preset("pag", 3.0, 2).unwrap();
+    let mp = match_strength(models, &pag, s3, 8.0, &y, 6, 2, 16).unwrap();
+    assert!((mp.strength - s3).abs() < 1e-2 * s3, "{mp:?}");
+    assert!(match_strength(models, &pag, 1e9, 2.0, &y, 6, 2, 4).is_err());
+    assert!(match_strength(models, &preset("none", 3.0, 2).unwrap(), s3, 2.0, &y, 6, 2, 4).is_err());
+}

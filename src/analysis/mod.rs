@@ -4,8 +4,10 @@
 //! - [`decomposition`]: parallel / orthogonal parts of the guidance difference along sampling
 //!   (Fig. 6) and the suggested κ;
 //! - [`certainty`]: attention certainty per block (Fig. 7) and the suggested layer range;
-//! - [`variance`]: the variance of the first velocity for CFG's and C-ERG's negatives (Fig. 5).
+//! - [`variance`]: the variance of the first velocity for CFG's and C-ERG's negatives (Fig. 5);
+//! - [`strength`]: a method's effective guidance strength and scales matched to it.
 pub mod certainty;
 pub mod decomposition;
 pub mod hopfield;
+pub mod strength;
 pub mod variance;

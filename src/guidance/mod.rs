@@ -189,9 +189,9 @@ impl Guidance {
             .iter()
             .map(|t| {
                 let n = &t.negative;
-                let mut d = format!("s={}", t.scale);
+                let mut d = format!("s={}", short(t.scale));
                 if self.terms.len() == 1 && self.combiner == Combiner::Linear {
-                    d = format!("s={} (w={})", t.scale, 1.0 + t.scale);
+                    d = format!("s={} (w={})", short(t.scale), short(1.0 + t.scale));
                 }
                 if n.model == ModelChoice::Weak {
                     d.push_str(" weak model");
@@ -337,5 +337,16 @@ impl Guidance {
             a.validate()?;
         }
         Ok(())
+    }
+}
+
+/// A number for tables: at most 4 decimals, trailing zeros dropped (2, 0.5, 1.2205).
+fn short(x: f64) -> String {
+    let s = format!("{x:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.into()
     }
 }

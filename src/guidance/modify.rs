@@ -31,6 +31,15 @@ impl Guidance {
         Ok(Self { combiner, ..self })
     }
 
+    /// Every term's scale multiplied by `factor` (the strength knob of methods whose negative is
+    /// not CFG's, e.g. PAG's s = 3; see [`crate::analysis::strength`]).
+    pub fn scaled(mut self, factor: f64) -> Self {
+        for t in &mut self.terms {
+            t.scale *= factor;
+        }
+        self
+    }
+
     /// The same method under another name (reports, run keys, file names).
     pub fn named(self, name: impl Into<String>) -> Self {
         Self { name: name.into(), ..self }
