@@ -144,7 +144,8 @@ fn main() -> anyhow::Result<()> {
         let wall = t0.elapsed().as_secs_f64();
         eprintln!("{:>10}: {wall:.1} s, {nfe:.2} NFE/step → {}", g.name, a.out.join(&file).display());
         md.push_str(&format!("| {} | {} | {nfe:.2} | {wall:.1} | [{file}]({file}) |\n", g.name, g.describe()));
-        panels.push(Panel { title: format!("{}, w = {}", g.name.to_uppercase(), g.guidance_scale()), image: img });
+        let nag = g.nag.map(|n| format!(", NAG φ = {}", n.nag.scale)).unwrap_or_default();
+        panels.push(Panel { title: format!("{}, w = {}{nag}", g.name.to_uppercase(), g.guidance_scale()), image: img });
     }
     let row = card.config.image_size.0 as u32 * 2 + 2;
     let labels: Vec<String> = a.prompt.clone();

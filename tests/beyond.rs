@@ -145,3 +145,69 @@ fn guidance_strength_and_matched_scales() {
     assert!(match_strength(models, &pag, 1e9, 2.0, &y, 6, 2, 4).is_err());
     assert!(match_strength(models, &preset("none", 3.0, 2).unwrap(), s3, 2.0, &y, 6, 2, 4).is_err());
 }
+
+#[test]
+fn nag_formula_on_a_hand_computed_case() {
+    use erg::attention::Nag;
+    let pos = t(&[1.0, 1.0], &[1, 2]);
+    let neg = t(&[0.0, 2.0], &[1, 2]);
+    // Z̃ = 3·(1, 1) − 2·(0, 2) = (3, −1); ‖Z̃‖₁ / ‖Z⁺‖₁ = 4 / 2 = 2
+    let nag = Nag { scale: 3.0, tau: 10.0, alpha: 1.0, l_min: 0, l_max: 1 };
+    assert_eq!(nag.combine(&pos, &neg).unwrap().to_vec2::<f32>().unwrap(), [[3.0, -1.0]]);
+    // τ = 1.5 clips the ratio: × 1.5 / 2; α = 0.5 blends with Z⁺
+    let clipped = Nag { tau: 1.5, alpha: 0.5, ..nag }.combine(&pos, &neg).unwrap().to_vec2::<f32>().unwrap();
+    assert!((clipped[0][0] - 1.625).abs() < 1e-6 && (clipped[0][1] - 0.125).abs() < 1e-6, "{clipped:?}");
+    // φ = 1: Z⁺ whatever the rest
+    assert_eq!(Nag { scale: 1.0, ..nag }.combine(&pos, &neg).unwrap().to_vec2::<f32>().unwrap(), [[1.0, 1.0]]);
+    assert!(Nag { scale: 0.5, ..nag }.validate(2).is_err() && Nag { l_max: 3, ..nag }.validate(2).is_err());
+}
+
+#[test]
+fn nag_couples_two_row_groups_of_a_forward_plan() {
+    use erg::attention::{AttentionPlan, ForwardPlan, Nag};
+    let nag = Nag { scale: 2.0, tau: 100.0, alpha: 1.0, l_min: 1, l_max: 2 };
+    let plan =
+        ForwardPlan::new(vec![(1, AttentionPlan::standard()), (1, AttentionPlan::standard()), (1, AttentionPlan::standard())]).with_nag(nag, 0, 2).unwrap();
+    let o = t(&[1.0, 10.0, 3.0], &[3, 1, 1]); // rows: positive, another group, NAG negative
+    assert_eq!(plan.nag_outputs(0, &o).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1.0, 10.0, 3.0], "block 0 is outside NAG's blocks");
+    assert_eq!(plan.nag_outputs(1, &o).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), [-1.0, 10.0, 3.0], "2·1 − 1·3");
+    assert_eq!(plan.nag_share_image(o.clone()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap(), [1.0, 10.0, 1.0]);
+    assert!(ForwardPlan::new(vec![(1, AttentionPlan::standard()), (2, AttentionPlan::standard())]).with_nag(nag, 0, 1).is_err());
+}
+
+#[test]
+fn nag_on_the_text_to_image_model() {
+    use erg::guidance::preset_for;
+    use erg::models::Denoiser;
+    let m = common::t2i_model(90);
+    let ids = common::t2i_prompts();
+    let (depth, layers) = (m.depth(), m.text_layers());
+    let x = erg::rng::randn(&mut erg::rng::stream(90, 1), &[2, 3, 8, 8], &Device::Cpu).unwrap();
+    let none = guided_velocity(&m, &preset_for("none", 3.0, depth, layers).unwrap(), &x, 0.5, &ids).unwrap().0;
+    let nag = preset_for("nag", 3.0, depth, layers).unwrap();
+    let (v, nfe) = guided_velocity(&m, &nag, &x, 0.5, &ids).unwrap();
+    assert_eq!(nfe, 2);
+    assert!(max_abs_diff(&v, &none) > 1e-4, "NAG changes the prediction");
+    // φ = 1 leaves attention, and so the prediction, unchanged
+    let mut one = nag.clone();
+    one.nag.as_mut().unwrap().nag.scale = 1.0;
+    assert!(max_abs_diff(&guided_velocity(&m, &one, &x, 0.5, &ids).unwrap().0, &none) < 1e-5);
+    assert_eq!(guided_velocity(&m, &preset_for("cfg+nag", 3.0, depth, layers).unwrap(), &x, 0.5, &ids).unwrap().1, 3);
+    // finite up to φ = 20, JSON round trip
+    for phi in [1.0, 5.0, 20.0] {
+        let mut g = nag.clone();
+        g.nag.as_mut().unwrap().nag.scale = phi;
+        let s =
+            erg::sample::sample(Models::main(&m), &g, &ids, &erg::sample::SampleConfig { num_steps: 4, seed: 0, batch_size: 2 }, 0, &Device::Cpu, |_, _| {})
+                .unwrap();
+        assert!(erg::checkpoint::all_finite(&s.images).unwrap(), "φ = {phi}");
+    }
+    let back: Guidance = serde_json::from_str(&serde_json::to_string(&nag).unwrap()).unwrap();
+    assert_eq!(back, nag);
+    // the class-conditional DiT: NAG does not apply, said before any compute
+    assert!(preset("nag", 3.0, 2).unwrap_err().to_string().contains("adaLN"));
+    let (dit, x, y) = setup();
+    let e = Guider::new(&Guidance { nag: nag.nag, ..preset("none", 3.0, 2).unwrap() }, Models::main(&dit), 0).err().unwrap().to_string();
+    assert!(e.contains("NAG"), "{e}");
+    let _ = (x, y);
+}

@@ -17,9 +17,11 @@
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
+pub mod nag;
 pub mod probe;
 pub mod smooth;
 
+pub use nag::Nag;
 pub use probe::{AttentionProbe, AttentionRecorder, NoProbe};
 
 use crate::nn::{ops::softmax_last_dim, Ops};
@@ -265,12 +267,81 @@ pub struct ForwardPlan {
     pub groups: Vec<(usize, AttentionPlan)>,
     /// Differentiable or not, and which kernels.
     pub ops: Ops,
+    /// NAG between two groups (positive, negative context), if any: see [`Self::with_nag`].
+    pub nag: Option<NagCoupling>,
+}
+
+/// NAG's coupling of two row groups of a [`ForwardPlan`]: the image-token attention outputs of
+/// group `positive` become [`Nag::combine`] of theirs and group `negative`'s, and group
+/// `negative`'s image stream is group `positive`'s after every block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NagCoupling {
+    /// The settings.
+    pub nag: Nag,
+    /// Index of the positive group.
+    pub positive: usize,
+    /// Index of the negative-context group (same row count).
+    pub negative: usize,
 }
 
 impl ForwardPlan {
     /// Groups, sampling with the fused kernels.
     pub fn new(groups: Vec<(usize, AttentionPlan)>) -> Self {
-        Self { groups, ops: Ops::infer() }
+        Self { groups, ops: Ops::infer(), nag: None }
+    }
+
+    /// The plan with NAG between groups `positive` and `negative` (which must have as many rows).
+    /// Errors: group indices out of range or of different sizes.
+    pub fn with_nag(self, nag: Nag, positive: usize, negative: usize) -> Result<Self> {
+        let rows = |g: usize| self.groups.get(g).map(|x| x.0);
+        if positive == negative || rows(positive).is_none() || rows(positive) != rows(negative) {
+            return Err(Error::shape(format!(
+                "NAG couples two distinct groups of equal size, got groups {positive} and {negative} of {:?}",
+                self.groups.iter().map(|g| g.0).collect::<Vec<_>>()
+            )));
+        }
+        Ok(Self { nag: Some(NagCoupling { nag, positive, negative }), ..self })
+    }
+
+    fn group_start(&self, g: usize) -> usize {
+        self.groups[..g].iter().map(|x| x.0).sum()
+    }
+
+    /// Image-token attention outputs `o` (B, N, D) of block `l` after NAG (unchanged without a
+    /// coupling or outside its blocks).
+    pub fn nag_outputs(&self, l: usize, o: &Tensor) -> Result<Tensor> {
+        let Some(c) = self.nag.filter(|c| c.nag.acts_in(l)) else { return Ok(o.clone()) };
+        let rows = self.groups[c.positive].0;
+        let (p0, n0) = (self.group_start(c.positive), self.group_start(c.negative));
+        let guided = c.nag.combine(&o.narrow(0, p0, rows)?, &o.narrow(0, n0, rows)?)?;
+        let b = o.dim(0)?;
+        let mut parts = vec![];
+        if p0 > 0 {
+            parts.push(o.narrow(0, 0, p0)?);
+        }
+        parts.push(guided);
+        if p0 + rows < b {
+            parts.push(o.narrow(0, p0 + rows, b - p0 - rows)?);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// The image stream `x` (B, N, D) after a block with the negative group's rows replaced by
+    /// the positive group's (NAG shares the image tokens); unchanged without a coupling.
+    pub fn nag_share_image(&self, x: Tensor) -> Result<Tensor> {
+        let Some(c) = self.nag else { return Ok(x) };
+        let rows = self.groups[c.positive].0;
+        let (p0, n0) = (self.group_start(c.positive), self.group_start(c.negative));
+        let b = x.dim(0)?;
+        let mut parts = vec![];
+        if n0 > 0 {
+            parts.push(x.narrow(0, 0, n0)?);
+        }
+        parts.push(x.narrow(0, p0, rows)?);
+        if n0 + rows < b {
+            parts.push(x.narrow(0, n0 + rows, b - n0 - rows)?);
+        }
+        Ok(Tensor::cat(&parts, 0)?)
     }
     /// One plan for all `batch` rows, sampling with the fused kernels.
     pub fn uniform(batch: usize, plan: AttentionPlan) -> Self {

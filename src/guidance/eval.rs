@@ -68,7 +68,14 @@ impl<'a, M: Denoiser> Guider<'a, M> {
             }
             guidance.validate(weak.depth())?;
         }
-        let conditions = std::iter::once(guidance.positive).chain(guidance.terms.iter().map(|t| t.negative.condition));
+        if guidance.nag.is_some() && models.main.text_layers().is_none() {
+            return Err(Error::hp(format!(
+                "{} uses NAG, which extrapolates attention outputs between text contexts; this model has no text tokens in its attention (a class-conditional DiT receives its class through adaLN)",
+                guidance.name
+            )));
+        }
+        let conditions =
+            std::iter::once(guidance.positive).chain(guidance.terms.iter().map(|t| t.negative.condition)).chain(guidance.nag.iter().map(|n| n.condition));
         for c in conditions {
             if let Condition::Rectified(r) = c {
                 let layers = models.main.text_layers().ok_or_else(|| {
@@ -155,10 +162,23 @@ impl<'a, M: Denoiser> Guider<'a, M> {
             }
         }
 
+        // NAG: the negative context as one more group, coupled to the positive's attention.
+        let nag_group = match &g.nag {
+            Some(n) => {
+                embs.push(self.embedded(cond, n.condition, ModelChoice::Main)?);
+                groups.push((b, AttentionPlan::standard()));
+                Some((n.nag, groups.len() - 1))
+            }
+            None => None,
+        };
+
         // One batched forward of the main model for the positive and the plain negatives.
         let k = groups.len();
         let xs = vec![x.clone(); k];
-        let plan = ForwardPlan::new(groups);
+        let plan = match nag_group {
+            Some((nag, gi)) => ForwardPlan::new(groups).with_nag(nag, 0, gi)?,
+            None => ForwardPlan::new(groups),
+        };
         let mut recorder = record.map(AttentionRecorder::new);
         let out = match recorder.as_mut() {
             Some(r) => main.velocity_probed(&Tensor::cat(&xs, 0)?, &Tensor::full(t as f32, k * b, x.device())?, &Tensor::cat(&embs, 0)?, &plan, r)?,
@@ -196,7 +216,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
             };
             negs.push((*i, neg));
         }
-        let nfe = 1 + negs.len();
+        let nfe = 1 + negs.len() + usize::from(nag_group.is_some());
         let v = self.combine(x, t, &pos, &negs)?;
         Ok((v, nfe))
     }

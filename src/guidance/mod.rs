@@ -178,6 +178,20 @@ pub struct Guidance {
     /// The combiner.
     #[serde(default)]
     pub combiner: Combiner,
+    /// Normalized Attention Guidance inside the positive prediction's attention (text-conditioned
+    /// models only; no extra term, the negative context rides in the same forward).
+    #[serde(default)]
+    pub nag: Option<NagBranch>,
+}
+
+/// NAG's negative context and settings ([`crate::attention::nag`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NagBranch {
+    /// The negative context (`Null`: the empty prompt).
+    pub condition: Condition,
+    /// φ, τ, α and the blocks.
+    pub nag: crate::attention::Nag,
 }
 
 impl Guidance {
@@ -233,6 +247,9 @@ impl Guidance {
             Combiner::Tcfg => parts.push("TCFG".into()),
             Combiner::Linear => {}
         }
+        if let Some(n) = &self.nag {
+            parts.push(format!("NAG φ={} τ={} α={} blocks [{},{})", short(n.nag.scale), short(n.nag.tau), short(n.nag.alpha), n.nag.l_min, n.nag.l_max));
+        }
         if let Some(w) = self.terms.first().map(|t| t.window).filter(|w| *w != Window::default()) {
             parts.push(format!("interval t ∈ [{:.3}, {:.3}]", w.start, w.stop));
         }
@@ -245,7 +262,7 @@ impl Guidance {
 
     /// No guidance: one prediction with the given condition (NFE 1).
     pub fn none() -> Self {
-        Self { name: "none".into(), positive: Condition::Given, cads: None, terms: vec![], combiner: Combiner::Linear }
+        Self { name: "none".into(), positive: Condition::Given, cads: None, terms: vec![], combiner: Combiner::Linear, nag: None }
     }
 
     /// Unconditional sampling without guidance.
@@ -332,6 +349,9 @@ impl Guidance {
         }
         if let Some(c) = &self.cads {
             c.validate()?;
+        }
+        if let Some(n) = &self.nag {
+            n.nag.validate(depth)?;
         }
         if let Combiner::Apg(a) = &self.combiner {
             a.validate()?;

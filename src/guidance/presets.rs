@@ -30,14 +30,15 @@
 //! | `cfg-zero-star`, `ierg-zero-star` | `cfg` / `ierg` with the CFG-Zero* combiner (optimised s*, zero-init of the first step) | 2 (0 on zeroed steps) |
 //! | `cfg-interval`, `ierg-interval` | `cfg` / `ierg` inside the guidance interval σ ∈ (0.28, 5.42] (t ∈ [0.156, 0.781]) | 2 inside, 1 outside |
 //! | `tcfg`, `ierg-tcfg` | `cfg` / `ierg` with tangential damping of the negative | 2 |
+//! | `nag`, `cfg+nag` (text) | NAG (φ = 5, τ = 2.5, α = 0.25, every block) against the empty prompt, alone or with CFG | 2, 3 |
 //!
 //! For a class-conditional DiT there is no text encoder, so `erg` is I-ERG (C-ERG needs one).
 //! For a text-to-image model ([`preset_for`] with the encoder's layer count) `ierg`, `cerg` and
 //! `erg` (and `erg+apg`, `erg+cads`) use Table 7's text-to-image defaults ([`TextErg`]).
 use serde::{Deserialize, Serialize};
 
-use super::{Apg, Branch, Cads, CfgZeroStar, Combiner, Condition, Guidance, ModelChoice, Sag, Term, Window};
-use crate::attention::{scale_block_range, AttentionPlan, Energy, Rectifier};
+use super::{Apg, Branch, Cads, CfgZeroStar, Combiner, Condition, Guidance, ModelChoice, NagBranch, Sag, Term, Window};
+use crate::attention::{scale_block_range, AttentionPlan, Energy, Nag, Rectifier};
 use crate::text::TextRectification;
 use crate::{Error, Result};
 
@@ -138,6 +139,8 @@ pub const PRESET_NAMES: &[&str] = &[
     "ierg-interval",
     "tcfg",
     "ierg-tcfg",
+    "nag",
+    "cfg+nag",
 ];
 
 fn middle(depth: usize) -> (usize, usize) {
@@ -193,6 +196,16 @@ pub fn preset_for(name: &str, guidance_scale: f64, depth: usize, text_layers: Op
         "tcfg" => return derived("cfg", &|g| g.with_combiner(Combiner::Tcfg)),
         "ierg-tcfg" => return derived("ierg", &|g| g.with_combiner(Combiner::Tcfg)),
         _ => {}
+    }
+    if matches!(name, "nag" | "cfg+nag") {
+        if text_layers.is_none() {
+            return Err(Error::hp(format!(
+                "{name}: NAG guides between text contexts inside attention; it needs a text-to-image model (a class-conditional DiT receives its class through adaLN)"
+            )));
+        }
+        let nag = Some(NagBranch { condition: Condition::Null, nag: Nag::defaults(depth) });
+        let base = if name == "nag" { Guidance::none() } else { Guidance::cfg(w) };
+        return Ok(Guidance { nag, ..base }.named(name));
     }
     if let Some(layers) = text_layers {
         let te = TextErg::defaults(depth, layers);

@@ -134,7 +134,8 @@ impl JointBlock {
             }
         };
         let s = o.dim(1)?;
-        let x_new = plan.keep_skipped(l, x, self.x.post_attention(x, &o.narrow(1, 0, n)?, &px, ops)?)?;
+        let o_img = plan.nag_outputs(l, &o.narrow(1, 0, n)?)?; // NAG's guided image outputs, if coupled
+        let x_new = plan.nag_share_image(plan.keep_skipped(l, x, self.x.post_attention(x, &o_img, &px, ops)?)?)?;
         let ctx_new = match self.context.post {
             Some(_) => Some(plan.keep_skipped(l, ctx, self.context.post_attention(ctx, &o.narrow(1, n, s - n)?, &pc, ops)?)?),
             None => None,
