@@ -30,7 +30,6 @@ fn main() -> anyhow::Result<()> {
     let device = erg::device::best();
     let (model, card) = erg::models::dit::load(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
     let (weak, _) = erg::models::dit::load(Path::new(erg::checkpoint::SHIPPED_EMOJI_WEAK), &device)?;
-    let models = Models { main: &model, weak: Some(&weak) };
     // One sample of each of the 9 classes, the same noise for every method; 25 Euler steps.
     let labels = class_grid_labels(card.classes.len(), 1, &device)?;
     let cfg = SampleConfig { num_steps: if quick { 6 } else { 25 }, seed: 3, batch_size: 64 };
@@ -43,7 +42,7 @@ fn main() -> anyhow::Result<()> {
     for name in names {
         let g = preset(name, 3.0, model.depth())?;
         let t0 = std::time::Instant::now();
-        let s = sample(models, &g, &labels, &cfg, 0, &device, |_, _| {})?;
+        let s = sample(Models { main: &model, weak: Some(&weak) }, &g, &labels, &cfg, 0, &device, |_, _| {})?;
         let per_step = t0.elapsed().as_secs_f64() / cfg.num_steps as f64;
         table.push_str(&format!("| {name} | {:.2} | {per_step:.3} |\n", s.nfe_per_step));
         panels.push(Panel { title: format!("{name} ·{:.0}", s.nfe_per_step), image: grid(&to_rgb8(&s.images)?, 1, 2, 3) });

@@ -65,8 +65,7 @@ fn main() -> anyhow::Result<()> {
     // D_c: 3 emoji names of each of the 9 categories; N = 20 noises as in the paper.
     let meta = erg::data::emoji::load_meta(erg::data::emoji::DEFAULT_DIR)?;
     let prompts = PromptSet::emoji(&meta, if quick { 1 } else { 3 })?;
-    let refs: Vec<&str> = prompts.prompts.iter().map(String::as_str).collect();
-    let ids = model.prompt_ids(&refs, &device)?; // (P, L)
+    let ids = model.prompt_ids(&prompts.prompts.iter().map(String::as_str).collect::<Vec<_>>(), &device)?; // (P, L)
     let num_noises = if quick { 6 } else { 20 };
     // C-ERG of Table 7: τ_c = 0.01 in every layer of the text encoder.
     let rect = TextErg::defaults(model.depth(), model.text_layers().unwrap_or(0)).text;
