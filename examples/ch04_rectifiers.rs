@@ -22,6 +22,15 @@ struct Args {
     quick: bool,
 }
 
+// ANCHOR: helpers
+/// I-ERG at w = 3 with the blocks and κ of the class-conditional preset for a model of `depth`
+/// blocks; only the rectifier changes.
+fn with(name: &str, r: Rectifier, depth: usize) -> anyhow::Result<(String, Guidance)> {
+    let g = preset("ierg", 3.0, depth)?.named(format!("ierg-{name}")).with_rectifier(r)?;
+    Ok((name.to_string(), g))
+}
+// ANCHOR_END: helpers
+
 fn main() -> anyhow::Result<()> {
     <Args as clap::Parser>::parse(); // --help, and unknown flags are errors
                                      // ANCHOR: setup
@@ -32,18 +41,14 @@ fn main() -> anyhow::Result<()> {
     let bench = Bench::from_paths(&BenchPaths::default(), &device)?;
     let cfg = EvalConfig { samples_per_class: if quick { 2 } else { 10 }, num_steps: if quick { 6 } else { 25 }, ..Default::default() };
     let mut results = ResultsFile::open(out.join("results.jsonl"))?;
-    // I-ERG at w = 3, blocks and κ of the class-conditional preset; only the rectifier changes.
-    let with = |name: &str, r: Rectifier| -> anyhow::Result<(String, Guidance)> {
-        let g = preset("ierg", 3.0, bench.model.depth())?.named(format!("ierg-{name}")).with_rectifier(r)?;
-        Ok((name.to_string(), g))
-    };
+    let depth = bench.model.depth();
     // ANCHOR_END: setup
 
     // ANCHOR: table6
     let variants = vec![
-        with("energy smoothing σ = ∞ (SEG)", Rectifier::SmoothedQueries { sigma: f64::INFINITY })?,
-        with("identity mapping (PAG)", Rectifier::Identity)?,
-        with("temperature τ = 0.2 (I-ERG)", Rectifier::temperature(0.2))?,
+        with("energy smoothing σ = ∞ (SEG)", Rectifier::SmoothedQueries { sigma: f64::INFINITY }, depth)?,
+        with("identity mapping (PAG)", Rectifier::Identity, depth)?,
+        with("temperature τ = 0.2 (I-ERG)", Rectifier::temperature(0.2), depth)?,
     ];
     let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
     let table = markdown_table("rectifier", &rows);
@@ -53,7 +58,7 @@ fn main() -> anyhow::Result<()> {
 
     // ANCHOR: sigma
     let sigmas = [0.5, 1.0, 2.0, 4.0, 8.0];
-    let variants: Vec<_> = sigmas.iter().map(|&s| with(&format!("σ = {s}"), Rectifier::SmoothedQueries { sigma: s })).collect::<anyhow::Result<_>>()?;
+    let variants: Vec<_> = sigmas.iter().map(|&s| with(&format!("σ = {s}"), Rectifier::SmoothedQueries { sigma: s }, depth)).collect::<anyhow::Result<_>>()?;
     let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
     println!("{}", markdown_table("SEG blur", &rows));
     let cfg_run = evaluate_variants(&bench, &[("CFG".into(), preset("cfg", 3.0, bench.model.depth())?)], &cfg, &mut results, &device)?;

@@ -22,6 +22,13 @@ struct Args {
     quick: bool,
 }
 
+// ANCHOR: helpers
+/// I-ERG at w = 3 for a model of `depth` blocks with kickoff κ and the energy update (τ, α, γ, K).
+fn ierg(kappa: f64, energy: Energy, depth: usize) -> anyhow::Result<Guidance> {
+    Ok(preset("ierg", 3.0, depth)?.with_kappa(kappa)?.with_energy(energy)?)
+}
+// ANCHOR_END: helpers
+
 fn main() -> anyhow::Result<()> {
     <Args as clap::Parser>::parse(); // --help, and unknown flags are errors
                                      // ANCHOR: setup
@@ -34,13 +41,12 @@ fn main() -> anyhow::Result<()> {
     let mut results = ResultsFile::open(out.join("results.jsonl"))?;
     let depth = bench.model.depth();
     // The base: I-ERG at the mean-rank-selected temperature (τ = 0.5, blocks [2, 4), w = 3).
-    let ierg = |kappa: f64, energy: Energy| -> anyhow::Result<Guidance> { Ok(preset("ierg", 3.0, depth)?.with_kappa(kappa)?.with_energy(energy)?) };
     let cfg_run = evaluate_variants(&bench, &[("CFG".into(), preset("cfg", 3.0, depth)?)], &cfg, &mut results, &device)?;
     // ANCHOR_END: setup
 
     // ANCHOR: kappa
     let kappas = [0.0, 0.2, 0.3, 0.4, 0.6, 0.8];
-    let variants: Vec<_> = kappas.iter().map(|&k| Ok((format!("κ = {k}"), ierg(k, Energy::temperature(0.5))?))).collect::<anyhow::Result<_>>()?;
+    let variants: Vec<_> = kappas.iter().map(|&k| Ok((format!("κ = {k}"), ierg(k, Energy::temperature(0.5), depth)?))).collect::<anyhow::Result<_>>()?;
     let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
     println!("{}", markdown_table("kickoff", &rows));
     plot_metric_curves(&out.join("kappa"), "κ", &kappas, &rows, Some(&cfg_run[0].1))?;
@@ -51,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     let steps = [(1, 1.0), (1, 1.5), (1, 0.5), (10, 0.1)];
     let variants: Vec<_> = steps
         .iter()
-        .map(|&(k, gamma)| Ok((format!("K = {k}, γ = {gamma}"), ierg(0.3, Energy { tau: 0.5, alpha: 1.0, gamma, steps: k })?)))
+        .map(|&(k, gamma)| Ok((format!("K = {k}, γ = {gamma}"), ierg(0.3, Energy { tau: 0.5, alpha: 1.0, gamma, steps: k }, depth)?)))
         .collect::<anyhow::Result<_>>()?;
     let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
     let t4 = markdown_table("energy descent", &rows);
@@ -63,8 +69,8 @@ fn main() -> anyhow::Result<()> {
     // Components added one by one (C-ERG needs a text encoder: the text-to-image chapter).
     let variants = vec![
         ("CFG".to_string(), preset("cfg", 3.0, depth)?),
-        ("+ denoiser entropy τ_i = 0.5".to_string(), ierg(0.3, Energy::temperature(0.5))?),
-        ("+ energy re-weighting α = 0.9".to_string(), ierg(0.3, Energy { tau: 0.5, alpha: 0.9, gamma: 1.0, steps: 1 })?),
+        ("+ denoiser entropy τ_i = 0.5".to_string(), ierg(0.3, Energy::temperature(0.5), depth)?),
+        ("+ energy re-weighting α = 0.9".to_string(), ierg(0.3, Energy { tau: 0.5, alpha: 0.9, gamma: 1.0, steps: 1 }, depth)?),
     ];
     let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
     let t5 = markdown_table("components", &rows);

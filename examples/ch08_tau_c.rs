@@ -23,6 +23,14 @@ struct Args {
     quick: bool,
 }
 
+// ANCHOR: helpers
+/// C-ERG at guidance scale w with temperature τ_c, for a model of `depth` blocks whose text
+/// encoder has `layers` layers.
+fn cerg(w: f64, tau_c: f64, depth: usize, layers: Option<usize>) -> anyhow::Result<Guidance> {
+    Ok(preset_for("cerg", w, depth, layers)?.with_tau_c(tau_c)?)
+}
+// ANCHOR_END: helpers
+
 fn main() -> anyhow::Result<()> {
     <Args as clap::Parser>::parse(); // --help, and unknown flags are errors
                                      // ANCHOR: setup
@@ -37,8 +45,6 @@ fn main() -> anyhow::Result<()> {
     let cfg = EvalConfig { num_steps: if quick { 8 } else { 25 }, batch_size: 96, ..Default::default() };
     let mut results = ResultsFile::open(out.join("results_t2i.jsonl"))?;
     let (depth, layers) = (bench.model.depth(), bench.model.text_layers());
-    // C-ERG at guidance scale w with temperature τ_c.
-    let cerg = |w: f64, tau_c: f64| -> anyhow::Result<Guidance> { Ok(preset_for("cerg", w, depth, layers)?.with_tau_c(tau_c)?) };
     // ANCHOR_END: setup
 
     // ANCHOR: sweep
@@ -46,7 +52,8 @@ fn main() -> anyhow::Result<()> {
     let mut md = String::new();
     for w in [2.0, 3.0] {
         let reference = bench.evaluate_variants(&[(format!("CFG w = {w}"), preset_for("cfg", w, depth, layers)?)], &cfg, &mut results, &device)?;
-        let variants: Vec<(String, Guidance)> = taus.iter().map(|&t| Ok((format!("w = {w}, τ_c = {t}"), cerg(w, t)?))).collect::<anyhow::Result<_>>()?;
+        let variants: Vec<(String, Guidance)> =
+            taus.iter().map(|&t| Ok((format!("w = {w}, τ_c = {t}"), cerg(w, t, depth, layers)?))).collect::<anyhow::Result<_>>()?;
         let rows = bench.evaluate_variants(&variants, &cfg, &mut results, &device)?;
         let table = markdown_table("C-ERG", &[reference.clone(), rows.clone()].concat());
         println!("{table}");

@@ -25,7 +25,11 @@ INCLUDE = re.compile(r"```rust[^\n]*\n\{\{#include \.\./examples/([\w]+)\.rs:([\
 IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)\s*\n<!-- notebook: ([^ ]+) -->")
 # Crates an example may use besides erg, as evcxr `:dep` lines (versions as in Cargo.toml).
 DEPS = {"plotters": '{ version = "0.3.7", default-features = false, features = ["bitmap_backend", "bitmap_encoder", "svg_backend", "line_series", "ab_glyph"] }',
-        "serde_json": '"1"', "anyhow": '"1"', "candle_core": '{ package = "candle-core", version = "0.11.1" }'}
+        "serde_json": '"1"', "anyhow": '"1"'}
+# Always declared: evcxr must name the type of every variable a cell keeps (a candle `Device` or
+# `Tensor`, an `image` buffer returned by erg's imaging), so their crates are dependencies too.
+ALWAYS = [':dep candle_core = { package = "candle-core", version = "0.11.1" }',
+          ':dep image = { version = "0.25", default-features = false, features = ["png", "jpeg"] }']
 
 
 def anchor(src: str, name: str) -> str:
@@ -52,6 +56,7 @@ def notebook(chapter: Path, example: Path) -> dict:
     for crate, spec in DEPS.items():
         if spec and any(u.startswith(f"use {crate}") for u in uses) or (spec and f"{crate}::" in src):
             deps.append(f":dep {crate} = {spec}")
+    deps += ALWAYS
     cells = [cell("code", "\n".join(deps)), cell("code", 'std::env::set_current_dir("..").unwrap(); // the repository root, as `cargo run --example`')]
     head = "\n".join(uses)
     if "// ANCHOR: helpers" in src:

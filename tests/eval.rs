@@ -197,3 +197,29 @@ fn method_names_become_safe_unique_file_stems() {
         assert!(!s.contains('/') && !s.starts_with('.'));
     }
 }
+
+#[test]
+fn statistics_over_seeds() {
+    use erg::eval::seeds::{markdown_table_over_seeds, separations, SeedStats};
+    let mk = |fid: f64, cons: f64| {
+        let mut r = record("k", fid);
+        r.metrics.insert("consistency".into(), cons);
+        r
+    };
+    let (a1, a2, a3) = (mk(10.0, 50.0), mk(12.0, 52.0), mk(14.0, f64::NAN));
+    let a = SeedStats::of("a", &[&a1, &a2, &a3]).unwrap();
+    assert_eq!(a.seeds, 3);
+    assert_eq!(a.metrics["fid"], (12.0, 2.0), "mean 12, sample std 2");
+    assert!(!a.metrics.contains_key("consistency"), "NaN at one seed: left out");
+    let (b1, b2) = (mk(20.0, 0.0), mk(20.0, 0.0));
+    let b = SeedStats::of("b", &[&b1, &b2]).unwrap();
+    assert_eq!(b.separated_from(&a, "fid"), Some(true)); // |20 − 12| > 2 + 0
+    let (c1, c2) = (mk(13.0, 0.0), mk(15.0, 0.0));
+    let c = SeedStats::of("c", &[&c1, &c2]).unwrap();
+    assert_eq!(c.separated_from(&a, "fid"), Some(false)); // |14 − 12| < 2 + 1.41
+    let md = markdown_table_over_seeds("method", &[a.clone(), b.clone()]);
+    assert!(md.contains("| a | 12.00 ± 2.00 |"), "{md}");
+    let text = separations(&a, &[a.clone(), b, c]);
+    assert!(text.contains("FID ↓: b differ from a beyond the spread"), "{text}");
+    assert!(SeedStats::of("none", &[]).is_err());
+}

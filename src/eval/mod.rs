@@ -1,10 +1,11 @@
 //! Evaluation runs as in the ERG paper: metrics per run appended to a results file that survives
 //! interruptions, hyperparameter selection by mean rank over all metrics (Appendix A.1), and
-//! reports (tables, metric-vs-value plots).
+//! reports (tables, metric-vs-value plots, mean ± std over seeds).
 pub mod rank;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod seeds;
 pub mod sweep;
 pub mod text;
 
