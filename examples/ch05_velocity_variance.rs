@@ -43,8 +43,8 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR: samples
     // Three prompts × 6 seeds with CFG, C-ERG and ERG (Table 7 text-to-image defaults), w = 3.
     let show = ["red apple", "rocket", "dog face"];
-    let seeds = if quick { 2 } else { 6 };
-    let steps = if quick { 10 } else { 50 };
+    let seeds: usize = if quick { 2 } else { 6 };
+    let steps: usize = if quick { 10 } else { 50 };
     let mut panels = vec![];
     for name in ["cfg", "cerg", "erg"] {
         let g = preset_for(name, 3.0, model.depth(), model.text_layers())?;
@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     let meta = erg::data::emoji::load_meta(erg::data::emoji::DEFAULT_DIR)?;
     let prompts = PromptSet::emoji(&meta, if quick { 1 } else { 3 })?;
     let ids = model.prompt_ids(&prompts.prompts.iter().map(String::as_str).collect::<Vec<_>>(), &device)?; // (P, L)
-    let num_noises = if quick { 6 } else { 20 };
+    let num_noises: usize = if quick { 6 } else { 20 };
     // C-ERG of Table 7: τ_c = 0.01 in every layer of the text encoder.
     let rect = TextErg::defaults(model.depth(), model.text_layers().unwrap_or(0)).text;
     // ANCHOR_END: prompts

@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let (model, _) = erg::models::dit::load(Path::new(erg::checkpoint::SHIPPED_EMOJI_DIT), &device)?;
     // 8 samples of each of the 9 classes, 50 Euler steps, seed 0.
     let labels = erg::sample::class_grid_labels(9, if quick { 2 } else { 8 }, &device)?;
-    let num_steps = if quick { 10 } else { 50 };
+    let num_steps: usize = if quick { 10 } else { 50 };
     // ANCHOR_END: setup
 
     // ANCHOR: decompose
