@@ -61,7 +61,9 @@ fn every_preset_runs_on_prompts_with_its_nfe() {
             let want = match *name {
                 "none" | "uncond" => 1,
                 "ierg-uncond" if t < 0.2 => 1, // both branches are the same before κ
-                "slg" | "cfg+pag" | "cfg+seg" | "cfg+sag" => 3,
+                "cfg-zero-star" | "ierg-zero-star" if step == 0 => 0, // zero-init: no evaluation
+                "cfg-interval" | "ierg-interval" if t < 0.156 => 1, // outside the guidance interval
+                "slg" | "cfg+pag" | "cfg+seg" | "cfg+sag" | "cfg+nag" => 3,
                 _ => 2,
             };
             assert_eq!(nfe, want, "{name}");
