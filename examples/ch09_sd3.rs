@@ -54,10 +54,12 @@ fn main() -> anyhow::Result<()> {
     // t > κ = 0.2. CFG's negative is the empty prompt; here both branches share one batched
     // forward whose attention splits only in the rectified blocks.
     let (l_min, l_max) = scale_block_range(6, 8, 24, cfg.depth);
-    let mut r = erg::rng::stream(0, 0);
     let side = 2 * cfg.patch_size * 2; // a small latent, for the demonstration
-    let x = erg::rng::randn(&mut r, &[1, cfg.in_channels, side, side], &device)?;
-    let (y, ctx) = (erg::rng::randn(&mut r, &[1, cfg.adm_in_channels], &device)?, erg::rng::randn(&mut r, &[1, 8, cfg.context_embed_size], &device)?);
+    let (x, y, ctx) = {
+        let mut r = erg::rng::stream(0, 0); // seeded noise, text features and pooled vector
+        let x = erg::rng::randn(&mut r, &[1, cfg.in_channels, side, side], &device)?;
+        (x, erg::rng::randn(&mut r, &[1, cfg.adm_in_channels], &device)?, erg::rng::randn(&mut r, &[1, 8, cfg.context_embed_size], &device)?)
+    };
     let (y_null, ctx_null) = (y.zeros_like()?, ctx.zeros_like()?); // stand-ins for the empty prompt's features
     let t = 0.5; // > κ: the rectification is active
     let x2 = Tensor::cat(&[&x, &x], 0)?;
