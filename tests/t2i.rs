@@ -60,9 +60,9 @@ fn every_preset_runs_on_prompts_with_its_nfe() {
             assert_eq!(v.dims(), x.dims(), "{name}");
             let want = match *name {
                 "none" | "uncond" => 1,
-                "ierg-uncond" if t < 0.2 => 1, // both branches are the same before κ
+                "ierg-uncond" if t < 0.2 => 1,                        // both branches are the same before κ
                 "cfg-zero-star" | "ierg-zero-star" if step == 0 => 0, // zero-init: no evaluation
-                "cfg-interval" | "ierg-interval" if t < 0.156 => 1, // outside the guidance interval
+                "cfg-interval" | "ierg-interval" if t < 0.156 => 1,   // outside the guidance interval
                 "slg" | "cfg+pag" | "cfg+seg" | "cfg+sag" | "cfg+nag" => 3,
                 _ => 2,
             };
