@@ -95,9 +95,24 @@ pub fn labelled_comparison(panels: &[Panel], row_labels: &[String], row_height: 
         let title_style = TextStyle::from(("sans-serif", 17).into_font()).color(&BLACK);
         let label_style = TextStyle::from(("sans-serif", 15).into_font()).color(&BLACK);
         let err = |e: plotters::drawing::DrawingAreaErrorKind<_>| Error::Other(e.to_string());
+        // A title fits its panel: a smaller font first, then cut with "…" (titles never overlap).
+        let room = (pw + gap).saturating_sub(8);
+        let fits = |text: &str, style: &TextStyle| root.estimate_text_size(text, style).map(|(w, _)| w <= room).unwrap_or(true);
         for (i, p) in panels.iter().enumerate() {
             let (x, y) = origin(i);
-            root.draw(&Text::new(p.title.clone(), (x as i32 + 4, y as i32 + 6), title_style.clone())).map_err(err)?;
+            let mut style = title_style.clone();
+            let mut text = p.title.clone();
+            for size in [15.0, 13.0, 11.0] {
+                if fits(&text, &style) {
+                    break;
+                }
+                style = TextStyle::from(("sans-serif", size).into_font()).color(&BLACK);
+            }
+            while !fits(&text, &style) && text.chars().count() > 1 {
+                let keep = text.chars().count().saturating_sub(2);
+                text = text.chars().take(keep).collect::<String>() + "…";
+            }
+            root.draw(&Text::new(text, (x as i32 + 4, y as i32 + 6), style)).map_err(err)?;
         }
         for band in 0..bands {
             for (i, l) in row_labels.iter().enumerate() {

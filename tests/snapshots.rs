@@ -240,3 +240,17 @@ fn ch08_tau_c_sweep_on_a_tiny_text_model() {
     }
     insta::assert_json_snapshot!("ch08_tau_c", summary);
 }
+
+#[test]
+fn comparison_titles_never_overflow_into_the_next_panel() {
+    use erg::imaging::{labelled_comparison, Panel};
+    let tile = image::RgbImage::from_pixel(40, 40, image::Rgb([200, 200, 200]));
+    let long = "IERG-INTERVAL, w = 3, τ = 0.01, κ = 0.3, blocks [2, 4)".to_string();
+    let panels = vec![Panel { title: long.clone(), image: tile.clone() }, Panel { title: long, image: tile }];
+    let img = labelled_comparison(&panels, &[], 40, 0, 2).unwrap();
+    // label_w = 0, gap = 16, panel width 40: panel 1 starts at x = 16 + 56 = 72; its title at 76
+    let ink = (68..76).any(|x| (0..30).any(|y| img.get_pixel(x, y).0 != [255, 255, 255]));
+    assert!(!ink, "panel 0's title ran into panel 1's");
+    let any_title = (16..60).any(|x| (0..30).any(|y| img.get_pixel(x, y).0 != [255, 255, 255]));
+    assert!(any_title, "the title is drawn");
+}
