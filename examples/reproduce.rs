@@ -76,7 +76,7 @@ struct MethodReport {
 /// method rectifies attention) or a JSON file.
 fn method(name: &str, args: &Args, depth: usize) -> anyhow::Result<Guidance> {
     if name.ends_with(".json") {
-        let text = common::read_to_string(name).map_err(|e| anyhow::anyhow!("--guidance {name}: {e}"))?;
+        let text = std::fs::read_to_string(name).map_err(|e| anyhow::anyhow!("--guidance {name}: {e}"))?;
         return serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--guidance {name}: not a Guidance JSON: {e}"));
     }
     let mut g = preset(name, args.guidance_scale, depth)?;

@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
         v.iter().map(|s| s.to_string()).collect()
     });
     let selected: std::collections::BTreeMap<String, Guidance> = match &a.selected {
-        Some(p) => serde_json::from_str(&common::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?)?,
+        Some(p) => serde_json::from_str(&common::read_to_string(p)?).map_err(|e| anyhow::anyhow!("--selected {}: {e}", p.display()))?,
         None => Default::default(),
     };
     let bench = Bench::from_paths(&a.paths.dit_paths(), &device)?;

@@ -8,14 +8,13 @@
 //!
 //! S(G) = mean over steps and samples of RMS_pixels(v_G(x_t) − v_pos(x_t)),
 //!
-//! with v_pos the positive branch alone (standard attention, the method's positive condition) at
-//! the same x_t. Steps a method does not evaluate (CFG-Zero*'s zero-init) are left out, as are
+//! with v_pos the positive prediction the method guided from at the same x_t (its positive
+//! condition, CADS noise included, standard attention; [`Guider::velocity_and_positive`]). Steps a method does not evaluate (CFG-Zero*'s zero-init) are left out, as are
 //! steps outside its window, which count as zero. [`match_strength`] finds the factor on a
 //! method's term scales at which its strength equals a target (e.g. CFG's at w = 3).
 use candle_core::Tensor;
 use serde::Serialize;
 
-use crate::attention::{AttentionPlan, ForwardPlan};
 use crate::flow::uniform_schedule;
 use crate::guidance::{Guidance, Guider, Models};
 use crate::models::Denoiser;
@@ -34,14 +33,12 @@ pub fn guidance_strength<M: Denoiser>(models: Models<'_, M>, guidance: &Guidance
     let b = cond.dim(0)?;
     let mut x = per_sample_noise(seed, 0, b, &[c, h, w], cond.device())?;
     let mut guider = Guider::new(guidance, models, rand::RngCore::next_u64(&mut crate::rng::stream(seed, 0)))?;
-    let pos_emb = model.embed_request(cond, guidance.positive)?;
-    let plan = ForwardPlan::uniform(b, AttentionPlan::standard());
     let (mut total, mut counted) = (0.0, 0usize);
     for (i, win) in uniform_schedule(num_steps).windows(2).enumerate() {
         let t = win[0];
-        let (v, nfe) = guider.velocity(&x, t, i, cond)?;
-        if nfe > 0 {
-            let pos = model.velocity_embedded(&x, &Tensor::full(t as f32, b, x.device())?, &pos_emb, &plan)?;
+        // the guider's own positive prediction: no second forward
+        let (v, pos, _) = guider.velocity_and_positive(&x, t, i, cond)?;
+        if let Some(pos) = pos {
             let rms = (&v - &pos)?.sqr()?.flatten_from(1)?.mean(1)?.sqrt()?.mean_all()?.to_scalar::<f32>()? as f64;
             total += rms;
             counted += 1;

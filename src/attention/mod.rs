@@ -314,16 +314,7 @@ impl ForwardPlan {
         let rows = self.groups[c.positive].0;
         let (p0, n0) = (self.group_start(c.positive), self.group_start(c.negative));
         let guided = c.nag.combine(&o.narrow(0, p0, rows)?, &o.narrow(0, n0, rows)?)?;
-        let b = o.dim(0)?;
-        let mut parts = vec![];
-        if p0 > 0 {
-            parts.push(o.narrow(0, 0, p0)?);
-        }
-        parts.push(guided);
-        if p0 + rows < b {
-            parts.push(o.narrow(0, p0 + rows, b - p0 - rows)?);
-        }
-        Ok(Tensor::cat(&parts, 0)?)
+        replace_rows(o, p0, &guided)
     }
 
     /// The image stream `x` (B, N, D) after a block with the negative group's rows replaced by
@@ -331,18 +322,10 @@ impl ForwardPlan {
     pub fn nag_share_image(&self, x: Tensor) -> Result<Tensor> {
         let Some(c) = self.nag else { return Ok(x) };
         let rows = self.groups[c.positive].0;
-        let (p0, n0) = (self.group_start(c.positive), self.group_start(c.negative));
-        let b = x.dim(0)?;
-        let mut parts = vec![];
-        if n0 > 0 {
-            parts.push(x.narrow(0, 0, n0)?);
-        }
-        parts.push(x.narrow(0, p0, rows)?);
-        if n0 + rows < b {
-            parts.push(x.narrow(0, n0 + rows, b - n0 - rows)?);
-        }
-        Ok(Tensor::cat(&parts, 0)?)
+        let positive = x.narrow(0, self.group_start(c.positive), rows)?;
+        replace_rows(&x, self.group_start(c.negative), &positive)
     }
+
     /// One plan for all `batch` rows, sampling with the fused kernels.
     pub fn uniform(batch: usize, plan: AttentionPlan) -> Self {
         Self::new(vec![(batch, plan)])
@@ -475,6 +458,20 @@ impl ForwardPlan {
         }
         Ok(Tensor::cat(&outs, 0)?)
     }
+}
+
+/// `t` (B, ...) with rows `at..at + rows.dim(0)` replaced by `rows`.
+fn replace_rows(t: &Tensor, at: usize, rows: &Tensor) -> Result<Tensor> {
+    let (b, n) = (t.dim(0)?, rows.dim(0)?);
+    let mut parts = Vec::with_capacity(3);
+    if at > 0 {
+        parts.push(t.narrow(0, 0, at)?);
+    }
+    parts.push(rows.clone());
+    if at + n < b {
+        parts.push(t.narrow(0, at + n, b - at - n)?);
+    }
+    Ok(Tensor::cat(&parts, 0)?)
 }
 
 /// A packed projection `qkv` (B, N, 3·H·d_h), per token [q | k | v] of H heads each (DiT's and

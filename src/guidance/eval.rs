@@ -106,6 +106,13 @@ impl<'a, M: Denoiser> Guider<'a, M> {
     /// (B, ...). Returns the velocity (B, C, H, W) and the number of function evaluations per
     /// sample at this step.
     pub fn velocity(&mut self, x: &Tensor, t: f64, step: usize, cond: &Tensor) -> Result<(Tensor, usize)> {
+        self.velocity_and_positive(x, t, step, cond).map(|(v, _, nfe)| (v, nfe))
+    }
+
+    /// [`Self::velocity`] with the positive prediction (B, C, H, W) it was guided from (the
+    /// positive condition, CADS noise included, standard attention; NAG's guided attention when
+    /// the method uses NAG); `None` on a step that evaluates nothing (CFG-Zero*'s zero-init).
+    pub fn velocity_and_positive(&mut self, x: &Tensor, t: f64, step: usize, cond: &Tensor) -> Result<(Tensor, Option<Tensor>, usize)> {
         let g = self.guidance;
         let main = self.models.main;
         let b = x.dim(0)?;
@@ -114,7 +121,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
         }
         if let Combiner::CfgZeroStar(z) = &g.combiner {
             if step < z.zero_init_steps {
-                return Ok((x.zeros_like()?, 0)); // zero-init: v = 0, no model evaluation
+                return Ok((x.zeros_like()?, None, 0)); // zero-init: v = 0, no model evaluation
             }
         }
         let mut pos_emb = self.embedded(cond, g.positive, ModelChoice::Main)?;
@@ -218,7 +225,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
         }
         let nfe = 1 + negs.len() + usize::from(nag_group.is_some());
         let v = self.combine(x, t, &pos, &negs)?;
-        Ok((v, nfe))
+        Ok((v, Some(pos), nfe))
     }
 
     fn combine(&mut self, x: &Tensor, t: f64, pos: &Tensor, negs: &[(usize, Tensor)]) -> Result<Tensor> {
