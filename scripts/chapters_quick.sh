@@ -5,7 +5,6 @@
 # records every weight file it read in summary.json. Prints the wall time of each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824
 bin=target/release/examples
 for ex in $(ls examples/ch[0-9][0-9]_*.rs | xargs -n1 basename | sed 's/\.rs$//'); do
   flags="--quick"

@@ -11,7 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ERG_QUICK="${ERG_QUICK:-1}"
-export MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=68719476736 MALLOC_TOP_PAD_=1073741824
 command -v evcxr_jupyter >/dev/null || cargo install evcxr_jupyter --locked
 python3 -c "import nbconvert, nbclient, jupyter_client" 2>/dev/null || python3 -m pip install -q jupyter_client nbconvert nbclient ipykernel
 evcxr_jupyter --install >/dev/null

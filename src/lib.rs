@@ -13,6 +13,7 @@
 //! - [`guidance`]: Eq. (10), Δ = w·D(x, c) + (1−w)·D_neg(x, c_neg), with the negative branch as data;
 //! - [`data`], [`train`], [`checkpoint`], [`imaging`]: the shipped data sets, training, weights on
 //!   disk and image grids.
+pub mod alloc;
 pub mod analysis;
 pub mod attention;
 pub mod checkpoint;
