@@ -100,7 +100,7 @@ fn ch05_velocity_variance_on_a_tiny_text_model() {
     use erg::text::TextRectification;
     let m = common::t2i_model(70);
     let prompts = common::t2i_prompts();
-    let rect = TextRectification { tau: 0.01, l_min: 0, l_max: 2 };
+    let rect = TextRectification::new(0.01, 0, 2);
     // 6 noises: with 5, a median sat at 0.52505, where summation order flips the 4th decimal.
     let vv = initial_velocity_variance(&m, &prompts, &rect, 6, 0).unwrap();
     assert_eq!(vv.marginal_null.len(), 3 * 8 * 8);

@@ -33,7 +33,7 @@ fn packed_embeddings_and_the_c_erg_negative() {
     assert_eq!(plain.get(0).unwrap().get(5).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     let pooled_norm = plain.get(1).unwrap().get(6).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
     assert!((pooled_norm - 1.0).abs() < 1e-5);
-    let rect = TextRectification { tau: 0.01, l_min: 0, l_max: 2 };
+    let rect = TextRectification::new(0.01, 0, 2);
     let rectified = enc.encode_ids(&ids, Some(&rect)).unwrap();
     let empty = enc.encode_ids(&empty_prompt_ids(2, 6, &Device::Cpu).unwrap(), None).unwrap();
     // C-ERG's negative is neither the prompt nor the empty prompt
@@ -247,7 +247,7 @@ fn real_minilm_prompts_when_cached() {
     assert_eq!(rows[1], empty_prompt_ids(1, 16, &Device::Cpu).unwrap().to_vec2::<u32>().unwrap()[0]);
     assert_eq!(rows[2][15], 102); // cut, ending with [SEP]
     let plain = enc.encode_ids(&ids, None).unwrap();
-    let rect = enc.encode_ids(&ids, Some(&TextRectification { tau: 0.01, l_min: 0, l_max: 6 })).unwrap();
+    let rect = enc.encode_ids(&ids, Some(&TextRectification::new(0.01, 0, 6))).unwrap();
     assert_eq!(plain.dims(), &[3, 17, 384]);
     assert!(max_abs_diff(&plain, &rect) > 1e-2);
 }

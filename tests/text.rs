@@ -49,12 +49,12 @@ fn matches_candle_transformers_bert_and_rectifies_only_chosen_layers() {
         let d = max_abs_diff(&got.get(row).unwrap().narrow(0, 0, len).unwrap(), &want.get(row).unwrap().narrow(0, 0, len).unwrap());
         assert!(d < 1e-4, "row {row}: {d}");
     }
-    let tau1 = ours.forward(&ids, Some(&mask), Some(&TextRectification { tau: 1.0, l_min: 0, l_max: 3 })).unwrap();
+    let tau1 = ours.forward(&ids, Some(&mask), Some(&TextRectification::new(1.0, 0, 3))).unwrap();
     assert!(max_abs_diff(&tau1, &got) < 1e-6, "τ_c = 1 is the plain encoder");
     // τ_c = 0.01 in layer 0 moves the output measurably (random weights make later layers' attention
     // matter less: 5e-3 for layer 1, 1e-4 for layer 2); a 1-layer encoder (layer 0 of the same
     // weights) is unaffected by a range that starts at layer 1 — only the chosen layers change.
-    let cold = ours.forward(&ids, Some(&mask), Some(&TextRectification { tau: 0.01, l_min: 0, l_max: 1 })).unwrap();
+    let cold = ours.forward(&ids, Some(&mask), Some(&TextRectification::new(0.01, 0, 1))).unwrap();
     let moved = max_abs_diff(&cold, &got);
     assert!(moved > 1e-2, "τ_c = 0.01 in layer 0 moved the states by only {moved}");
     let one = MiniLmConfig { num_hidden_layers: 1, ..cfg.clone() };
@@ -62,11 +62,11 @@ fn matches_candle_transformers_bert_and_rectifies_only_chosen_layers() {
         random_weights(&cfg).into_iter().filter(|(k, _)| !k.contains("layer.1.") && !k.contains("layer.2.")).collect();
     let first = MiniLm::new(&one, VarBuilder::from_tensors(w1, DType::F32, &Device::Cpu)).unwrap();
     let a = first.forward(&ids, Some(&mask), None).unwrap();
-    let b = first.forward(&ids, Some(&mask), Some(&TextRectification { tau: 0.01, l_min: 1, l_max: 1 })).unwrap();
+    let b = first.forward(&ids, Some(&mask), Some(&TextRectification::new(0.01, 1, 1))).unwrap();
     assert!(max_abs_diff(&a, &b) < 1e-6);
-    assert!(first.forward(&ids, Some(&mask), Some(&TextRectification { tau: 0.01, l_min: 1, l_max: 2 })).is_err(), "a range past the depth is an error");
-    assert!(TextRectification { tau: 0.0, l_min: 0, l_max: 1 }.validate(3).is_err());
-    assert!(TextRectification { tau: 0.5, l_min: 2, l_max: 4 }.validate(3).is_err());
+    assert!(first.forward(&ids, Some(&mask), Some(&TextRectification::new(0.01, 1, 2))).is_err(), "a range past the depth is an error");
+    assert!(TextRectification::new(0.0, 0, 1).validate(3).is_err());
+    assert!(TextRectification::new(0.5, 2, 4).validate(3).is_err());
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn real_minilm_through_hf_hub_when_cached() {
     let (apple, fruit, car) = (enc("a red apple", None), enc("a piece of fruit", None), enc("a racing car", None));
     assert!(cos(&apple, &fruit) > cos(&apple, &car), "semantic similarity: apple~fruit {} vs apple~car {}", cos(&apple, &fruit), cos(&apple, &car));
     // C-ERG's weak conditioning differs from the plain one but stays a normalised embedding.
-    let weak = enc("a red apple", Some(&TextRectification { tau: 0.01, l_min: 0, l_max: 6 }));
+    let weak = enc("a red apple", Some(&TextRectification::new(0.01, 0, 6)));
     assert!(cos(&apple, &weak) < 0.999);
     assert!((cos(&weak, &weak) - 1.0).abs() < 1e-4);
 }

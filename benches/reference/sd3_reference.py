@@ -56,7 +56,7 @@ def bytes_to_unicode():
     return [chr(c) for c in cs]
 
 
-def clip_tokenizer(dirname, pad):
+def clip_tokenizer(pad):
     """CLIP's vocabulary layout on a tiny merge list: 256 byte symbols, the same with </w>, merges, then
     <|startoftext|>, <|endoftext|> (the highest id, as in CLIP)."""
     chars = bytes_to_unicode()
@@ -71,13 +71,7 @@ def clip_tokenizer(dirname, pad):
             if cur not in vocab:
                 vocab.append(cur)
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    os.makedirs(dirname, exist_ok=True)
-    with open(f"{dirname}/vocab.json", "w") as f:
-        json.dump({t: i for i, t in enumerate(vocab)}, f)
-    with open(f"{dirname}/merges.txt", "w") as f:
-        f.write("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    tok = CLIPTokenizerFast(vocab_file=f"{dirname}/vocab.json", merges_file=f"{dirname}/merges.txt", pad_token=pad, model_max_length=77)
-    shutil.rmtree(dirname)
+    tok = CLIPTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, merges=[tuple(m.split(" ")) for m in dict.fromkeys(merges)], pad_token=pad, model_max_length=77)
     return tok, len(vocab)
 
 
@@ -201,8 +195,8 @@ def main():
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
 
-    tok_l, vocab = clip_tokenizer(f"{out}/_tok_l", "<|endoftext|>")
-    tok_g, _ = clip_tokenizer(f"{out}/_tok_g", "!")
+    tok_l, vocab = clip_tokenizer("<|endoftext|>")
+    tok_g, _ = clip_tokenizer("!")
     tok_t5, t5_vocab = t5_tokenizer()
     eos = tok_l.convert_tokens_to_ids("<|endoftext|>")
     bos = tok_l.convert_tokens_to_ids("<|startoftext|>")

@@ -95,7 +95,7 @@ impl TextErg {
         let (l_min, l_max) = scale_block_range(10, 17, 24, depth);
         Self {
             ierg: IErg { energy: Energy { tau: 0.01, alpha: 1.0, gamma: 1.5, steps: 1 }, kappa: 0.4, l_min, l_max },
-            text: TextRectification { tau: 0.01, l_min: 0, l_max: text_layers },
+            text: TextRectification::new(0.01, 0, text_layers),
         }
     }
     /// C-ERG alone: the rectified prompt, standard attention.

@@ -58,6 +58,10 @@ impl MiniLmConfig {
 }
 
 /// C-ERG: temperature τ_c > 0 on the self-attention logits of layers `l_min ≤ l < l_max`.
+///
+/// A model with several text encoders (SD3: CLIP-L, CLIP-G, T5) reads one range per encoder from
+/// `encoder_layers` when it is set (Table 7 gives SD3-medium's per encoder), else the same
+/// [`l_min`, `l_max`) in each. Construct with [`TextRectification::new`] or a struct literal.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextRectification {
@@ -67,15 +71,51 @@ pub struct TextRectification {
     pub l_min: usize,
     /// One past the last.
     pub l_max: usize,
+    /// Per-encoder [l_min, l_max) in the model's encoder order; replaces (`l_min`, `l_max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_layers: Option<[(usize, usize); 3]>,
+    /// Where τ_c goes in an attention with an additive position bias B (T5): see [`BiasTemperature`].
+    #[serde(default, skip_serializing_if = "BiasTemperature::is_default")]
+    pub bias: BiasTemperature,
+}
+
+/// Where C-ERG's temperature goes when the attention logits carry an additive bias B (T5's
+/// relative position bias; encoders without one ignore this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BiasTemperature {
+    /// τ·(QKᵀ + B): a true softmax temperature on the whole logit (the default; ERG's Eq. 9
+    /// rescales the logits).
+    #[default]
+    WholeLogit,
+    /// τ·QKᵀ + B: the bias keeps its strength (what implementations that scale q do).
+    QkOnly,
+}
+
+impl BiasTemperature {
+    fn is_default(&self) -> bool {
+        *self == Self::WholeLogit
+    }
 }
 
 impl TextRectification {
-    fn tau_at(&self, l: usize) -> f64 {
+    /// τ_c in layers [l_min, l_max) of every encoder.
+    pub fn new(tau: f64, l_min: usize, l_max: usize) -> Self {
+        Self { tau, l_min, l_max, encoder_layers: None, bias: BiasTemperature::WholeLogit }
+    }
+    /// τ_c at layer `l`.
+    pub(crate) fn tau_at(&self, l: usize) -> f64 {
         if l >= self.l_min && l < self.l_max {
             self.tau
         } else {
             1.0
         }
+    }
+    /// The rectification of encoder `i` of a multi-encoder model: its range from
+    /// `encoder_layers`, or (`l_min`, `l_max`).
+    pub fn for_encoder(&self, i: usize) -> Self {
+        let (l_min, l_max) = self.encoder_layers.map_or((self.l_min, self.l_max), |r| r[i.min(2)]);
+        Self { l_min, l_max, encoder_layers: None, ..*self }
     }
     /// Checks τ_c > 0 and `l_min ≤ l_max ≤ layers`.
     pub fn validate(&self, layers: usize) -> Result<()> {
