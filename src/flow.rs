@@ -114,6 +114,33 @@ pub fn uniform_schedule(num_steps: usize) -> Vec<f64> {
     (0..=num_steps).map(|i| i as f64 / num_steps as f64).collect()
 }
 
+/// The σ grid of diffusers' `FlowMatchEulerDiscreteScheduler.set_timesteps` (SD3, SD3.5) for
+/// `num_steps` steps with time shift `shift` (SD3: 3.0) over `num_train_timesteps` (1000):
+/// shift(σ) = s·σ / (1 + (s − 1)·σ); the training grid's smallest σ, 1/1000, is shifted once, the
+/// inference grid runs linearly in timestep units from 1000 down to it and is shifted again, then
+/// 0 is appended. Returns `num_steps + 1` values from 1 to 0 (SD3 time: σ = 1 is noise); for four
+/// steps [1, 0.8577, 0.6022, 0.0089, 0]. (candle's SD3 example instead shifts
+/// linspace(1, 0, N + 1); its last non-zero σ is ≈ 0.10.)
+pub fn flow_match_sigmas(num_steps: usize, shift: f64, num_train_timesteps: usize) -> Vec<f64> {
+    let shifted = |s: f64| shift * s / (1.0 + (shift - 1.0) * s);
+    let n = num_train_timesteps as f64;
+    let (t_max, t_min) = (shifted(1.0) * n, shifted(1.0 / n) * n);
+    let mut sigmas: Vec<f64> = (0..num_steps)
+        .map(|i| {
+            let frac = if num_steps == 1 { 0.0 } else { i as f64 / (num_steps - 1) as f64 };
+            shifted((t_max + (t_min - t_max) * frac) / n)
+        })
+        .collect();
+    sigmas.push(0.0);
+    sigmas
+}
+
+/// [`flow_match_sigmas`] in the crate's time (t = 1 − σ, increasing from 0 = noise to 1 = data),
+/// converted here and nowhere else; Euler on it is diffusers' `FlowMatchEulerDiscreteScheduler.step`.
+pub fn flow_match_schedule(num_steps: usize, shift: f64) -> Vec<f64> {
+    flow_match_sigmas(num_steps, shift, 1000).into_iter().map(|s| 1.0 - s).collect()
+}
+
 /// What the sampler tells the callback after each step.
 pub struct StepInfo<'a> {
     /// Step index, 0-based.

@@ -61,7 +61,7 @@ impl WeightSource {
                 Err(Error::Missing { path: p.clone(), hint: "pass an existing weight file, or hf://org/name/file to fetch it with hf-hub".into() })
             }
             Self::Hub { repo, revision, file } => {
-                let api = ApiBuilder::from_env().with_progress(true).build().map_err(|e| Error::Other(format!("hf-hub: {e}")))?;
+                let api = api()?;
                 api.repo(Repo::with_revision(repo.clone(), RepoType::Model, revision.clone())).get(file).map_err(|e| Error::Missing {
                     path: PathBuf::from(format!("hf://{repo}@{revision}/{file}")),
                     hint: format!("hf-hub could not fetch it ({e}); offline, put it in the hf-hub cache (see erg::hub::populate_cache) or pass a local path"),
@@ -69,6 +69,53 @@ impl WeightSource {
             }
         }
     }
+}
+
+/// The hf-hub client: the cache of `$HF_HOME` (hf-hub's `from_env`), progress bars, and the
+/// access token of `HF_TOKEN` when set (hf-hub 0.4 itself reads only `$HF_HOME/token`), which
+/// the gated repositories (SD3, SD3.5) need.
+fn api() -> Result<hf_hub::api::sync::Api> {
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    let mut b = ApiBuilder::from_env().with_progress(true);
+    if token.is_some() {
+        b = b.with_token(token);
+    }
+    b.build().map_err(|e| Error::Other(format!("hf-hub: {e}")))
+}
+
+/// Downloads (or finds in the cache) the files of model repository `repo` (at `main`) whose paths
+/// start with one of `prefixes`: configs (`*.json`), tokenizers (`tokenizer.json`) and
+/// safetensors weights (full precision when both it and an `.fp16`/`.bf16` variant exist).
+/// Returns the local snapshot folder. Errors say what to do (token, network, cache).
+pub fn snapshot(repo: &str, prefixes: &[&str]) -> Result<PathBuf> {
+    let api = api()?;
+    let r = api.repo(Repo::new(repo.to_string(), RepoType::Model));
+    let hint = |e: String| Error::Missing {
+        path: PathBuf::from(format!("hf://{repo}")),
+        hint: format!(
+            "hf-hub could not list or fetch it ({e}); gated repositories need HF_TOKEN (and the licence accepted on the Hub); offline, pass a local folder"
+        ),
+    };
+    let info = r.info().map_err(|e| hint(e.to_string()))?;
+    let names: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let variant = |n: &str| n.contains(".fp16.") || n.contains(".bf16.") || n.contains(".fp16-") || n.contains(".bf16-");
+    let wanted: Vec<&String> = names
+        .iter()
+        .filter(|n| prefixes.iter().any(|p| n.starts_with(p)))
+        .filter(|n| n.ends_with(".json") || n.ends_with(".safetensors"))
+        .filter(|n| {
+            let dir = n.rsplit_once('/').map_or("", |(d, _)| d);
+            !(variant(n) && names.iter().any(|m| m.starts_with(dir) && m.ends_with(".safetensors") && !variant(m)))
+        })
+        .collect();
+    let mut root = None;
+    for n in wanted {
+        let p = r.get(n).map_err(|e| hint(e.to_string()))?;
+        if n == "model_index.json" {
+            root = p.parent().map(Path::to_path_buf);
+        }
+    }
+    root.ok_or_else(|| hint("no model_index.json: not a diffusers repository".into()))
 }
 
 /// Copies `files` ((name in the repository, source path)) into the hf-hub cache at `cache_dir`

@@ -3,7 +3,7 @@ use candle_core::{Device, Tensor};
 use rand::RngCore;
 use serde::Serialize;
 
-use crate::flow::{euler, uniform_schedule};
+use crate::flow::euler;
 use crate::guidance::{Guidance, Guider, Models};
 use crate::models::Denoiser;
 use crate::rng::per_sample_noise;
@@ -38,7 +38,8 @@ pub struct Samples {
 }
 
 /// Samples one image per row of `cond` with `guidance`: Euler integration of the guided velocity
-/// (ERG Eq. 10 per step, [`Guider`]) on [`uniform_schedule`]`(cfg.num_steps)` from t = 0 (noise)
+/// (ERG Eq. 10 per step, [`Guider`]) on the model's time grid ([`Denoiser::schedule`]: uniform, or
+/// SD3's shifted grid) for `cfg.num_steps` steps from t = 0 (noise)
 /// to t = 1 (data), in chunks of `cfg.batch_size` rows.
 ///
 /// - `models`: the main model and, for AutoGuidance, the weak one;
@@ -69,7 +70,7 @@ pub fn sample<M: Denoiser>(
     }
     let n = cond.dim(0)?;
     let (c, h, w) = model.image_shape();
-    let schedule = uniform_schedule(cfg.num_steps);
+    let schedule = model.schedule(cfg.num_steps);
     let chunks = n.div_ceil(cfg.batch_size);
     let total = chunks * cfg.num_steps;
     let mut outs = Vec::with_capacity(chunks);

@@ -11,7 +11,7 @@ mod integrity;
 mod strict;
 
 pub use integrity::{all_finite, file_sha256, sha256_hex, CHECKSUMS};
-pub use strict::build_strict;
+pub use strict::{build_strict, build_strict_dtype};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

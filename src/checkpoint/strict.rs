@@ -41,8 +41,19 @@ impl SimpleBackend for Tracked {
 /// Errors: the model asks for a tensor the file lacks or has with another shape, or leaves
 /// tensors of the file unused; both mean the file does not hold the model its card describes.
 pub fn build_strict<M>(path: &Path, tensors: HashMap<String, Tensor>, device: &Device, build: impl FnOnce(VarBuilder<'static>) -> Result<M>) -> Result<M> {
+    build_strict_dtype(path, tensors, DType::F32, device, build)
+}
+
+/// [`build_strict`] with the model's weights in `dtype` (f16/bf16 on GPUs).
+pub fn build_strict_dtype<M>(
+    path: &Path,
+    tensors: HashMap<String, Tensor>,
+    dtype: DType,
+    device: &Device,
+    build: impl FnOnce(VarBuilder<'static>) -> Result<M>,
+) -> Result<M> {
     let tracked = Tracked { tensors: Arc::new(tensors), used: Arc::new(Mutex::new(BTreeSet::new())) };
-    let vb = VarBuilder::from_backend(Box::new(tracked.clone()), DType::F32, device.clone());
+    let vb = VarBuilder::from_backend(Box::new(tracked.clone()), dtype, device.clone());
     let model = build(vb).map_err(|e| Error::corrupt(path, format!("the weights do not match the model configuration: {e}")))?;
     let used = tracked.used.lock().expect("not poisoned");
     let mut unused: Vec<&String> = tracked.tensors.keys().filter(|k| !used.contains(*k)).collect();

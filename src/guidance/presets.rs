@@ -98,6 +98,20 @@ impl TextErg {
             text: TextRectification::new(0.01, 0, text_layers),
         }
     }
+    /// Table 7's SD3-medium row: I-ERG with τ = 0.01, α = γ = K = 1 in blocks 6–8 of 24 when
+    /// t > κ = 0.2; C-ERG with τ_c = 0.1 in CLIP-L layers 1–10 of 12, CLIP-G 1–31 of 32 and T5
+    /// 1–22 of 24. Ranges "a–b" are read as [a, b), as everywhere in the crate (Table 7 does not
+    /// say whether its ends are inclusive), and scaled to a denoiser of `depth` blocks and encoders
+    /// of `encoder_layers` = [CLIP-L, CLIP-G, T5] layers.
+    pub fn sd3(depth: usize, encoder_layers: [usize; 3]) -> Self {
+        let (l_min, l_max) = scale_block_range(6, 8, 24, depth);
+        let [l, g, t] = encoder_layers;
+        let ranges = [scale_block_range(1, 10, 12, l), scale_block_range(1, 31, 32, g), scale_block_range(1, 22, 24, t)];
+        Self {
+            ierg: IErg { energy: Energy::temperature(0.01), kappa: 0.2, l_min, l_max },
+            text: TextRectification { encoder_layers: Some(ranges), ..TextRectification::new(0.1, ranges[0].0, ranges[0].1) },
+        }
+    }
     /// C-ERG alone: the rectified prompt, standard attention.
     pub fn c_erg_branch(&self) -> Branch {
         Branch::plain(Condition::Rectified(self.text))
@@ -185,9 +199,15 @@ pub fn preset(name: &str, guidance_scale: f64, depth: usize) -> Result<Guidance>
 /// without one): with a text encoder, `ierg`, `cerg`, `erg`, `erg+apg` and `erg+cads` use
 /// [`TextErg::defaults`].
 pub fn preset_for(name: &str, guidance_scale: f64, depth: usize, text_layers: Option<usize>) -> Result<Guidance> {
+    preset_with_text(name, guidance_scale, depth, text_layers.map(|l| TextErg::defaults(depth, l)))
+}
+
+/// [`preset`] for a text-to-image model whose ERG settings are `text` (e.g. [`TextErg::sd3`]);
+/// `None` for a model without a text encoder.
+pub fn preset_with_text(name: &str, guidance_scale: f64, depth: usize, text: Option<TextErg>) -> Result<Guidance> {
     let w = guidance_scale;
     // The methods adopted since the paper: a base method with another combiner or an interval.
-    let derived = |base: &str, f: &dyn Fn(Guidance) -> Result<Guidance>| -> Result<Guidance> { Ok(f(preset_for(base, w, depth, text_layers)?)?.named(name)) };
+    let derived = |base: &str, f: &dyn Fn(Guidance) -> Result<Guidance>| -> Result<Guidance> { Ok(f(preset_with_text(base, w, depth, text)?)?.named(name)) };
     match name {
         "cfg-zero-star" => return derived("cfg", &|g| g.with_combiner(Combiner::CfgZeroStar(CfgZeroStar::default()))),
         "ierg-zero-star" => return derived("ierg", &|g| g.with_combiner(Combiner::CfgZeroStar(CfgZeroStar::default()))),
@@ -198,7 +218,7 @@ pub fn preset_for(name: &str, guidance_scale: f64, depth: usize, text_layers: Op
         _ => {}
     }
     if matches!(name, "nag" | "cfg+nag") {
-        if text_layers.is_none() {
+        if text.is_none() {
             return Err(Error::hp(format!(
                 "{name}: NAG guides between text contexts inside attention; it needs a text-to-image model (a class-conditional DiT receives its class through adaLN)"
             )));
@@ -207,8 +227,7 @@ pub fn preset_for(name: &str, guidance_scale: f64, depth: usize, text_layers: Op
         let base = if name == "nag" { Guidance::none() } else { Guidance::cfg(w) };
         return Ok(Guidance { nag, ..base }.named(name));
     }
-    if let Some(layers) = text_layers {
-        let te = TextErg::defaults(depth, layers);
+    if let Some(te) = text {
         let one = |n: &str, b: Branch| Guidance { name: n.into(), terms: vec![term(b, w - 1.0)], ..Guidance::none() };
         match name {
             "ierg" => return Ok(one(name, te.ierg.branch(Condition::Null))),

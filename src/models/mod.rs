@@ -6,6 +6,8 @@
 pub mod dit;
 pub mod embed;
 pub mod mmdit;
+pub mod sd3;
+pub mod vae;
 
 use candle_core::Tensor;
 
@@ -38,6 +40,13 @@ pub trait Denoiser {
 
     /// Token grid (rows, cols) of the image tokens, in row-major order (SEG, SAG).
     fn token_grid(&self) -> (usize, usize);
+
+    /// The sampling time grid for `num_steps` steps (`num_steps + 1` increasing times from 0 to
+    /// 1): uniform for the crate's models ([`crate::flow::uniform_schedule`]); a pipeline that
+    /// mirrors a public one uses that one's grid (SD3: [`crate::flow::flow_match_schedule`]).
+    fn schedule(&self, num_steps: usize) -> Vec<f64> {
+        crate::flow::uniform_schedule(num_steps)
+    }
 
     /// Embeds a raw condition (class labels for DiT: (B,) u32) into the tensor the network
     /// consumes ((B, D) for DiT). CADS perturbs this embedding.

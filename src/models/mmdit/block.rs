@@ -2,6 +2,13 @@
 //! stream (`context_block`), each with its own adaLN modulation, qkv, projection and MLP, and one
 //! attention over the concatenated sequence. The last block's text stream is "pre-only" (qkv and
 //! a 2-way modulation, no output). Keys as in the SD3 checkpoints.
+//!
+//! MMDiT-X (SD3.5-medium, Stability-AI `mmditx.py`; diffusers' `use_dual_attention`): the image
+//! stream of the blocks in `MmditConfig::dual_attention_layers` has a second, image-only self-attention `attn2` with its own QK-norm
+//! and a 9-way modulation (the extra shift, scale, gate modulate the same normalised input; its
+//! gated output is added after the joint attention's, before the MLP). `attn2` uses the block's
+//! rectifier of the plan (rows grouped as for the joint attention), so I-ERG, PAG and SEG act on
+//! both attentions of a block; probes see only the joint attention.
 use candle_core::{Tensor, D};
 use candle_nn::VarBuilder;
 
@@ -21,6 +28,8 @@ pub(crate) struct Stream {
     ln_k: Option<Tensor>,
     /// Absent for a pre-only stream.
     post: Option<(Linear, Linear, Linear)>,
+    /// MMDiT-X's image-only attention: qkv, proj, ln_q, ln_k.
+    attn2: Option<(Linear, Linear, Tensor, Tensor)>,
     head_size: usize,
     activation: Activation,
 }
@@ -28,11 +37,19 @@ pub(crate) struct Stream {
 /// Per-stream state kept from before to after attention.
 pub(crate) struct Pending {
     mods: Vec<Tensor>,
+    /// MMDiT-X: the normalised input modulated with the second attention's shift and scale.
+    h2: Option<Tensor>,
 }
 
 impl Stream {
-    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, pre_only: bool, activation: Activation, vb: VarBuilder) -> Result<Self> {
-        let n_mods = if pre_only { 2 } else { 6 };
+    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, pre_only: bool, dual: bool, activation: Activation, vb: VarBuilder) -> Result<Self> {
+        let n_mods = if pre_only {
+            2
+        } else if dual {
+            9
+        } else {
+            6
+        };
         let post =
             if pre_only { None } else { Some((linear(d, d, vb.pp("attn.proj"))?, linear(d, 4 * d, vb.pp("mlp.fc1"))?, linear(4 * d, d, vb.pp("mlp.fc2"))?)) };
         let (ln_q, ln_k) = if qk_norm {
@@ -41,6 +58,12 @@ impl Stream {
         } else {
             (None, None)
         };
+        let attn2 = if dual {
+            let w = |n: &str| vb.pp(n).get_with_hints(head_size, "weight", candle_nn::Init::Const(1.0));
+            Some((linear(d, 3 * d, vb.pp("attn2.qkv"))?, linear(d, d, vb.pp("attn2.proj"))?, w("attn2.ln_q")?, w("attn2.ln_k")?))
+        } else {
+            None
+        };
         Ok(Self {
             ada_ln: linear(d, n_mods * d, vb.pp("adaLN_modulation.1"))?,
             n_mods,
@@ -48,6 +71,7 @@ impl Stream {
             ln_q,
             ln_k,
             post,
+            attn2,
             head_size,
             activation,
         })
@@ -56,8 +80,13 @@ impl Stream {
     /// Modulated, normalised input → the packed projection qkv (B, N, 3D).
     pub(crate) fn project(&self, x: &Tensor, c: &Tensor, ops: Ops) -> Result<(Tensor, Pending)> {
         let mods = self.ada_ln.forward(&c.silu()?, ops.kernels)?.chunk(self.n_mods, D::Minus1)?; // n_mods × (B, D)
-        let h = modulate(&layer_norm_no_affine(x, 1e-6, ops)?, &mods[0], &mods[1], ops)?; // (B, N, D)
-        Ok((self.qkv.forward(&h, ops.kernels)?, Pending { mods })) // (B, N, 3D)
+        let normed = layer_norm_no_affine(x, 1e-6, ops)?; // (B, N, D)
+        let h = modulate(&normed, &mods[0], &mods[1], ops)?; // (B, N, D)
+        let h2 = match self.attn2 {
+            Some(_) => Some(modulate(&normed, &mods[6], &mods[7], ops)?), // MMDiT-X
+            None => None,
+        };
+        Ok((self.qkv.forward(&h, ops.kernels)?, Pending { mods, h2 })) // (B, N, 3D)
     }
 
     /// qkv (B, N, 3D) → q, k, v (B, H, N, d_h), q and k RMS-normed if configured.
@@ -71,11 +100,20 @@ impl Stream {
         Ok((q, k, v))
     }
 
-    /// Attention output (B, N, D) → residual updates of attention and MLP.
-    pub(crate) fn post_attention(&self, x: &Tensor, attn: &Tensor, p: &Pending, ops: Ops) -> Result<Tensor> {
+    /// Attention output (B, N, D) → residual updates of attention (and MMDiT-X's second
+    /// attention, block `l` of `plan` on `grid`) and MLP.
+    pub(crate) fn post_attention(&self, x: &Tensor, attn: &Tensor, p: &Pending, l: usize, plan: &ForwardPlan, grid: (usize, usize)) -> Result<Tensor> {
+        let ops = plan.ops;
         let (proj, fc1, fc2) = self.post.as_ref().expect("post_attention on a pre-only stream");
         let (m, k) = (&p.mods, ops.kernels);
-        let x = gated_residual(x, &m[2], &proj.forward(attn, k)?, ops)?;
+        let mut x = gated_residual(x, &m[2], &proj.forward(attn, k)?, ops)?;
+        if let (Some((qkv2, proj2, lq, lk)), Some(h2)) = (&self.attn2, &p.h2) {
+            let heads = x.dim(2)? / self.head_size;
+            let (q, k2, v) = split_heads(&qkv2.forward(h2, k)?, heads)?; // (B, H, N, d_h) each
+            let (q, k2) = (rms_norm(&q, lq, 1e-6, ops)?, rms_norm(&k2, lk, 1e-6, ops)?);
+            let o = merge_heads(&plan.attend(l, &q, &k2, &v, Some(grid), &mut crate::attention::NoProbe)?)?; // (B, N, D)
+            x = gated_residual(&x, &m[8], &proj2.forward(&o, k)?, ops)?;
+        }
         let h = modulate(&layer_norm_no_affine(&x, 1e-6, ops)?, &m[3], &m[4], ops)?;
         let h = fc1.forward(&h, k)?; // (B, N, 4D)
         let h = match self.activation {
@@ -94,10 +132,10 @@ pub struct JointBlock {
 }
 
 impl JointBlock {
-    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, last: bool, activation: Activation, vb: VarBuilder) -> Result<Self> {
+    pub(crate) fn new(d: usize, head_size: usize, qk_norm: bool, last: bool, dual: bool, activation: Activation, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            x: Stream::new(d, head_size, qk_norm, false, activation, vb.pp("x_block"))?,
-            context: Stream::new(d, head_size, qk_norm, last, activation, vb.pp("context_block"))?,
+            x: Stream::new(d, head_size, qk_norm, false, dual, activation, vb.pp("x_block"))?,
+            context: Stream::new(d, head_size, qk_norm, last, false, activation, vb.pp("context_block"))?,
         })
     }
 
@@ -135,9 +173,9 @@ impl JointBlock {
         };
         let s = o.dim(1)?;
         let o_img = plan.nag_outputs(l, &o.narrow(1, 0, n)?)?; // NAG's guided image outputs, if coupled
-        let x_new = plan.nag_share_image(plan.keep_skipped(l, x, self.x.post_attention(x, &o_img, &px, ops)?)?)?;
+        let x_new = plan.nag_share_image(plan.keep_skipped(l, x, self.x.post_attention(x, &o_img, &px, l, plan, grid)?)?)?;
         let ctx_new = match self.context.post {
-            Some(_) => Some(plan.keep_skipped(l, ctx, self.context.post_attention(ctx, &o.narrow(1, n, s - n)?, &pc, ops)?)?),
+            Some(_) => Some(plan.keep_skipped(l, ctx, self.context.post_attention(ctx, &o.narrow(1, n, s - n)?, &pc, l, plan, grid)?)?),
             None => None,
         };
         Ok((x_new, ctx_new))

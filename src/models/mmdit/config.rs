@@ -35,6 +35,10 @@ pub struct MmditConfig {
     /// fused kernel trains several times faster on CPU.
     #[serde(default = "gelu_tanh")]
     pub activation: Activation,
+    /// MMDiT-X (SD3.5-medium): blocks whose image stream has the second, image-only attention
+    /// `attn2` (blocks 0–12 in SD3.5-medium).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dual_attention_layers: Vec<usize>,
 }
 
 impl MmditConfig {
@@ -53,11 +57,17 @@ impl MmditConfig {
             frequency_embedding_size: 256,
             qk_norm: false,
             activation: Activation::GeluTanh,
+            dual_attention_layers: vec![],
         }
     }
-    /// Stable Diffusion 3.5 large: 38 blocks, QK RMS-norm.
+    /// Stable Diffusion 3.5 large (and large-turbo): 38 blocks × 64 = 2432 wide, QK RMS-norm.
     pub fn sd3_5_large() -> Self {
         Self { depth: 38, qk_norm: true, ..Self::sd3_medium() }
+    }
+    /// Stable Diffusion 3.5 medium (MMDiT-X): 24 blocks, QK RMS-norm, the second image attention in
+    /// blocks 0–12, a 384² position grid.
+    pub fn sd3_5_medium() -> Self {
+        Self { qk_norm: true, pos_embed_max_size: 384, dual_attention_layers: (0..13).collect(), ..Self::sd3_medium() }
     }
     /// A tiny configuration for tests (2 blocks × 8 channels per head, 4 latent channels).
     pub fn test_tiny() -> Self {
@@ -73,6 +83,7 @@ impl MmditConfig {
             frequency_embedding_size: 32,
             qk_norm: false,
             activation: Activation::GeluTanh,
+            dual_attention_layers: vec![],
         }
     }
     /// Token width.

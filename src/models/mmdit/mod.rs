@@ -14,7 +14,7 @@
 //! Time: SD3 integrates from data to noise with σ ∈ [0, 1] and takes the timestep 1000·σ, its
 //! output being dx/dσ = ε − x₀. The paper's convention (t = 0 noise, t = 1 data) has σ = 1 − t
 //! and v = x₁ − ε = −(ε − x₀). [`Mmdit::velocity`] converts, here and nowhere else.
-//! (MMDiT-X's second image attention of SD3.5-medium is not implemented.)
+//! MMDiT-X (SD3.5-medium): `MmditConfig::dual_attention_layers` (see [`block`]).
 pub mod block;
 pub mod config;
 pub mod t2i;
@@ -59,7 +59,10 @@ impl Mmdit {
             y_mlp: (lin(cfg.adm_in_channels, d, "y_embedder.mlp.0")?, lin(d, d, "y_embedder.mlp.2")?),
             context_embedder: lin(cfg.context_embed_size, d, "context_embedder")?,
             blocks: (0..cfg.depth)
-                .map(|i| JointBlock::new(d, cfg.head_size, cfg.qk_norm, i + 1 == cfg.depth, cfg.activation, vb.pp(format!("joint_blocks.{i}"))))
+                .map(|i| {
+                    let dual = cfg.dual_attention_layers.contains(&i);
+                    JointBlock::new(d, cfg.head_size, cfg.qk_norm, i + 1 == cfg.depth, dual, cfg.activation, vb.pp(format!("joint_blocks.{i}")))
+                })
                 .collect::<Result<_>>()?,
             final_ada_ln: lin(d, 2 * d, "final_layer.adaLN_modulation.1")?,
             final_linear: lin(d, p * p * cfg.out_channels, "final_layer.linear")?,
@@ -77,6 +80,11 @@ impl Mmdit {
     /// The configuration.
     pub fn config(&self) -> &MmditConfig {
         &self.cfg
+    }
+
+    /// The weights' dtype.
+    pub fn dtype(&self) -> DType {
+        self.pos_embed.dtype()
     }
 
     /// The joint blocks.
@@ -115,7 +123,7 @@ impl Mmdit {
         let pos = self.pos_embed.reshape((1, m, m, d))?.narrow(1, (m - gh) / 2, gh)?.narrow(2, (m - gw) / 2, gw)?.reshape((1, gh * gw, d))?; // centre crop
         let xt = self.x_embedder.forward(x)?.flatten_from(2)?.transpose(1, 2)?.broadcast_add(&pos)?; // (B, N, D)
         let k = plan.ops.kernels;
-        let tf = timestep_features(&timesteps.to_dtype(DType::F32)?, self.cfg.frequency_embedding_size)?; // (B, 256)
+        let tf = timestep_features(&timesteps.to_dtype(DType::F32)?, self.cfg.frequency_embedding_size)?.to_dtype(self.dtype())?; // (B, 256)
         let t_emb = self.t_mlp.1.forward(&self.t_mlp.0.forward(&tf, k)?.silu()?, k)?; // (B, D)
         let y_emb = self.y_mlp.1.forward(&self.y_mlp.0.forward(y, k)?.silu()?, k)?; // (B, D)
         let c = (t_emb + y_emb)?; // (B, D)

@@ -60,6 +60,7 @@ impl TextToImageConfig {
                 frequency_embedding_size: 256,
                 qk_norm: false,
                 activation: super::config::Activation::GeluErf,
+                dual_attention_layers: vec![],
             },
             image_size: (32, 32),
             context_len: 16,
