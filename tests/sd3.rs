@@ -257,3 +257,71 @@ fn pipeline_matches_diffusers_stage_by_stage_in_both_layouts() {
 fn ids_of(fx: &HashMap<String, Tensor>, key: &str) -> Tensor {
     ids(fx, key)
 }
+
+fn tiny() -> Sd3 {
+    Sd3::load(fixtures_dir().join("diffusers").to_str().unwrap(), &tiny_opts(), &Device::Cpu).unwrap()
+}
+
+/// ERG's settings for the tiny pipeline: Table 7's SD3 row scaled to 2 blocks and 3-layer encoders.
+fn sd3_erg(p: &Sd3) -> erg::guidance::TextErg {
+    erg::guidance::TextErg::sd3(p.depth(), p.text().depths())
+}
+
+#[test]
+fn c_erg_on_sd3_changes_only_the_rectified_prompt_and_i_erg_before_kappa_is_cfg() {
+    let p = tiny();
+    let dev = Device::Cpu;
+    let ids = p.prompt_ids(&["a red apple", "a cat on a table"], &dev).unwrap();
+    let plain = p.embed_condition(&ids).unwrap();
+    let one = TextRectification { tau: 1.0, ..sd3_erg(&p).text };
+    assert!(max_abs_diff(&p.embed_rectified_condition(&ids, &one).unwrap(), &plain) < 1e-6, "tau_c = 1 is the plain encoding");
+    let rect = p.embed_rectified_condition(&ids, &TextRectification { encoder_layers: Some([(1, 2), (3, 3), (2, 2)]), ..TextRectification::new(0.1, 0, 0) }).unwrap();
+    let ctx_l = |e: &Tensor| e.narrow(1, 0, 77).unwrap().narrow(2, 0, 8).unwrap();
+    let rest = |e: &Tensor| e.narrow(1, 0, 77).unwrap().narrow(2, 8, 24).unwrap();
+    assert!(max_abs_diff(&ctx_l(&rect), &ctx_l(&plain)) > 1e-4, "tau_c < 1 in CLIP-L layer 1 changes CLIP-L's tokens");
+    assert!(max_abs_diff(&rest(&rect), &rest(&plain)) < 1e-6, "and nothing of CLIP-G's");
+    assert!(max_abs_diff(&rect.narrow(1, 77, 16).unwrap(), &plain.narrow(1, 77, 16).unwrap()) < 1e-6, "nor T5's");
+    // the null condition is not touched by C-ERG: the negative of CFG stays the empty prompt
+    let null = p.embed_request(&ids, erg::models::Condition::Null).unwrap();
+    let empty = p.embed_condition(&p.prompt_ids(&["", ""], &dev).unwrap()).unwrap();
+    assert!(max_abs_diff(&null, &empty) < 1e-6);
+    // a range beyond an encoder's layers is refused, naming it
+    let bad = TextRectification { encoder_layers: Some([(0, 2), (0, 3), (0, 9)]), ..TextRectification::new(0.1, 0, 0) };
+    let err = p.embed_rectified_condition(&ids, &bad).unwrap_err().to_string();
+    assert!(err.contains("T5"), "{err}");
+    // I-ERG before κ is CFG
+    let x = erg::rng::randn(&mut erg::rng::stream(3, 0), &[2, 16, 16, 16], &dev).unwrap();
+    let te = sd3_erg(&p);
+    let ierg = erg::guidance::preset_with_text("ierg", 5.0, p.depth(), Some(te)).unwrap();
+    let cfg = Guidance::cfg(5.0);
+    let t_before = te.ierg.kappa * 0.5;
+    let (a, _) = erg::guidance::guided_velocity(&p, &ierg, &x, t_before, &ids).unwrap();
+    let (b, _) = erg::guidance::guided_velocity(&p, &cfg, &x, t_before, &ids).unwrap();
+    assert!(max_abs_diff(&a, &b) < 1e-5, "before kappa I-ERG is CFG");
+    let (a, _) = erg::guidance::guided_velocity(&p, &ierg, &x, 0.9, &ids).unwrap();
+    let (b, _) = erg::guidance::guided_velocity(&p, &cfg, &x, 0.9, &ids).unwrap();
+    assert!(max_abs_diff(&a, &b) > 1e-4, "after kappa it is not");
+}
+
+#[test]
+fn every_method_runs_on_the_tiny_sd3_pipeline_with_its_nfe() {
+    let p = tiny();
+    let dev = Device::Cpu;
+    let ids = p.prompt_ids(&["a red apple"], &dev).unwrap();
+    let te = Some(sd3_erg(&p));
+    let expected_nfe = |name: &str| match name {
+        "none" | "uncond" => 1,
+        "slg" | "cfg+pag" | "cfg+seg" | "cfg+sag" => 3,
+        _ => 2,
+    };
+    for name in erg::guidance::PRESET_NAMES.iter().filter(|n| !n.contains("autoguidance") && !n.ends_with("-uncond")) {
+        let g = erg::guidance::preset_with_text(name, 5.0, p.depth(), te).unwrap();
+        let s = erg::sample::sample(Models::main(&p), &g, &ids, &erg::sample::SampleConfig { num_steps: 3, seed: 0, batch_size: 1 }, 0, &dev, |_, _| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(s.images.dims(), &[1, 16, 16, 16], "{name}");
+        assert!(erg::checkpoint::all_finite(&s.images).unwrap(), "{name}");
+        if !["sag", "cfg+sag", "cads", "erg+cads", "nag", "cfg+nag"].contains(name) && !name.contains("interval") && !name.contains("zero-star") {
+            assert_eq!(s.nfe_per_step.round() as usize, expected_nfe(name), "{name}: NFE per step");
+        }
+    }
+}
