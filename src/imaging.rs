@@ -92,32 +92,36 @@ pub fn labelled_comparison(panels: &[Panel], row_labels: &[String], row_height: 
     {
         let mut buf = canvas.as_flat_samples_mut();
         let root = BitMapBackend::with_buffer(buf.as_mut_slice(), (width, height)).into_drawing_area();
-        let title_style = TextStyle::from(("sans-serif", 17).into_font()).color(&BLACK);
-        let label_style = TextStyle::from(("sans-serif", 15).into_font()).color(&BLACK);
         let err = |e: plotters::drawing::DrawingAreaErrorKind<_>| Error::Other(e.to_string());
         // A title fits its panel: a smaller font first, then cut with "…" (titles never overlap).
-        let room = (pw + gap).saturating_sub(8);
-        let fits = |text: &str, style: &TextStyle| root.estimate_text_size(text, style).map(|(w, _)| w <= room).unwrap_or(true);
-        for (i, p) in panels.iter().enumerate() {
-            let (x, y) = origin(i);
-            let mut style = title_style.clone();
-            let mut text = p.title.clone();
-            for size in [15.0, 13.0, 11.0] {
-                if fits(&text, &style) {
+        // Titles fit their panel and row labels their margin: a smaller font first, then cut with "…".
+        let style_of = |size: f64| TextStyle::from(("sans-serif", size).into_font()).color(&BLACK);
+        let fit = |text: &str, base: f64, room: u32| -> (String, f64) {
+            let fits = |text: &str, size: f64| root.estimate_text_size(text, &style_of(size)).map(|(w, _)| w <= room).unwrap_or(true);
+            let mut size = base;
+            let mut text = text.to_string();
+            for smaller in [15.0, 13.0, 11.0].into_iter().filter(|s| *s < base) {
+                if fits(&text, size) {
                     break;
                 }
-                style = TextStyle::from(("sans-serif", size).into_font()).color(&BLACK);
+                size = smaller;
             }
-            while !fits(&text, &style) && text.chars().count() > 1 {
+            while !fits(&text, size) && text.chars().count() > 1 {
                 let keep = text.chars().count().saturating_sub(2);
                 text = text.chars().take(keep).collect::<String>() + "…";
             }
-            root.draw(&Text::new(text, (x as i32 + 4, y as i32 + 6), style)).map_err(err)?;
+            (text, size)
+        };
+        for (i, p) in panels.iter().enumerate() {
+            let (x, y) = origin(i);
+            let (text, size) = fit(&p.title, 17.0, (pw + gap).saturating_sub(8));
+            root.draw(&Text::new(text, (x as i32 + 4, y as i32 + 6), style_of(size))).map_err(err)?;
         }
         for band in 0..bands {
             for (i, l) in row_labels.iter().enumerate() {
                 let y = band * (title_h + ph + gap) + title_h + first_row_offset + i as u32 * row_height + row_height / 2 - 8;
-                root.draw(&Text::new(l.clone(), (6, y as i32), label_style.clone())).map_err(err)?;
+                let (text, size) = fit(l, 15.0, label_w + gap - 10);
+                root.draw(&Text::new(text, (6, y as i32), style_of(size))).map_err(err)?;
             }
         }
         root.present().map_err(err)?;

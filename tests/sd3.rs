@@ -275,7 +275,8 @@ fn c_erg_on_sd3_changes_only_the_rectified_prompt_and_i_erg_before_kappa_is_cfg(
     let plain = p.embed_condition(&ids).unwrap();
     let one = TextRectification { tau: 1.0, ..sd3_erg(&p).text };
     assert!(max_abs_diff(&p.embed_rectified_condition(&ids, &one).unwrap(), &plain) < 1e-6, "tau_c = 1 is the plain encoding");
-    let rect = p.embed_rectified_condition(&ids, &TextRectification { encoder_layers: Some([(1, 2), (3, 3), (2, 2)]), ..TextRectification::new(0.1, 0, 0) }).unwrap();
+    let rect =
+        p.embed_rectified_condition(&ids, &TextRectification { encoder_layers: Some([(1, 2), (3, 3), (2, 2)]), ..TextRectification::new(0.1, 0, 0) }).unwrap();
     let ctx_l = |e: &Tensor| e.narrow(1, 0, 77).unwrap().narrow(2, 0, 8).unwrap();
     let rest = |e: &Tensor| e.narrow(1, 0, 77).unwrap().narrow(2, 8, 24).unwrap();
     assert!(max_abs_diff(&ctx_l(&rect), &ctx_l(&plain)) > 1e-4, "tau_c < 1 in CLIP-L layer 1 changes CLIP-L's tokens");
