@@ -14,14 +14,14 @@
 # 3. cudarc 0.19.10 knows CUDA ≤ 13.4, so CUDARC_CUDA_VERSION=13020 picks the 13.2 API
 #    (the driver must support CUDA 13.2); kernels are compiled to PTX for CUDA_COMPUTE_CAP
 #    (90 = H100/H200).
-# On the GPU machine: LD_LIBRARY_PATH=$(python -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__))')/cu13/lib
+# On the GPU machine: LD_LIBRARY_PATH=$(python -c 'import nvidia, os; print(list(nvidia.__path__)[0])')/cu13/lib
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${CUDA_VENV:-/work/cudaenv}
 [ -x "$VENV/bin/pip" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q nvidia-cuda-nvcc nvidia-cuda-runtime nvidia-cuda-cccl nvidia-cublas nvidia-curand nvidia-cuda-nvrtc
-N=$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.dirname(nvidia.__file__))')/cu13
-CUDARC=$(ls -d ~/.cargo/registry/src/*/cudarc-0.19.10 2>/dev/null | head -1)
+N=$("$VENV/bin/python" -c 'import nvidia, os; print(list(nvidia.__path__)[0])')/cu13
+CUDARC=$(ls -d ~/.cargo/registry/src/*/cudarc-0.19.10 2>/dev/null | head -1 || true)
 if [ ! -e "$N/lib/libcuda.so" ]; then
   [ -n "$CUDARC" ] || cargo fetch
   CUDARC=$(ls -d ~/.cargo/registry/src/*/cudarc-0.19.10 | head -1)
