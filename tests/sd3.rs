@@ -52,6 +52,7 @@ fn clip_encoders_match_transformers_and_candle() {
             let out = clip.forward(&i, None).unwrap();
             let d_pen = max_abs_diff(&out.penultimate, &fx[&format!("{tag}.{key}_penultimate")]);
             let d_pool = max_abs_diff(&out.pooled, &fx[&format!("{tag}.{key}_pooled")]);
+            eprintln!("{name} {tag}: penultimate max |Δ| = {d_pen:.2e}, pooled {d_pool:.2e}");
             assert!(d_pen < 1e-4 && d_pool < 1e-4, "{name} {tag}: penultimate {d_pen}, pooled {d_pool}");
         }
         // candle-transformers' CLIP text model (final layer norm at the end-of-text token) on the same weights
@@ -87,6 +88,7 @@ fn t5_encoder_matches_transformers_and_candle() {
     for tag in ["prompt", "empty"] {
         let i = ids(&fx, &format!("{tag}.t5_ids"));
         let d = max_abs_diff(&t5.forward(&i, None).unwrap(), &fx[&format!("{tag}.t5_last")]);
+        eprintln!("T5 {tag}: max |Δ| = {d:.2e}");
         assert!(d < 1e-4, "T5 {tag}: {d}");
     }
     let ccfg: candle_transformers::models::t5::Config =
@@ -169,6 +171,7 @@ fn mmdit_matches_diffusers_in_both_layouts_with_qk_norm_and_mmdit_x() {
     let t = weights::diffusers_to_sd3(weights::load_component(&dir, &dev).unwrap(), spec.mmdit.depth, &dir).unwrap();
     let m = erg::checkpoint::build_strict(&dir, t, &dev, |vb| Mmdit::new(&spec.mmdit, vb)).unwrap();
     let d = rel_diff(&run(&m), &fx["dit.out"]);
+    eprintln!("MMDiT (diffusers layout): relative max |Δ| = {d:.2e}");
     assert!(d < 1e-4, "MMDiT (diffusers layout) vs diffusers: {d}");
     // single file
     let single = erg::checkpoint::load_tensors(&fixtures_dir().join("sd3_tiny.safetensors"), &dev).unwrap();
@@ -182,6 +185,7 @@ fn mmdit_matches_diffusers_in_both_layouts_with_qk_norm_and_mmdit_x() {
         let t = weights::split_single_file(erg::checkpoint::load_tensors(&path, &dev).unwrap(), 4, &path).unwrap().transformer;
         let m = erg::checkpoint::build_strict(&path, t, &dev, |vb| Mmdit::new(&cfg, vb)).unwrap();
         let d = rel_diff(&run(&m), &fx[&format!("{tag}.out")]);
+        eprintln!("MMDiT {tag}: relative max |Δ| = {d:.2e}");
         assert!(d < 1e-4, "MMDiT {tag} vs diffusers: {d}");
     }
 }
@@ -224,6 +228,7 @@ fn pipeline_matches_diffusers_stage_by_stage_in_both_layouts() {
         for (ids, pe, ppe) in [(&ids, "prompt_embeds", "pooled_prompt_embeds"), (&empty, "negative_prompt_embeds", "negative_pooled_prompt_embeds")] {
             let (ctx, y) = p.text().encode(ids, None).unwrap();
             let (d1, d2) = (max_abs_diff(&ctx, &fx[pe]), max_abs_diff(&y, &fx[ppe]));
+            eprintln!("{name}: {pe} max |Δ| = {d1:.2e}, {ppe} {d2:.2e}");
             assert!(d1 < 1e-4 && d2 < 1e-4, "{name}: {pe} {d1}, {ppe} {d2}");
         }
         // 4-step CFG with w from the fixture, from diffusers' noise
@@ -246,11 +251,26 @@ fn pipeline_matches_diffusers_stage_by_stage_in_both_layouts() {
         states.push(last.clone());
         for (i, s) in states.iter().enumerate() {
             let d = rel_diff(s, &fx[&format!("latents.{i}")]);
+            eprintln!("{name}: latents after step {i}, relative max |Δ| = {d:.2e}");
             assert!(d < 5e-4, "{name}: latents after step {i} differ by {d} (relative)");
         }
         let img = p.vae().decode(&last).unwrap();
         let d = max_abs_diff(&img, &fx["image"]);
+        eprintln!("{name}: decoded image max |Δ| = {d:.2e}");
         assert!(d < 1e-3, "{name}: decoded image differs by {d}");
+        // encode: candle's KL encoder draws from its Gaussian (its mean is private); the draws
+        // have the latent shape and scatter around diffusers' mean: the mean of 64 draws follows it
+        let z = p.vae().encode(&fx["image"].repeat((64, 1, 1, 1)).unwrap()).unwrap().mean_keepdim(0).unwrap();
+        assert_eq!(z.dims(), fx["image_latent_mean"].dims());
+        let want = ((fx["image_latent_mean"].clone() - 0.0609).unwrap() * 1.5305).unwrap();
+        let corr = {
+            let (a, b) = (z.flatten_all().unwrap(), want.flatten_all().unwrap());
+            let (a, b) = (a.broadcast_sub(&a.mean_all().unwrap()).unwrap(), b.broadcast_sub(&b.mean_all().unwrap()).unwrap());
+            let num = (&a * &b).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+            num / (a.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() * b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()).sqrt()
+        };
+        eprintln!("{name}: VAE encode (mean of 64 draws) vs diffusers' mean, correlation {corr:.3}");
+        assert!(corr > 0.9, "{name}: encoded latents do not follow diffusers' encoder mean (correlation {corr})");
     }
 }
 
