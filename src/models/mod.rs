@@ -5,6 +5,7 @@
 //! guidance, training or evaluation: a caller asks for an embedding with a [`Condition`].
 pub mod dit;
 pub mod embed;
+pub mod imagenet;
 pub mod mmdit;
 pub mod sd3;
 pub mod vae;

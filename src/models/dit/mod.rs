@@ -10,7 +10,8 @@
 //!
 //! Differences from the reference, all configurable: the output predicts the rectified-flow
 //! velocity (the official DDPM checkpoints predict ε and Σ, `learn_sigma`: the extra channels are
-//! dropped); the time input t ∈ [0, 1] is embedded as 1000·t.
+//! dropped); the time input t ∈ [0, 1] is embedded as 1000·t ([`Dit::with_time_scale`] changes it;
+//! [`crate::models::imagenet`] wraps the official checkpoints).
 pub mod block;
 pub mod config;
 
@@ -62,6 +63,8 @@ pub struct Dit {
     pos_embed: Tensor,
     blocks: Vec<DitBlock>,
     final_layer: FinalLayer,
+    /// The timestep embedder's input is `time_scale`·t (1000 for the crate's models).
+    time_scale: f64,
 }
 
 impl Dit {
@@ -80,12 +83,24 @@ impl Dit {
             pos_embed: pos_embed_2d(cfg.hidden_size, gh, gw, &device)?.to_dtype(vb.dtype())?,
             blocks: (0..cfg.depth).map(|i| DitBlock::new(cfg, vb.pp(format!("blocks.{i}")))).collect::<Result<_>>()?,
             final_layer: FinalLayer::new(cfg, vb.pp("final_layer"))?,
+            time_scale: 1000.0,
         })
+    }
+
+    /// The same network fed `scale`·t as its timestep input (SiT: 1, its t itself; DDPM
+    /// wrappers: 1, passing the DDPM index as t). The crate's models use 1000.
+    pub fn with_time_scale(self, scale: f64) -> Self {
+        Self { time_scale: scale, ..self }
     }
 
     /// The model's configuration.
     pub fn config(&self) -> &DitConfig {
         &self.cfg
+    }
+
+    /// The fixed 2-D sin-cos positions (1, N, D).
+    pub fn pos_embed(&self) -> &Tensor {
+        &self.pos_embed
     }
 
     /// The device the weights live on.
@@ -140,7 +155,7 @@ impl Dit {
         plan.validate(self.cfg.depth)?;
         let ops = plan.ops;
         let x = self.x_embedder.forward(x, ops)?.broadcast_add(&self.pos_embed)?; // (B, N, D)
-        let t_emb = self.t_embedder.forward(&(t.to_dtype(DType::F32)? * 1000.0)?, ops)?; // (B, D)
+        let t_emb = self.t_embedder.forward(&(t.to_dtype(DType::F32)? * self.time_scale)?, ops)?; // (B, D)
         let c = (t_emb.to_dtype(x.dtype())? + y_emb)?; // (B, D)
         let mut x = x;
         for (l, block) in self.blocks.iter().enumerate() {
