@@ -8,6 +8,25 @@ use candle_core::Tensor;
 use super::{image_to_tensor, Dataset};
 use crate::{Error, Result};
 
+/// The 1,000 ImageNet-1k classes in label order (DiT/SiT's class indices): (WordNet id, lemmas),
+/// from `data/imagenet_classes.tsv` (timm's tables).
+pub fn class_names() -> Vec<(&'static str, &'static str)> {
+    include_str!("../../data/imagenet_classes.tsv")
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, '\t');
+            f.next()?;
+            Some((f.next()?, f.next()?))
+        })
+        .collect()
+}
+
+/// A short display name of class `i`: its first lemma ("macaw", "golden retriever"), or
+/// `class i` out of range.
+pub fn class_name(i: usize) -> String {
+    class_names().get(i).map_or(format!("class {i}"), |(_, l)| l.split(',').next().unwrap_or(l).trim().to_string())
+}
+
 const EXTENSIONS: [&str; 4] = ["jpeg", "jpg", "png", "webp"];
 
 /// Loads at most `max_per_class` images per class folder under `root` at `size`×`size` RGB.
