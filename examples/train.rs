@@ -5,6 +5,8 @@
 //! cargo run --release --example train -- --steps 4000 --out runs/emoji
 //! cargo run --release --example train -- --steps 4000 --out runs/emoji --resume   # after a kill
 //! cargo run --release --example train -- --data imagenet:/data/imagenet/train --preset DiT-S/2 --image-size 256
+//! # the paper's setting: SD-VAE latents (see the prepare_latents example), on a GPU
+//! cargo run --release --features cuda --example train -- --data latents:runs/in256-latents --preset DiT-S/2 --batch-size 256 --out runs/dit-s2
 //! ```
 mod common;
 use std::path::PathBuf;
@@ -17,7 +19,9 @@ use erg::train::{train, RunPaths, TrainConfig};
 #[derive(Parser, Debug)]
 #[command(about = "Train a DiT with the rectified-flow loss (t = 0 noise, t = 1 data).")]
 struct Args {
-    /// `emoji`, `mnist`, or `imagenet:<folder with one sub-folder per class>`.
+    /// `emoji`, `mnist`, `imagenet:<folder with one sub-folder per class>` (pixels), or
+    /// `latents:<folder>` (VAE latents from the `prepare_latents` example; the model's input size
+    /// and channels follow the latents).
     #[arg(long, default_value = "emoji")]
     data: String,
     /// Model preset (emoji-tiny, test-tiny, DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2, ...).
@@ -69,8 +73,13 @@ fn main() -> anyhow::Result<()> {
         "emoji" => emoji::load(emoji::DEFAULT_DIR, size)?,
         "mnist" => mnist::load(mnist::DEFAULT_PATH, None)?,
         s if s.starts_with("imagenet:") => imagenet::load(&s["imagenet:".len()..], size, args.max_per_class)?,
-        s => anyhow::bail!("unknown --data {s:?}: use emoji, mnist or imagenet:<folder>"),
+        s if s.starts_with("latents:") => erg::data::latents::load_latents(std::path::Path::new(&s["latents:".len()..]))?,
+        s => anyhow::bail!("unknown --data {s:?}: use emoji, mnist, imagenet:<folder> or latents:<folder from prepare_latents>"),
     };
+    if args.data.starts_with("latents:") {
+        let (_, h, w) = data.image_shape()?;
+        model.input_size = (h, w); // the latent grid (32 × 32 for 256² images)
+    }
     model.num_classes = data.classes.len();
     model.in_channels = data.image_shape()?.0;
     let mut cfg = TrainConfig::new(model, &args.data, args.steps, args.seed);

@@ -4,6 +4,7 @@
 //! and optional captions. Provenance and licences: `data/README.md`.
 pub mod emoji;
 pub mod imagenet;
+pub mod latents;
 pub mod mnist;
 
 use candle_core::{Device, Tensor};
