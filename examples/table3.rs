@@ -6,6 +6,7 @@
 //! cargo run --release --example table3                               # Table 3 → results/table3.md
 //! cargo run --release --example table3 -- --table 2                  # Table 2 → results/table2.md
 //! cargo run --release --example table3 -- --samples-per-class 200    # larger runs suit a GPU
+//! cargo run --release --example table3 -- --shard 0/2   # and --shard 1/2 elsewhere; copy shards/ together, rerun
 //! ```
 //! Every run is appended to `<out>/results.jsonl`; a rerun skips the runs already there, so an
 //! interrupted table resumes. Features and consistency come from the shipped classifier
@@ -56,6 +57,12 @@ struct Args {
     /// to `<out>/table{2,3}_matched.md`.
     #[arg(long)]
     matched_strength: bool,
+    /// Run only shard i of n of every method (e.g. 0/4 on one machine, 1/4 on the next...):
+    /// disjoint seed ranges whose features go to `<out>/shards/`; once a method's n shards are
+    /// there (copy them together), a run with any --shard merges them into results.jsonl (equal
+    /// to the unsharded run) and the table is written when every method has its record.
+    #[arg(long)]
+    shard: Option<erg::eval::shard::Shard>,
     /// Output folder.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -88,6 +95,11 @@ fn main() -> anyhow::Result<()> {
     let cfg =
         EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
+    if let Some(shard) = a.shard {
+        if !run_shards(&bench, &variants, &cfg, shard, &mut results, &a.out.join("shards"), &device)? {
+            return Ok(());
+        }
+    }
     let t0 = std::time::Instant::now();
     let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
     let mut md = format!(
@@ -122,6 +134,48 @@ fn main() -> anyhow::Result<()> {
     println!("{md}");
     eprintln!("→ {}", path.display());
     Ok(())
+}
+
+/// `--shard`: this shard of every method without a record, saved; methods whose shards are all
+/// present merged into `results`. Returns whether every method now has its record.
+fn run_shards(
+    bench: &Bench,
+    variants: &[(String, Guidance)],
+    cfg: &EvalConfig,
+    shard: erg::eval::shard::Shard,
+    results: &mut ResultsFile,
+    dir: &std::path::Path,
+    device: &candle_core::Device,
+) -> anyhow::Result<bool> {
+    use erg::eval::shard::ShardPart;
+    let mut complete = true;
+    for (n, g) in variants {
+        let key = bench.key(g, cfg);
+        if results.contains(&key) {
+            continue;
+        }
+        if !ShardPart::path(dir, &key, shard).exists() {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_prefix(format!("{n} {}/{}", shard.index, shard.count));
+            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} steps").unwrap().progress_chars("=> "));
+            let part = bench.evaluate_shard(g, cfg, shard, device, |d, t| {
+                bar.set_length(t as u64);
+                bar.set_position(d as u64);
+            })?;
+            bar.finish_and_clear();
+            eprintln!("{n:>28}: shard {}/{} → {}", shard.index, shard.count, part.save(dir)?.display());
+        }
+        let parts = ShardPart::find(dir, &key)?;
+        if parts.len() == shard.count {
+            let rec = bench.merge(&parts, cfg)?;
+            eprintln!("{n:>28}: {} shards merged, FID {:.2}", parts.len(), rec.metrics["fid"]);
+            results.append(rec)?;
+        } else {
+            eprintln!("{n:>28}: {} of {} shards in {} (waiting for the others)", parts.len(), shard.count, dir.display());
+            complete = false;
+        }
+    }
+    Ok(complete)
 }
 
 /// The table at matched strength: CFG's strength at w (Table 3) or the first method's (Table 2,

@@ -223,3 +223,35 @@ fn statistics_over_seeds() {
     assert!(text.contains("FID ↓: b differ from a beyond the spread"), "{text}");
     assert!(SeedStats::of("none", &[]).is_err());
 }
+
+/// An evaluation split in shards (`--shard i/n`) and merged gives the unsharded record.
+#[test]
+fn sharded_evaluation_merges_to_the_unsharded_record() {
+    use erg::eval::shard::{Shard, ShardPart};
+    use erg::eval::{Bench, BenchPaths, EvalConfig};
+    let dev = candle_core::Device::Cpu;
+    let bench = Bench::from_paths(&BenchPaths::default(), &dev).unwrap();
+    let cfg = EvalConfig { samples_per_class: 3, num_steps: 3, batch_size: 64, ..Default::default() };
+    for name in ["cfg", "uncond"] {
+        let g = erg::guidance::preset(name, 3.0, 6).unwrap();
+        let whole = bench.evaluate(&g, &cfg, &dev, |_, _| {}).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for i in [1, 0, 2] {
+            let part = bench.evaluate_shard(&g, &cfg, Shard { index: i, count: 3 }, &dev, |_, _| {}).unwrap();
+            part.save(dir.path()).unwrap();
+        }
+        let parts = ShardPart::find(dir.path(), &whole.key).unwrap();
+        assert_eq!(parts.len(), 3);
+        let merged = bench.merge(&parts, &cfg).unwrap();
+        assert_eq!((merged.key.as_str(), merged.samples, merged.nfe_per_step), (whole.key.as_str(), whole.samples, whole.nfe_per_step));
+        for (m, v) in &whole.metrics {
+            let w = merged.metrics[m];
+            assert!((v.is_nan() && w.is_nan()) || (v - w).abs() <= 1e-3 * v.abs().max(1.0), "{name} {m}: sharded {w} vs whole {v}");
+        }
+        // a missing shard is refused, naming what is there
+        let err = bench.merge(&parts[..2], &cfg).unwrap_err().to_string();
+        assert!(err.contains("incomplete"), "{err}");
+    }
+    assert!("3/3".parse::<Shard>().is_err() && "a/2".parse::<Shard>().is_err());
+    assert_eq!("1/4".parse::<Shard>().unwrap().rows(27), (6, 13));
+}

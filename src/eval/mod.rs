@@ -6,6 +6,7 @@ pub mod report;
 pub mod results;
 pub mod run;
 pub mod seeds;
+pub mod shard;
 pub mod sweep;
 pub mod text;
 

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::RunRecord;
 use crate::data::Dataset;
 use crate::features::classifier::{ClassifierCard, SmallCnn};
-use crate::features::{consistency, FeatureExtractor};
+use crate::features::FeatureExtractor;
 use crate::guidance::{Condition, Guidance, Models};
 use crate::metrics::{frechet_distance, prdc, to_array2, Gaussian};
 use crate::models::Denoiser;
@@ -248,17 +248,32 @@ impl Scorer {
                 "the images to score hold NaN or infinite values (a diverged sampler or non-finite weights); refusing to report metrics".into(),
             ));
         }
-        let feats = to_array2(&extract(self.extractor(), images, device)?)?;
+        let feats = extract(self.extractor(), images, device)?;
+        let hits = match wanted {
+            Some(labels) => Some(self.hits(images, labels)?),
+            None => None,
+        };
+        self.metrics_from_parts(&feats, hits.as_ref(), cfg)
+    }
+
+    /// Per image (N,) f32: 1 where the classifier's top class is the `wanted` one (N,) u32.
+    pub fn hits(&self, images: &Tensor, wanted: &Tensor) -> Result<Tensor> {
+        let mut logits = Vec::new();
+        for st in (0..images.dim(0)?).step_by(256) {
+            logits.push(self.classifier.logits(&images.narrow(0, st, 256.min(images.dim(0)? - st))?)?);
+        }
+        let pred = Tensor::cat(&logits, 0)?.argmax(1)?.to_dtype(candle_core::DType::U32)?;
+        Ok(pred.eq(&wanted.to_dtype(candle_core::DType::U32)?.to_device(pred.device())?)?.to_dtype(candle_core::DType::F32)?.to_device(&Device::Cpu)?)
+    }
+
+    /// The metrics of [`Self::metrics`] from generated features (N, F) and consistency hits (N,)
+    /// (`None`: NaN) — what merging the shards of an evaluation computes ([`super::shard`]).
+    pub fn metrics_from_parts(&self, features: &Tensor, hits: Option<&Tensor>, cfg: &EvalConfig) -> Result<BTreeMap<String, f64>> {
+        let feats = to_array2(features)?;
         let fid = frechet_distance(&self.reference.gaussian, &Gaussian::fit(&feats)?)?;
         let p = prdc(&self.reference.features, &feats, cfg.k_pr, cfg.k_dc)?;
-        let cons = match wanted {
-            Some(labels) => {
-                let mut logits = Vec::new();
-                for st in (0..images.dim(0)?).step_by(256) {
-                    logits.push(self.classifier.logits(&images.narrow(0, st, 256.min(images.dim(0)? - st))?)?);
-                }
-                consistency(&Tensor::cat(&logits, 0)?, labels)?
-            }
+        let cons = match hits {
+            Some(h) => 100.0 * h.to_dtype(candle_core::DType::F64)?.mean_all()?.to_scalar::<f64>()?,
             None => f64::NAN,
         };
         Ok(BTreeMap::from([
@@ -341,6 +356,24 @@ impl Bench {
     /// The key of a run of `guidance` with `cfg` on this bench (its weights included).
     pub fn key(&self, guidance: &Guidance, cfg: &EvalConfig) -> String {
         run_key(guidance, &cfg.with_weights(&self.weights))
+    }
+    /// Shard `shard` of the run of `guidance` (see [`super::shard`]), keyed by [`Self::key`].
+    pub fn evaluate_shard(
+        &self,
+        guidance: &Guidance,
+        cfg: &EvalConfig,
+        shard: super::shard::Shard,
+        device: &Device,
+        on_step: impl FnMut(usize, usize),
+    ) -> Result<super::shard::ShardPart> {
+        let cfg = cfg.with_weights(&self.weights);
+        let labels = class_grid_labels(self.card.classes.len(), cfg.samples_per_class, device)?;
+        let request = Conditions { conditions: &labels, classes: &labels, key: run_key(guidance, &cfg) };
+        super::shard::evaluate_shard(self.models(), guidance, &request, &self.scorer, &cfg, shard, device, on_step)
+    }
+    /// The record of a run from all its shards ([`super::shard::merge`]).
+    pub fn merge(&self, parts: &[super::shard::ShardPart], cfg: &EvalConfig) -> Result<RunRecord> {
+        super::shard::merge(parts, &self.scorer, &cfg.with_weights(&self.weights))
     }
     /// One evaluation run (see [`evaluate`]), keyed by [`Self::key`].
     pub fn evaluate(&self, guidance: &Guidance, cfg: &EvalConfig, device: &Device, on_step: impl FnMut(usize, usize)) -> Result<RunRecord> {
