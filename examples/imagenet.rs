@@ -14,16 +14,15 @@
 //! Writes `imagenet_<method>.png` (rows = classes, columns = seeds), `imagenet_comparison.png`
 //! and `imagenet_summary.{md,json}` (settings, NFE and seconds per step) into `--out`.
 mod common;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use clap::Parser;
 use erg::guidance::{preset, Guidance, Models};
 use erg::imaging::{grid, labelled_comparison, save_png, to_rgb8, Panel};
-use erg::models::dit::{Activation, DitConfig};
-use erg::models::imagenet::{Parametrisation, PretrainedDit};
-use erg::models::vae::{Vae, VaeConfig};
+use erg::models::imagenet::PretrainedDit;
+use erg::models::vae::Vae;
 use erg::models::Denoiser;
 use erg::sample::{sample, SampleConfig};
 
@@ -66,56 +65,13 @@ struct Args {
     out: PathBuf,
 }
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imagenet")
-}
-
-/// The architecture and parametrisation of `--model`.
-fn model_spec(name: &str) -> anyhow::Result<(DitConfig, Parametrisation)> {
-    let tiny = DitConfig {
-        input_size: (8, 8),
-        patch_size: 2,
-        in_channels: 4,
-        hidden_size: 64,
-        depth: 2,
-        num_heads: 4,
-        mlp_ratio: 4.0,
-        num_classes: 10,
-        learn_sigma: true,
-        activation: Activation::GeluTanh,
-    };
-    Ok(match name {
-        "sit-xl-2" => (DitConfig::xl_2(), Parametrisation::Velocity),
-        "dit-xl-2" => (DitConfig::xl_2(), Parametrisation::DdpmEpsilon),
-        "dit-xl-2-512" => (DitConfig { input_size: (64, 64), ..DitConfig::xl_2() }, Parametrisation::DdpmEpsilon),
-        "tiny-sit" => (tiny, Parametrisation::Velocity),
-        "tiny-dit" => (tiny, Parametrisation::DdpmEpsilon),
-        o => anyhow::bail!("--model {o:?}: sit-xl-2, dit-xl-2, dit-xl-2-512, tiny-sit, tiny-dit"),
-    })
-}
-
-/// The SD VAE from a diffusers folder (local or hf://org/name).
-fn load_vae(src: &str, dtype: DType, device: &Device) -> anyhow::Result<Vae> {
-    let file = |f: &str| -> anyhow::Result<PathBuf> {
-        Ok(if let Some(repo) = src.strip_prefix("hf://") {
-            format!("hf://{}/{f}", repo.trim_end_matches('/')).parse::<erg::hub::WeightSource>()?.resolve()?
-        } else {
-            Path::new(src).join(f)
-        })
-    };
-    let cfg_path = file("config.json")?;
-    let cfg: VaeConfig = serde_json::from_str(&common::read_to_string(&cfg_path)?).map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
-    let weights = file("diffusion_pytorch_model.safetensors")?;
-    let t = erg::checkpoint::load_tensors(&weights, device)?;
-    Ok(erg::checkpoint::build_strict_dtype(&weights, t, dtype, device, |vb| Vae::new(&cfg, vb))?)
-}
-
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
     common::output_dir(&a.out)?;
     let name = a.model.clone().unwrap_or_else(|| if a.weights.is_some() { "sit-xl-2".into() } else { "tiny-sit".into() });
-    let (cfg, param) = model_spec(&name)?;
+    let (cfg, param) = erg::models::imagenet::preset(&name)?;
+    let (tiny_weights, tiny_vae) = erg::models::imagenet::tiny_files(param);
     let tiny = name.starts_with("tiny");
     let dtype = match a.dtype.as_deref() {
         None | Some("f32") => DType::F32,
@@ -125,7 +81,7 @@ fn main() -> anyhow::Result<()> {
     };
     let weights = match &a.weights {
         Some(w) => w.parse::<erg::hub::WeightSource>()?.resolve()?,
-        None if tiny => fixtures().join(if param == Parametrisation::Velocity { "sit_tiny.pt" } else { "dit_tiny.pt" }),
+        None if tiny => tiny_weights,
         None => anyhow::bail!("--model {name} needs --weights (the official checkpoint)"),
     };
     let classes: Vec<usize> = if tiny && a.classes == [88, 207, 360, 387, 974, 979] { vec![1, 3, 5, 7] } else { a.classes.clone() };
@@ -134,8 +90,8 @@ fn main() -> anyhow::Result<()> {
     }
     let t0 = Instant::now();
     let model = PretrainedDit::load(&cfg, param, &weights, &device)?;
-    let vae_src = a.vae.clone().unwrap_or_else(|| if tiny { fixtures().join("sd_vae").display().to_string() } else { "hf://stabilityai/sd-vae-ft-ema".into() });
-    let vae = load_vae(&vae_src, dtype, &device)?;
+    let vae_src = a.vae.clone().unwrap_or_else(|| if tiny { tiny_vae.display().to_string() } else { "hf://stabilityai/sd-vae-ft-ema".into() });
+    let (vae, _) = Vae::load_diffusers(&vae_src, dtype, &device)?;
     let methods: Vec<Guidance> = a.compare.iter().map(|n| preset(n, a.guidance_scale, model.depth())).collect::<erg::Result<_>>()?;
     for g in &methods {
         erg::guidance::Guider::new(g, Models::main(&model), 0).map_err(|e| anyhow::anyhow!("{}: {e}", g.name))?;

@@ -7,12 +7,12 @@
 //! cargo run --release --example prepare_latents -- --data tiny_imagenet/ --out /tmp/lat --image-size 16 --vae tests/fixtures/imagenet/sd_vae
 //! ```
 mod common;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::DType;
 use clap::Parser;
 use erg::data::latents::{prepare_latents, PrepareConfig};
-use erg::models::vae::{Vae, VaeConfig};
+use erg::models::vae::Vae;
 
 #[derive(Parser, Debug)]
 #[command(about = "Encode an ImageNet-layout folder (train/<wnid>/*.JPEG) into SD-VAE latent shards.")]
@@ -46,17 +46,7 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
-    let file = |f: &str| -> anyhow::Result<PathBuf> {
-        Ok(if let Some(repo) = a.vae.strip_prefix("hf://") {
-            format!("hf://{}/{f}", repo.trim_end_matches('/')).parse::<erg::hub::WeightSource>()?.resolve()?
-        } else {
-            Path::new(&a.vae).join(f)
-        })
-    };
-    let cfg_path = file("config.json")?;
-    let vcfg: VaeConfig = serde_json::from_str(&common::read_to_string(&cfg_path)?).map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
-    let weights = file("diffusion_pytorch_model.safetensors")?;
-    let vae = erg::checkpoint::build_strict_dtype(&weights, erg::checkpoint::load_tensors(&weights, &device)?, DType::F32, &device, |vb| Vae::new(&vcfg, vb))?;
+    let (vae, weights) = Vae::load_diffusers(&a.vae, DType::F32, &device)?;
     let cfg = PrepareConfig { image_size: a.image_size, shard_size: a.shard_size, flip: !a.no_flip, max_per_class: a.max_per_class, batch_size: a.batch_size };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(indicatif::ProgressStyle::with_template("shards [{bar:30}] {pos}/{len} eta {eta}").unwrap().progress_chars("=> "));

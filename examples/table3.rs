@@ -63,6 +63,30 @@ struct Args {
     /// to the unsharded run) and the table is written when every method has its record.
     #[arg(long)]
     shard: Option<erg::eval::shard::Shard>,
+    /// ImageNet: a public latent model (sit-xl-2, dit-xl-2, dit-xl-2-512; tiny-sit / tiny-dit are
+    /// the test models) evaluated against real images; needs --reference and features
+    /// (--features inception --feature-weights ..., or --smoke-features for a pipeline check).
+    #[arg(long)]
+    model: Option<String>,
+    /// ImageNet: the model's official checkpoint (.pt or .safetensors; path or hf://).
+    #[arg(long, requires = "model")]
+    weights: Option<String>,
+    /// ImageNet: the VAE (diffusers folder or hf://org/name; default hf://stabilityai/sd-vae-ft-ema).
+    #[arg(long, requires = "model")]
+    vae: Option<String>,
+    /// ImageNet: real images (a folder, any depth; features cached in <out>/reference/) or a
+    /// features file (`features` (N, F) safetensors, as that cache).
+    #[arg(long, requires = "model")]
+    reference: Option<PathBuf>,
+    /// ImageNet: at most this many reference images.
+    #[arg(long, value_parser = common::count, requires = "model")]
+    max_reference: Option<usize>,
+    /// ImageNet: evaluate the first N classes only (default: all 1000, as the paper).
+    #[arg(long, value_parser = common::count, requires = "model")]
+    num_classes: Option<usize>,
+    /// ImageNet: raw 8×8 pixels as features (checks the pipeline; not a metric).
+    #[arg(long, requires = "model")]
+    smoke_features: bool,
     /// Output folder.
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -72,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let device = erg::device::best();
     common::output_dir(&a.out)?;
+    if a.model.is_some() {
+        return imagenet_table(&a, &device);
+    }
     let names: Vec<String> = a.methods.clone().unwrap_or_else(|| {
         let v: &[&str] = match a.table {
             2 => &["uncond", "pag-uncond", "sag-uncond", "seg-uncond", "autoguidance-uncond", "ierg-uncond"],
@@ -130,6 +157,100 @@ fn main() -> anyhow::Result<()> {
     }
     common::create_dir(&a.out)?;
     let path = a.out.join(format!("table{}.md", a.table));
+    erg::checkpoint::write_atomic(&path, md.as_bytes())?;
+    println!("{md}");
+    eprintln!("→ {}", path.display());
+    Ok(())
+}
+
+/// Table 3 on a public ImageNet model: latents decoded by the VAE, features of the decoded
+/// images against the reference's, every method at the same seeds (`--shard` splits it).
+fn imagenet_table(a: &Args, device: &candle_core::Device) -> anyhow::Result<()> {
+    use erg::eval::imagenet::{reference_features, LatentScorer};
+    use erg::eval::report::cached_runs;
+    use erg::eval::shard::ShardPart;
+    use erg::models::imagenet::{preset as model_preset, tiny_files, PretrainedDit};
+    let name = a.model.clone().expect("checked");
+    let (cfg_model, param) = model_preset(&name)?;
+    let (tiny_w, tiny_vae) = tiny_files(param);
+    let tiny = name.starts_with("tiny");
+    let weights = match &a.weights {
+        Some(w) => w.parse::<erg::hub::WeightSource>()?.resolve()?,
+        None if tiny => tiny_w,
+        None => anyhow::bail!("--model {name} needs --weights (the official checkpoint)"),
+    };
+    let reference_src = a.reference.clone().ok_or_else(|| anyhow::anyhow!("--model needs --reference <folder of real images or features file>"))?;
+    let vae_src = a.vae.clone().unwrap_or_else(|| if tiny { tiny_vae.display().to_string() } else { "hf://stabilityai/sd-vae-ft-ema".into() });
+    // every input is checked before any sampling
+    let model = PretrainedDit::load(&cfg_model, param, &weights, device)?;
+    let (vae, vae_file) = erg::models::vae::Vae::load_diffusers(&vae_src, candle_core::DType::F32, device)?;
+    let (extractor, features_key): (Box<dyn erg::features::FeatureExtractor>, String) = match (&a.paths.features, &a.paths.feature_weights, a.smoke_features) {
+        (Some(f), Some(w), false) => (erg::features::load(f, w, device)?, format!("{f}:{}", erg::eval::run::feature_weights_hash(w)?)),
+        (None, None, true) => (Box::new(erg::features::PixelFeatures { side: 8 }), "pixels-8".into()),
+        _ => anyhow::bail!("ImageNet evaluation needs --features inception --feature-weights <weights> (or --smoke-features, not a metric)"),
+    };
+    let image_size = model.image_shape().1 * vae.config().downsample();
+    let reference = reference_features(extractor.as_ref(), &features_key, &reference_src, image_size, a.max_reference, &a.out.join("reference"), device)?;
+    let scorer = LatentScorer { vae, extractor, reference, decode_batch: 16 };
+    let names: Vec<String> = a
+        .methods
+        .clone()
+        .unwrap_or_else(|| ["none", "cfg", "pag", "sag", "seg", "apg", "cads", "ierg", "erg+apg", "erg+cads"].iter().map(|s| s.to_string()).collect());
+    let variants: Vec<(String, Guidance)> =
+        names.iter().map(|n| Ok((n.clone(), preset(n, a.guidance_scale, model.depth())?))).collect::<anyhow::Result<_>>()?;
+    for (n, g) in &variants {
+        erg::guidance::Guider::new(g, erg::guidance::Models::main(&model), 0).map_err(|e| anyhow::anyhow!("method {n}: {e}"))?;
+    }
+    let classes = a.num_classes.unwrap_or(cfg_model.num_classes).min(cfg_model.num_classes);
+    let hashes = erg::eval::run::weight_hashes(&[("main", weights.as_path()), ("vae", vae_file.as_path())])?;
+    let cfg =
+        EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: Some(features_key.clone()), ..Default::default() }
+            .with_weights(&hashes);
+    let labels = erg::sample::class_grid_labels(classes, a.samples_per_class, device)?;
+    let request = |g: &Guidance| erg::eval::Conditions { conditions: &labels, classes: &labels, key: erg::eval::run_key(g, &cfg) };
+    let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
+    if let Some(shard) = a.shard {
+        let dir = a.out.join("shards");
+        let mut complete = true;
+        for (n, g) in &variants {
+            let r = request(g);
+            if results.contains(&r.key) {
+                continue;
+            }
+            if !ShardPart::path(&dir, &r.key, shard).exists() {
+                let part = erg::eval::shard::evaluate_shard(erg::guidance::Models::main(&model), g, &r, &scorer, &cfg, shard, device, |_, _| {})?;
+                eprintln!("{n:>28}: shard {}/{} → {}", shard.index, shard.count, part.save(&dir)?.display());
+            }
+            let parts = ShardPart::find(&dir, &r.key)?;
+            if parts.len() == shard.count {
+                results.append(erg::eval::shard::merge(&parts, &scorer, &cfg)?)?;
+            } else {
+                eprintln!("{n:>28}: {} of {} shards in {}", parts.len(), shard.count, dir.display());
+                complete = false;
+            }
+        }
+        if !complete {
+            return Ok(());
+        }
+    }
+    let rows = cached_runs(
+        &variants,
+        &mut results,
+        |g| request(g).key,
+        |_, g, on_step| erg::eval::evaluate_conditions(erg::guidance::Models::main(&model), g, &request(g), &scorer, &cfg, device, on_step),
+    )?;
+    let mut md = format!(
+        "# Table 3 on ImageNet ({name})\n\n`{}` ({param:?}), VAE `{vae_src}`, {} samples per class × {classes} classes, {} steps, seed {}, w = {}. Reference: {} ({} images). Features: {features_key}. No ImageNet classifier: consistency is empty.\n\n",
+        weights.display(),
+        a.samples_per_class,
+        a.steps,
+        a.seed,
+        a.guidance_scale,
+        reference_src.display(),
+        scorer.reference.features.nrows()
+    );
+    md.push_str(&write_table(&TableLayout { first_header: "method".into(), total_nfe_over_steps: Some(a.steps), settings: true }, &rows));
+    let path = a.out.join("table3_imagenet.md");
     erg::checkpoint::write_atomic(&path, md.as_bytes())?;
     println!("{md}");
     eprintln!("→ {}", path.display());

@@ -152,3 +152,44 @@ fn sd_vae_matches_diffusers() {
     eprintln!("SD VAE encode (mean of 1024 draws) vs diffusers' mean: correlation {corr:.3}");
     assert!(corr > 0.9, "{corr}");
 }
+
+/// Table 3 on a latent ImageNet model: VAE-decoded samples against a cached reference folder, and
+/// the same record from two shards.
+#[test]
+fn latent_evaluation_with_a_cached_reference_and_shards() {
+    use erg::eval::imagenet::{reference_features, LatentScorer};
+    use erg::eval::shard::{evaluate_shard, merge, Shard};
+    use erg::eval::{evaluate_conditions, run_key, Conditions, EvalConfig};
+    use erg::features::PixelFeatures;
+    let dev = Device::Cpu;
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("val");
+    std::fs::create_dir_all(real.join("a")).unwrap();
+    for i in 0..24u32 {
+        image::RgbImage::from_fn(20 + i, 18, |x, y| image::Rgb([(x * 9) as u8, (y * 13 + i) as u8, 90])).save(real.join("a").join(format!("{i}.png"))).unwrap();
+    }
+    let ex = PixelFeatures { side: 4 };
+    let cache = tmp.path().join("cache");
+    let r1 = reference_features(&ex, "pixels-4", &real, 16, None, &cache, &dev).unwrap();
+    assert_eq!(r1.features.nrows(), 24);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1, "features cached");
+    let r2 = reference_features(&ex, "pixels-4", &real, 16, None, &cache, &dev).unwrap();
+    assert_eq!(r1.features, r2.features);
+    let (vae, _) = erg::models::vae::Vae::load_diffusers(dir().join("sd_vae").to_str().unwrap(), DType::F32, &dev).unwrap();
+    let scorer = LatentScorer { vae, extractor: Box::new(ex), reference: r2, decode_batch: 5 };
+    let model = PretrainedDit::load(&tiny_cfg(), Parametrisation::Velocity, &dir().join("sit_tiny.pt"), &dev).unwrap();
+    let labels = erg::sample::class_grid_labels(10, 2, &dev).unwrap();
+    let cfg = EvalConfig { samples_per_class: 2, num_steps: 3, batch_size: 8, k_pr: 3, k_dc: 3, features: Some("pixels-4".into()), ..Default::default() };
+    let g = erg::guidance::preset("ierg", 3.0, 2).unwrap();
+    let req = Conditions { conditions: &labels, classes: &labels, key: run_key(&g, &cfg) };
+    let whole = evaluate_conditions(erg::guidance::Models::main(&model), &g, &req, &scorer, &cfg, &dev, |_, _| {}).unwrap();
+    assert!(whole.metrics["consistency"].is_nan() && whole.metrics["fid"].is_finite());
+    let parts: Vec<_> = (0..2)
+        .map(|i| evaluate_shard(erg::guidance::Models::main(&model), &g, &req, &scorer, &cfg, Shard { index: i, count: 2 }, &dev, |_, _| {}).unwrap())
+        .collect();
+    let merged = merge(&parts, &scorer, &cfg).unwrap();
+    for m in ["fid", "precision", "recall", "density", "coverage"] {
+        let (a, b) = (whole.metrics[m], merged.metrics[m]);
+        assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "{m}: {a} vs {b}");
+    }
+}

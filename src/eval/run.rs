@@ -71,6 +71,40 @@ pub struct Reference {
     pub gaussian: Gaussian,
 }
 
+/// What scores an evaluation's samples, for the emoji models ([`Scorer`]: images, the crate's
+/// classifier) and the ImageNet latent models ([`super::imagenet::LatentScorer`]: latents
+/// decoded by the VAE, pretrained features, no classifier).
+pub trait SampleScorer {
+    /// Features (N, F) f32 on the CPU of the samples (N, ...) as the sampler returns them.
+    fn sample_features(&self, samples: &Tensor, device: &Device) -> Result<Tensor>;
+    /// Per sample (N,) f32: 1 where the classifier sees the `wanted` class (N,) u32; `None`
+    /// without a classifier (consistency is then NaN).
+    fn sample_hits(&self, samples: &Tensor, wanted: &Tensor) -> Result<Option<Tensor>>;
+    /// The reference set the metrics compare with.
+    fn reference(&self) -> &Reference;
+}
+
+/// FID (Fréchet distance of the features to the reference's), precision, recall (k = `cfg.k_pr`),
+/// density, coverage (k = `cfg.k_dc`) of generated `features` (N, F), and consistency = 100 ×
+/// mean of `hits` (N,) (NaN when `None`).
+pub fn metrics_from_parts(reference: &Reference, features: &Tensor, hits: Option<&Tensor>, cfg: &EvalConfig) -> Result<BTreeMap<String, f64>> {
+    let feats = to_array2(features)?;
+    let fid = frechet_distance(&reference.gaussian, &Gaussian::fit(&feats)?)?;
+    let p = prdc(&reference.features, &feats, cfg.k_pr, cfg.k_dc)?;
+    let cons = match hits {
+        Some(h) => 100.0 * h.to_dtype(candle_core::DType::F64)?.mean_all()?.to_scalar::<f64>()?,
+        None => f64::NAN,
+    };
+    Ok(BTreeMap::from([
+        ("fid".to_string(), fid),
+        ("precision".to_string(), p.precision),
+        ("recall".to_string(), p.recall),
+        ("density".to_string(), p.density),
+        ("coverage".to_string(), p.coverage),
+        ("consistency".to_string(), cons),
+    ]))
+}
+
 /// Features (N, D) of images (N, C, H, W) in [−1, 1], in chunks.
 pub fn extract(extractor: &dyn FeatureExtractor, images: &Tensor, device: &Device) -> Result<Tensor> {
     let n = images.dim(0)?;
@@ -122,7 +156,7 @@ pub fn evaluate<M: Denoiser>(
     models: Models<'_, M>,
     guidance: &Guidance,
     num_classes: usize,
-    scorer: &Scorer,
+    scorer: &dyn SampleScorer,
     cfg: &EvalConfig,
     device: &Device,
     on_step: impl FnMut(usize, usize),
@@ -153,7 +187,7 @@ pub fn evaluate_conditions<M: Denoiser>(
     models: Models<'_, M>,
     guidance: &Guidance,
     request: &Conditions<'_>,
-    scorer: &Scorer,
+    scorer: &dyn SampleScorer,
     cfg: &EvalConfig,
     device: &Device,
     on_step: impl FnMut(usize, usize),
@@ -161,9 +195,16 @@ pub fn evaluate_conditions<M: Denoiser>(
     let t0 = Instant::now();
     let scfg = SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
     let s = sample(models, guidance, request.conditions, &scfg, 0, device, on_step)?;
-    let images = s.images.clamp(-1.0, 1.0)?;
-    let wanted = (guidance.positive == Condition::Given).then_some(request.classes);
-    let metrics = scorer.metrics(&images, wanted, cfg, device)?;
+    if !crate::checkpoint::all_finite(&s.images)? {
+        return Err(crate::Error::Other("the samples to score hold NaN or infinite values; refusing to report metrics".into()));
+    }
+    let features = scorer.sample_features(&s.images, device)?;
+    let hits = match guidance.positive == Condition::Given {
+        true => scorer.sample_hits(&s.images, request.classes)?,
+        false => None,
+    };
+    let metrics = metrics_from_parts(scorer.reference(), &features, hits.as_ref(), cfg)?;
+    let images = s.images;
     Ok(RunRecord {
         key: request.key.clone(),
         method: guidance.name.clone(),
@@ -269,21 +310,19 @@ impl Scorer {
     /// The metrics of [`Self::metrics`] from generated features (N, F) and consistency hits (N,)
     /// (`None`: NaN) — what merging the shards of an evaluation computes ([`super::shard`]).
     pub fn metrics_from_parts(&self, features: &Tensor, hits: Option<&Tensor>, cfg: &EvalConfig) -> Result<BTreeMap<String, f64>> {
-        let feats = to_array2(features)?;
-        let fid = frechet_distance(&self.reference.gaussian, &Gaussian::fit(&feats)?)?;
-        let p = prdc(&self.reference.features, &feats, cfg.k_pr, cfg.k_dc)?;
-        let cons = match hits {
-            Some(h) => 100.0 * h.to_dtype(candle_core::DType::F64)?.mean_all()?.to_scalar::<f64>()?,
-            None => f64::NAN,
-        };
-        Ok(BTreeMap::from([
-            ("fid".to_string(), fid),
-            ("precision".to_string(), p.precision),
-            ("recall".to_string(), p.recall),
-            ("density".to_string(), p.density),
-            ("coverage".to_string(), p.coverage),
-            ("consistency".to_string(), cons),
-        ]))
+        metrics_from_parts(&self.reference, features, hits, cfg)
+    }
+}
+
+impl SampleScorer for Scorer {
+    fn sample_features(&self, samples: &Tensor, device: &Device) -> Result<Tensor> {
+        extract(self.extractor(), &samples.clamp(-1.0, 1.0)?, device)
+    }
+    fn sample_hits(&self, samples: &Tensor, wanted: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(self.hits(&samples.clamp(-1.0, 1.0)?, wanted)?))
+    }
+    fn reference(&self) -> &Reference {
+        &self.reference
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::run::{extract, weights_used, Conditions, EvalConfig, Scorer};
+use super::run::{metrics_from_parts, weights_used, Conditions, EvalConfig, SampleScorer};
 use super::RunRecord;
 use crate::guidance::{Condition, Guidance, Models};
 use crate::models::Denoiser;
@@ -141,7 +141,7 @@ pub fn evaluate_shard<M: Denoiser>(
     models: Models<'_, M>,
     guidance: &Guidance,
     request: &Conditions<'_>,
-    scorer: &Scorer,
+    scorer: &dyn SampleScorer,
     cfg: &EvalConfig,
     shard: Shard,
     device: &Device,
@@ -155,10 +155,12 @@ pub fn evaluate_shard<M: Denoiser>(
     }
     let scfg = SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
     let s = sample(models, guidance, &request.conditions.narrow(0, lo, hi - lo)?, &scfg, lo as u64, device, on_step)?;
-    let images = s.images.clamp(-1.0, 1.0)?;
-    let features = extract(scorer.extractor(), &images, device)?;
+    if !crate::checkpoint::all_finite(&s.images)? {
+        return Err(Error::Other(format!("shard {}/{}: the samples hold NaN or infinite values; refusing to score them", shard.index, shard.count)));
+    }
+    let features = scorer.sample_features(&s.images, device)?;
     let hits = match guidance.positive == Condition::Given {
-        true => Some(scorer.hits(&images, &request.classes.narrow(0, lo, hi - lo)?)?),
+        true => scorer.sample_hits(&s.images, &request.classes.narrow(0, lo, hi - lo)?)?,
         false => None,
     };
     let meta = ShardMeta {
@@ -179,8 +181,8 @@ pub fn evaluate_shard<M: Denoiser>(
 
 /// The record of a run from all its shards: checks they are the `count` disjoint parts of one
 /// run (same key, each index once, rows covering it), then scores all rows together with
-/// [`Scorer::metrics_from_parts`]. `wall_s` is the parts' sum. Errors name what is missing.
-pub fn merge(parts: &[ShardPart], scorer: &Scorer, cfg: &EvalConfig) -> Result<RunRecord> {
+/// [`super::run::metrics_from_parts`]. `wall_s` is the parts' sum. Errors name what is missing.
+pub fn merge(parts: &[ShardPart], scorer: &dyn SampleScorer, cfg: &EvalConfig) -> Result<RunRecord> {
     let first = parts.first().ok_or_else(|| Error::hp("no shards to merge"))?;
     let (key, n) = (&first.meta.key, first.meta.shard.count);
     let mut sorted: Vec<&ShardPart> = parts.iter().collect();
@@ -204,7 +206,7 @@ pub fn merge(parts: &[ShardPart], scorer: &Scorer, cfg: &EvalConfig) -> Result<R
         Some(h) => Some(Tensor::cat(&h, 0)?),
         None => None,
     };
-    let metrics = scorer.metrics_from_parts(&features, hits.as_ref(), cfg)?;
+    let metrics = metrics_from_parts(scorer.reference(), &features, hits.as_ref(), cfg)?;
     let m = &first.meta;
     Ok(RunRecord {
         key: key.clone(),

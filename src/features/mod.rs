@@ -34,6 +34,22 @@ pub fn consistency(logits: &Tensor, labels: &Tensor) -> Result<f64> {
     Ok(100.0 * hits as f64 / labels.dim(0)? as f64)
 }
 
+/// Raw pixels bilinearly resized to `side` × `side`, flattened (N, 3·side²): no network, for smoke
+/// runs of an evaluation pipeline (`pixels-8`); not a perceptual metric.
+pub struct PixelFeatures {
+    /// Side of the resized image.
+    pub side: usize,
+}
+
+impl FeatureExtractor for PixelFeatures {
+    fn features(&self, images: &Tensor) -> Result<Tensor> {
+        Ok(resize::bilinear(images, self.side, self.side)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?)
+    }
+    fn name(&self) -> String {
+        format!("pixels-{}", self.side)
+    }
+}
+
 /// A pretrained extractor by name, with weights from `source` (a path or `hf://org/name/file`):
 /// `inception` (pytorch-fid Inception-v3 pool3), `dinov2-vits14` / `dinov2-vitb14` /
 /// `dinov2-vitl14` (CLS token), `clip-vit-b32` (CLIP image embeddings).

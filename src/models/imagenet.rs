@@ -38,6 +38,38 @@ pub enum Parametrisation {
     Velocity,
 }
 
+/// A public model by name: `sit-xl-2`, `dit-xl-2` (256²: 32² latents), `dit-xl-2-512`, and the
+/// tiny random models of the tests (`tiny-sit`, `tiny-dit`: 2 blocks, D = 64, 10 classes, 8²
+/// latents; weights in `tests/fixtures/imagenet/`).
+pub fn preset(name: &str) -> Result<(DitConfig, Parametrisation)> {
+    let tiny = DitConfig {
+        input_size: (8, 8),
+        patch_size: 2,
+        in_channels: 4,
+        hidden_size: 64,
+        depth: 2,
+        num_heads: 4,
+        mlp_ratio: 4.0,
+        num_classes: 10,
+        learn_sigma: true,
+        activation: crate::models::dit::Activation::GeluTanh,
+    };
+    Ok(match name {
+        "sit-xl-2" => (DitConfig::xl_2(), Parametrisation::Velocity),
+        "dit-xl-2" => (DitConfig::xl_2(), Parametrisation::DdpmEpsilon),
+        "dit-xl-2-512" => (DitConfig { input_size: (64, 64), ..DitConfig::xl_2() }, Parametrisation::DdpmEpsilon),
+        "tiny-sit" => (tiny, Parametrisation::Velocity),
+        "tiny-dit" => (tiny, Parametrisation::DdpmEpsilon),
+        o => return Err(Error::hp(format!("unknown model {o:?}: sit-xl-2, dit-xl-2, dit-xl-2-512, tiny-sit, tiny-dit"))),
+    })
+}
+
+/// The tiny test models' files: (weights, VAE folder) for `tiny-sit` / `tiny-dit`.
+pub fn tiny_files(p: Parametrisation) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imagenet");
+    (dir.join(if p == Parametrisation::Velocity { "sit_tiny.pt" } else { "dit_tiny.pt" }), dir.join("sd_vae"))
+}
+
 /// ᾱ_i of DDPM's linear β schedule (DiT's `get_named_beta_schedule("linear", 1000)`):
 /// β_i = 10⁻⁴ + (0.02 − 10⁻⁴)·i/999, ᾱ_i = Π_{j ≤ i} (1 − β_j), i = 0..999.
 pub fn ddpm_alphas_cumprod() -> Vec<f64> {

@@ -95,6 +95,25 @@ impl Vae {
         Ok(Self { cfg: cfg.clone(), dtype: vb.dtype(), inner: AutoEncoderKL::new(vb, cfg.in_channels, cfg.in_channels, c)? })
     }
 
+    /// Loads a diffusers `vae` folder (`config.json`, `diffusion_pytorch_model.safetensors`),
+    /// local or `hf://org/name` (e.g. `hf://stabilityai/sd-vae-ft-ema`), every tensor used.
+    /// Returns the VAE and the weights file (for hashing).
+    pub fn load_diffusers(source: &str, dtype: DType, device: &candle_core::Device) -> Result<(Self, std::path::PathBuf)> {
+        let file = |f: &str| -> Result<std::path::PathBuf> {
+            Ok(match source.strip_prefix("hf://") {
+                Some(repo) => format!("hf://{}/{f}", repo.trim_end_matches('/')).parse::<crate::hub::WeightSource>()?.resolve()?,
+                None => std::path::Path::new(source).join(f),
+            })
+        };
+        let cfg_path = file("config.json")?;
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+        let cfg: VaeConfig = serde_json::from_str(&text).map_err(|e| Error::corrupt(&cfg_path, e.to_string()))?;
+        let weights = file("diffusion_pytorch_model.safetensors")?;
+        let t = crate::checkpoint::load_tensors(&weights, device)?;
+        let vae = crate::checkpoint::build_strict_dtype(&weights, t, dtype, device, |vb| Self::new(&cfg, vb))?;
+        Ok((vae, weights))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &VaeConfig {
         &self.cfg
