@@ -11,15 +11,17 @@ use std::path::PathBuf;
 
 use candle_core::DType;
 use clap::Parser;
-use erg::data::latents::{prepare_latents, PrepareConfig};
+use erg::data::latents::{prepare_latents, ImageSource, PrepareConfig};
 use erg::models::vae::Vae;
 
 #[derive(Parser, Debug)]
 #[command(about = "Encode an ImageNet-layout folder (train/<wnid>/*.JPEG) into SD-VAE latent shards.")]
 struct Args {
-    /// The image folder (one sub-folder per class).
+    /// The images: an ImageNet-layout folder (one sub-folder per class), parquet files (a file or
+    /// a folder of them, hf-hub's image-dataset layout), or hf://datasets/org/name (e.g.
+    /// hf://datasets/ILSVRC/imagenet-1k with HF_TOKEN) through candle-datasets.
     #[arg(long)]
-    data: PathBuf,
+    data: String,
     /// Output folder (shards + meta.json); rerun with the same arguments to resume.
     #[arg(long)]
     out: PathBuf,
@@ -50,7 +52,8 @@ fn main() -> anyhow::Result<()> {
     let cfg = PrepareConfig { image_size: a.image_size, shard_size: a.shard_size, flip: !a.no_flip, max_per_class: a.max_per_class, batch_size: a.batch_size };
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(indicatif::ProgressStyle::with_template("shards [{bar:30}] {pos}/{len} eta {eta}").unwrap().progress_chars("=> "));
-    let report = prepare_latents(&a.data, &a.out, &vae, &cfg, Some(erg::checkpoint::file_sha256(&weights)?), &device, |done, total| {
+    let source = ImageSource::open(&a.data)?;
+    let report = prepare_latents(&source, &a.out, &vae, &cfg, Some(erg::checkpoint::file_sha256(&weights)?), &device, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use erg::data::latents::{load_latents, prepare_latents, PrepareConfig};
+use erg::data::latents::{load_latents, prepare_latents, ImageSource, PrepareConfig};
 use erg::guidance::{Guidance, Models};
 use erg::models::dit::{Activation, DitConfig};
 use erg::models::vae::{Vae, VaeConfig};
@@ -36,7 +36,8 @@ fn prepare_resume_train_and_decode() {
     tiny_imagenet(&root);
     let vae = tiny_vae();
     let cfg = PrepareConfig { image_size: 16, shard_size: 4, flip: true, max_per_class: None, batch_size: 3 };
-    let r = prepare_latents(&root, &out, &vae, &cfg, None, &Device::Cpu, |_, _| {}).unwrap();
+    let src = ImageSource::Folder(root.clone());
+    let r = prepare_latents(&src, &out, &vae, &cfg, None, &Device::Cpu, |_, _| {}).unwrap();
     assert_eq!((r.written, r.kept, r.latents), (4, 0, 30), "15 images in shards of 4, each with its mirror image");
     let data = load_latents(&out).unwrap();
     assert_eq!(data.images.dims(), &[30, 4, 8, 8]);
@@ -46,13 +47,13 @@ fn prepare_resume_train_and_decode() {
     std::fs::remove_file(out.join("shard_00002.safetensors")).unwrap();
     std::fs::write(out.join("shard_00002.safetensors.tmp"), b"partial").unwrap();
     assert!(load_latents(&out).err().unwrap().to_string().contains("shard_00002"));
-    let r = prepare_latents(&root, &out, &vae, &cfg, None, &Device::Cpu, |_, _| {}).unwrap();
+    let r = prepare_latents(&src, &out, &vae, &cfg, None, &Device::Cpu, |_, _| {}).unwrap();
     assert_eq!((r.written, r.kept), (1, 3), "only the missing shard is encoded again");
     let again = load_latents(&out).unwrap();
     assert_eq!(again.labels, data.labels, "no image lost or duplicated");
     // other settings in the same folder are refused before any work
     let other = PrepareConfig { flip: false, ..cfg.clone() };
-    assert!(prepare_latents(&root, &out, &vae, &other, None, &Device::Cpu, |_, _| {}).is_err());
+    assert!(prepare_latents(&src, &out, &vae, &other, None, &Device::Cpu, |_, _| {}).is_err());
 
     // 20 training steps on the latents lower the loss
     let model = DitConfig {
@@ -93,4 +94,23 @@ fn prepare_resume_train_and_decode() {
     assert_eq!(img.dims(), &[2, 3, 16, 16]);
     assert_eq!(img.dtype(), DType::F32);
     assert!(erg::checkpoint::all_finite(&img).unwrap());
+}
+
+/// The parquet route (hf-hub's image-dataset layout, as candle-datasets fetches it): rows across
+/// row groups, labels from the `label` column.
+#[test]
+fn prepare_from_parquet_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/imagenet/tiny_images.parquet");
+    let src = ImageSource::open(file.to_str().unwrap()).unwrap();
+    let cfg = PrepareConfig { image_size: 16, shard_size: 4, flip: false, max_per_class: None, batch_size: 3 };
+    let r = prepare_latents(&src, tmp.path(), &tiny_vae(), &cfg, None, &Device::Cpu, |_, _| {}).unwrap();
+    assert_eq!((r.written, r.latents), (3, 12));
+    let data = load_latents(tmp.path()).unwrap();
+    assert_eq!(data.labels, (0..12).map(|i| i % 3).collect::<Vec<u32>>(), "rows in order, labels from the label column");
+    assert_eq!(data.classes, vec!["0", "1", "2"]);
+    assert_eq!(data.images.dims(), &[12, 4, 8, 8]);
+    let capped = PrepareConfig { max_per_class: Some(2), ..cfg };
+    let r = prepare_latents(&src, &tmp.path().join("capped"), &tiny_vae(), &capped, None, &Device::Cpu, |_, _| {}).unwrap();
+    assert_eq!(r.latents, 6);
 }

@@ -122,8 +122,28 @@ def main():
 
     save_file({k: (v.float() if v.is_floating_point() else v.to(torch.int64)).contiguous() for k, v in fx.items()}, f"{out}/fixtures.safetensors")
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
+    tiny_parquet(out)
     print(f"wrote {out} ({total / 1e6:.2f} MB)")
 
 
 if __name__ == "__main__":
     main()
+
+
+def tiny_parquet(out):
+    """A tiny image dataset in hf-hub's parquet layout (`image` {bytes, path}, `label`), 2 row
+    groups, for the parquet route of `prepare_latents` (`tests/latents.rs`)."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        buf = io.BytesIO()
+        Image.fromarray((rng.random((20 + i, 24, 3)) * 255).astype(np.uint8)).save(buf, format="PNG")
+        rows.append({"image": {"bytes": buf.getvalue(), "path": f"{i}.png"}, "label": i % 3})
+    pq.write_table(pa.Table.from_pylist(rows), f"{out}/tiny_images.parquet", row_group_size=5)

@@ -1,8 +1,10 @@
 //! ImageNet as VAE latents, the data of the paper's class-conditional models (DiT/SiT train on SD
 //! VAE latents of 256² center crops, with horizontal flips).
 //!
-//! [`prepare_latents`] walks an ImageNet-layout folder (`train/<wnid>/*.JPEG`; classes are the
-//! sorted folder names, which for ImageNet-1k is DiT's label order), crops each image as ADM does
+//! [`prepare_latents`] reads an [`ImageSource`] — an ImageNet-layout folder (`train/<wnid>/*.JPEG`;
+//! classes are the sorted folder names, which for ImageNet-1k is DiT's label order), or the
+//! parquet shards of an image dataset (hf-hub's layout: an `image` column of {bytes, path} and an
+//! integer `label`), local or fetched from the Hub through candle-datasets — crops each image as ADM does
 //! ([`adm_center_crop`]), encodes it and its mirror image with the VAE, and writes sharded
 //! safetensors (`shard_00000.safetensors`, … each `latents` (n, C, h, w) f16 and `labels` (n,) u32,
 //! with checksums) plus `meta.json`. Shards are written atomically and skipped when already
@@ -13,9 +15,12 @@
 //! [`load_latents`] reads them back as a [`Dataset`] for `train --data latents:DIR` (in memory:
 //! 256² ImageNet-1k with flips is ≈ 21 GB in f16 — a machine for that size streams shards; here
 //! everything is loaded).
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
 use serde::{Deserialize, Serialize};
 
 use super::Dataset;
@@ -62,6 +67,9 @@ pub struct LatentsMeta {
     pub latent_shape: (usize, usize, usize),
     /// SHA-256 of the VAE weights file, when known.
     pub vae_sha256: Option<String>,
+    /// Where the images came from.
+    #[serde(default)]
+    pub source: String,
 }
 
 /// What a call did.
@@ -115,6 +123,151 @@ pub fn image_list(root: &Path, max_per_class: Option<usize>) -> Result<(Vec<Stri
     Ok((classes, items))
 }
 
+/// Where the images come from.
+pub enum ImageSource {
+    /// An ImageNet-layout folder.
+    Folder(PathBuf),
+    /// Parquet files (hf-hub's image-dataset layout), with what they were read from.
+    Parquet(Vec<SerializedFileReader<File>>, String),
+}
+
+impl ImageSource {
+    /// `hf://datasets/org/name` (the Hub's parquet conversion, through candle-datasets; gated
+    /// sets such as `ILSVRC/imagenet-1k` need `HF_TOKEN`), a `.parquet` file or a folder of them,
+    /// or an ImageNet-layout folder. Errors say what to do.
+    pub fn open(source: &str) -> Result<Self> {
+        if let Some(id) = source.strip_prefix("hf://datasets/") {
+            let api = hf_hub_1::HFClientSync::new().map_err(|e| Error::Other(format!("hf-hub: {e}")))?;
+            let readers = candle_datasets::hub::from_hub(&api, id.trim_end_matches('/').to_string()).map_err(|e| Error::Missing {
+                path: PathBuf::from(source),
+                hint: format!("candle-datasets could not fetch its parquet files ({e}); gated datasets need HF_TOKEN; offline, pass a local folder"),
+            })?;
+            if readers.is_empty() {
+                return Err(Error::Missing { path: PathBuf::from(source), hint: "the dataset has no parquet files".into() });
+            }
+            return Ok(Self::Parquet(readers, source.to_string()));
+        }
+        let p = Path::new(source);
+        let files: Vec<PathBuf> = if p.is_file() && p.extension().is_some_and(|e| e == "parquet") {
+            vec![p.to_path_buf()]
+        } else if p.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+                .collect();
+            v.sort();
+            v
+        } else {
+            return Err(Error::Missing { path: p.to_path_buf(), hint: "pass an image folder, parquet files, or hf://datasets/org/name".into() });
+        };
+        if files.is_empty() {
+            return Ok(Self::Folder(p.to_path_buf()));
+        }
+        let readers = files
+            .iter()
+            .map(|f| SerializedFileReader::new(File::open(f).map_err(|e| Error::io(f, e))?).map_err(|e| Error::corrupt(f, e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::Parquet(readers, source.to_string()))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Folder(p) => p.display().to_string(),
+            Self::Parquet(_, s) => s.clone(),
+        }
+    }
+}
+
+/// One image of a source: a file, or row `row` of row group `group` of parquet file `file`.
+#[derive(Debug, Clone)]
+enum Item {
+    File(PathBuf),
+    Row { file: usize, group: usize, row: usize },
+}
+
+/// The `image.bytes` and `label` of a parquet row (hf-hub's image-dataset layout).
+fn row_fields(row: &parquet::record::Row) -> (Option<Vec<u8>>, Option<i64>) {
+    let (mut bytes, mut label) = (None, None);
+    for (name, f) in row.get_column_iter() {
+        match (name.as_str(), f) {
+            ("label", Field::Long(v)) => label = Some(*v),
+            ("label", Field::Int(v)) => label = Some(*v as i64),
+            ("image", Field::Group(g)) => {
+                for (n, f) in g.get_column_iter() {
+                    if let (Some("bytes"), Field::Bytes(b)) = (Some(n.as_str()), f) {
+                        bytes = Some(b.data().to_vec());
+                    }
+                }
+            }
+            ("image", Field::Bytes(b)) => bytes = Some(b.data().to_vec()),
+            _ => {}
+        }
+    }
+    (bytes, label)
+}
+
+/// Items, labels and class names of a source, in a fixed order.
+fn items(source: &ImageSource, max_per_class: Option<usize>) -> Result<(Vec<String>, Vec<(Item, u32)>)> {
+    match source {
+        ImageSource::Folder(root) => {
+            let (classes, files) = image_list(root, max_per_class)?;
+            Ok((classes, files.into_iter().map(|(p, l)| (Item::File(p), l)).collect()))
+        }
+        ImageSource::Parquet(readers, name) => {
+            let mut out = vec![];
+            let mut per_class: std::collections::BTreeMap<u32, usize> = Default::default();
+            for (fi, r) in readers.iter().enumerate() {
+                for g in 0..r.num_row_groups() {
+                    let rg = r.get_row_group(g).map_err(|e| Error::corrupt(Path::new(name), e.to_string()))?;
+                    for (ri, row) in rg.get_row_iter(None).map_err(|e| Error::corrupt(Path::new(name), e.to_string()))?.enumerate() {
+                        let row = row.map_err(|e| Error::corrupt(Path::new(name), e.to_string()))?;
+                        let label = row_fields(&row).1.ok_or_else(|| Error::corrupt(Path::new(name), "a row without an integer `label` column"))?;
+                        let label = u32::try_from(label).map_err(|_| Error::corrupt(Path::new(name), format!("label {label} is not a class index")))?;
+                        let n = per_class.entry(label).or_default();
+                        if *n < max_per_class.unwrap_or(usize::MAX) {
+                            *n += 1;
+                            out.push((Item::Row { file: fi, group: g, row: ri }, label));
+                        }
+                    }
+                }
+            }
+            if out.is_empty() {
+                return Err(Error::corrupt(Path::new(name), "no rows"));
+            }
+            let k = per_class.keys().max().map_or(0, |m| *m as usize + 1);
+            Ok(((0..k).map(|i| i.to_string()).collect(), out))
+        }
+    }
+}
+
+/// The images of `chunk` (in order), decoded.
+fn load_items(source: &ImageSource, chunk: &[(Item, u32)]) -> Result<Vec<image::DynamicImage>> {
+    let mut out: Vec<Option<image::DynamicImage>> = vec![None; chunk.len()];
+    let mut groups: std::collections::BTreeMap<(usize, usize), Vec<(usize, usize)>> = Default::default(); // (file, group) → (row, slot)
+    for (slot, (item, _)) in chunk.iter().enumerate() {
+        match item {
+            Item::File(p) => out[slot] = Some(image::open(p).map_err(|e| Error::corrupt(p, e))?),
+            Item::Row { file, group, row } => groups.entry((*file, *group)).or_default().push((*row, slot)),
+        }
+    }
+    if let ImageSource::Parquet(readers, name) = source {
+        let err = |e: String| Error::corrupt(Path::new(name), e);
+        for ((f, g), wanted) in groups {
+            let rg = readers[f].get_row_group(g).map_err(|e| err(e.to_string()))?;
+            let last = wanted.iter().map(|w| w.0).max().unwrap_or(0);
+            for (ri, row) in rg.get_row_iter(None).map_err(|e| err(e.to_string()))?.enumerate().take(last + 1) {
+                for &(_, slot) in wanted.iter().filter(|w| w.0 == ri) {
+                    let row = row.as_ref().map_err(|e| err(e.to_string()))?;
+                    let bytes = row_fields(row).0.ok_or_else(|| err(format!("file {f} group {g} row {ri}: no image bytes")))?;
+                    out[slot] = Some(image::load_from_memory(&bytes).map_err(|e| err(format!("file {f} group {g} row {ri}: {e}")))?);
+                }
+            }
+        }
+    }
+    out.into_iter().enumerate().map(|(i, o)| o.ok_or_else(|| Error::Other(format!("image {i} of the shard was not found in its source")))).collect()
+}
+
 fn shard_path(out: &Path, k: usize) -> PathBuf {
     out.join(format!("shard_{k:05}.safetensors"))
 }
@@ -125,11 +278,11 @@ fn to_tensor(img: &image::RgbImage, device: &Device) -> Result<Tensor> {
     Ok(((t.to_dtype(DType::F32)? / 127.5)? - 1.0)?.to_device(device)?) // (3, H, W) in [−1, 1]
 }
 
-/// Encodes the images of `root` into latent shards in `out` (module docs). `on_shard(done,
+/// Encodes the images of `source` into latent shards in `out` (module docs). `on_shard(done,
 /// total)` reports progress. Errors, before any encoding: a folder prepared with other settings;
 /// an unreadable image is named.
 pub fn prepare_latents(
-    root: &Path,
+    source: &ImageSource,
     out: &Path,
     vae: &Vae,
     cfg: &PrepareConfig,
@@ -144,7 +297,7 @@ pub fn prepare_latents(
     if cfg.image_size % f != 0 {
         return Err(Error::hp(format!("image_size {} is not a multiple of the VAE's {f}", cfg.image_size)));
     }
-    let (classes, items) = image_list(root, cfg.max_per_class)?;
+    let (classes, items) = items(source, cfg.max_per_class)?;
     let shards = items.len().div_ceil(cfg.shard_size);
     let meta = LatentsMeta {
         config: cfg.clone(),
@@ -153,6 +306,7 @@ pub fn prepare_latents(
         shards,
         latent_shape: (vae.config().latent_channels, cfg.image_size / f, cfg.image_size / f),
         vae_sha256,
+        source: source.describe(),
     };
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let meta_path = out.join("meta.json");
@@ -177,9 +331,8 @@ pub fn prepare_latents(
         let (mut lat, mut labels) = (vec![], vec![]);
         for batch in chunk.chunks(cfg.batch_size) {
             let mut imgs = vec![];
-            for (p, label) in batch {
-                let img = image::open(p).map_err(|e| Error::corrupt(p, e))?;
-                let crop = adm_center_crop(&img, cfg.image_size);
+            for (img, (_, label)) in load_items(source, batch)?.iter().zip(batch) {
+                let crop = adm_center_crop(img, cfg.image_size);
                 imgs.push(to_tensor(&crop, device)?);
                 labels.push(*label);
                 if cfg.flip {
