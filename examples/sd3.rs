@@ -90,19 +90,7 @@ struct Args {
 /// A preset with Table 7's SD3 settings (scaled to the model), with this run's τ, τ_c and κ.
 fn method(name: &str, a: &Args, sd3: &Sd3) -> anyhow::Result<Guidance> {
     let erg = TextErg::sd3(sd3.depth(), sd3.text().depths());
-    let mut g = preset_with_text(name, a.guidance_scale, sd3.depth(), Some(erg))?;
-    if let Some(tau_c) = a.tau_c.filter(|_| g.has_rectified_condition()) {
-        g = g.with_tau_c(tau_c)?;
-    }
-    if g.has_rectified_attention() {
-        if let Some(tau) = a.tau {
-            g = g.with_tau(tau)?;
-        }
-        if let Some(kappa) = a.kappa {
-            g = g.with_kappa(kappa)?;
-        }
-    }
-    Ok(g)
+    Ok(preset_with_text(name, a.guidance_scale, sd3.depth(), Some(erg))?.with_erg_overrides(a.tau, a.tau_c, a.kappa)?)
 }
 // ANCHOR_END: method
 

@@ -69,19 +69,7 @@ struct Args {
 // ANCHOR: method
 /// A preset for the text-to-image model, with this run's τ_c, τ and κ where they apply.
 fn method(name: &str, a: &Args, model: &TextToImage) -> anyhow::Result<Guidance> {
-    let mut g = preset_for(name, a.guidance_scale, model.depth(), model.text_layers())?;
-    if let Some(tau_c) = a.tau_c.filter(|_| g.has_rectified_condition()) {
-        g = g.with_tau_c(tau_c)?;
-    }
-    if g.has_rectified_attention() {
-        if let Some(tau) = a.tau {
-            g = g.with_tau(tau)?;
-        }
-        if let Some(kappa) = a.kappa {
-            g = g.with_kappa(kappa)?;
-        }
-    }
-    Ok(g)
+    Ok(preset_for(name, a.guidance_scale, model.depth(), model.text_layers())?.with_erg_overrides(a.tau, a.tau_c, a.kappa)?)
 }
 // ANCHOR_END: method
 

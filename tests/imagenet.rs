@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use common::max_abs_diff;
 use erg::attention::{ForwardPlan, NoProbe};
-use erg::models::dit::{Activation, DitConfig};
+use erg::models::dit::DitConfig;
 use erg::models::imagenet::{alpha_bar_of_t, ddim_timesteps, ddpm_alphas_cumprod, ddpm_index, t_of_alpha_bar, Parametrisation, PretrainedDit};
 use erg::models::Denoiser;
 
@@ -22,18 +22,7 @@ fn fixtures() -> HashMap<String, Tensor> {
 }
 
 fn tiny_cfg() -> DitConfig {
-    DitConfig {
-        input_size: (8, 8),
-        patch_size: 2,
-        in_channels: 4,
-        hidden_size: 64,
-        depth: 2,
-        num_heads: 4,
-        mlp_ratio: 4.0,
-        num_classes: 10,
-        learn_sigma: true,
-        activation: Activation::GeluTanh,
-    }
+    erg::models::imagenet::preset("tiny-dit").unwrap().0
 }
 
 fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {

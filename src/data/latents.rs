@@ -23,11 +23,10 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use serde::{Deserialize, Serialize};
 
+use super::imagenet::image_list;
 use super::Dataset;
 use crate::models::vae::Vae;
 use crate::{Error, Result};
-
-const EXTENSIONS: [&str; 4] = ["jpeg", "jpg", "png", "webp"];
 
 /// How the latents are made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,32 +94,6 @@ pub fn adm_center_crop(img: &image::DynamicImage, size: usize) -> image::RgbImag
     let img = image::imageops::resize(&img, w, h, image::imageops::FilterType::CatmullRom);
     let (x0, y0) = ((w - size as u32) / 2, (h - size as u32) / 2);
     image::imageops::crop_imm(&img, x0, y0, size as u32, size as u32).to_image()
-}
-
-/// The images of an ImageNet-layout folder in a fixed order (classes sorted, files sorted), with
-/// their labels, and the class names. Errors: no class folders or no images.
-pub fn image_list(root: &Path, max_per_class: Option<usize>) -> Result<(Vec<String>, Vec<(PathBuf, u32)>)> {
-    let mut classes: Vec<String> = std::fs::read_dir(root)
-        .map_err(|_| Error::Missing { path: root.into(), hint: "expected a folder with one sub-folder per class (ImageNet `train/`)".into() })?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_dir())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    classes.sort();
-    let mut items = vec![];
-    for (label, class) in classes.iter().enumerate() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(class))
-            .map_err(|e| Error::io(root.join(class), e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str())))
-            .collect();
-        files.sort();
-        items.extend(files.into_iter().take(max_per_class.unwrap_or(usize::MAX)).map(|f| (f, label as u32)));
-    }
-    if classes.is_empty() || items.is_empty() {
-        return Err(Error::corrupt(root, "no class sub-folders with images (extensions: JPEG, JPG, PNG, WEBP)"));
-    }
-    Ok((classes, items))
 }
 
 /// Where the images come from.

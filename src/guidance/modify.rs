@@ -135,9 +135,29 @@ impl Guidance {
         self.each_text_rectification("tau_c", |r| r.tau = tau_c)
     }
 
-    /// C-ERG's text-encoder layer range [l_min^c, l_max^c). Errors: no C-ERG condition.
+    /// The command-line overrides of a run, where they apply: τ_c to a method with C-ERG's
+    /// rectified prompt, τ and κ to one with rectified attention; `None` keeps the preset's value.
+    /// Errors: an invalid value.
+    pub fn with_erg_overrides(self, tau: Option<f64>, tau_c: Option<f64>, kappa: Option<f64>) -> Result<Self> {
+        let mut g = self;
+        if let Some(tau_c) = tau_c.filter(|_| g.has_rectified_condition()) {
+            g = g.with_tau_c(tau_c)?;
+        }
+        if g.has_rectified_attention() {
+            if let Some(tau) = tau {
+                g = g.with_tau(tau)?;
+            }
+            if let Some(kappa) = kappa {
+                g = g.with_kappa(kappa)?;
+            }
+        }
+        Ok(g)
+    }
+
+    /// C-ERG's text-encoder layer range [l_min^c, l_max^c), in every encoder (a model's
+    /// per-encoder ranges are replaced). Errors: no C-ERG condition.
     pub fn with_text_layers(self, l_min: usize, l_max: usize) -> Result<Self> {
-        self.each_text_rectification("the text layer range", |r| (r.l_min, r.l_max) = (l_min, l_max))
+        self.each_text_rectification("the text layer range", |r| (r.l_min, r.l_max, r.encoder_layers) = (l_min, l_max, None))
     }
 
     /// Eq. (10)'s guidance scale w of the first term (s = w − 1). Errors: no guidance term.
