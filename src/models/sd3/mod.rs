@@ -98,7 +98,7 @@ impl Sd3 {
     /// `hf://org/name/file.safetensors` (a single file); gated repositories need `HF_TOKEN`.
     /// Errors name the missing file, tensor or setting.
     pub fn load(source: &str, opts: &Sd3Options, device: &Device) -> Result<Self> {
-        let local = resolve_source(source)?;
+        let local = resolve_source(source, opts.with_t5)?;
         if local.is_dir() {
             let spec = Sd3Spec::from_diffusers(&local)?;
             let comp = |c: &str| weights::load_component(&local.join(c), device);
@@ -252,10 +252,15 @@ impl Sd3 {
 
 /// A local path for `source` (module docs of [`Sd3::load`]); `hf://org/name` downloads the
 /// diffusers repository's configs, tokenizers and weights through hf-hub.
-fn resolve_source(source: &str) -> Result<PathBuf> {
+/// Without T5 its 9.5 GB are not downloaded.
+fn resolve_source(source: &str, with_t5: bool) -> Result<PathBuf> {
     if let Some(rest) = source.strip_prefix("hf://") {
         if rest.split('/').filter(|s| !s.is_empty()).count() == 2 {
-            return crate::hub::snapshot(rest.trim_end_matches('/'), &["model_index.json", "transformer/", "text_encoder", "tokenizer", "vae/", "scheduler/"]);
+            let mut parts = vec!["model_index.json", "transformer/", "text_encoder/", "text_encoder_2/", "tokenizer", "vae/", "scheduler/"];
+            if with_t5 {
+                parts.push("text_encoder_3/");
+            }
+            return crate::hub::snapshot(rest.trim_end_matches('/'), &parts);
         }
     }
     let p = source.parse::<WeightSource>()?.resolve()?;
