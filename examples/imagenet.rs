@@ -88,6 +88,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(c) = classes.iter().find(|&&c| c >= cfg.num_classes) {
         anyhow::bail!("--classes: {c} is not a class of this model (0..{})", cfg.num_classes);
     }
+    if !tiny && !device.is_cuda() {
+        eprintln!("warning: the XL/2 models on the CPU take seconds per step and image; build with --features cuda for a GPU");
+    }
     let t0 = Instant::now();
     let model = PretrainedDit::load(&cfg, param, &weights, &device)?;
     let vae_src = a.vae.clone().unwrap_or_else(|| if tiny { tiny_vae.display().to_string() } else { "hf://stabilityai/sd-vae-ft-ema".into() });

@@ -118,6 +118,9 @@ fn main() -> anyhow::Result<()> {
         tokenizers: None,
     };
     let source = a.weights.clone().unwrap_or_else(|| TINY_SD3.to_string());
+    if !tiny && !device.is_cuda() {
+        eprintln!("warning: SD3 on the CPU takes minutes per step at 1024²; build with --features cuda for a GPU (or try --size 512 --steps 4)");
+    }
     let t0 = Instant::now();
     let sd3 = Sd3::load(&source, &opts, &device)?;
     // ANCHOR_END: load
