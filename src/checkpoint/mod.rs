@@ -3,7 +3,7 @@
 //! half-written checkpoint behind.
 //!
 //! Every file this crate writes carries the SHA-256 of each tensor in its header
-//! ([`integrity`]), checked at load with the finiteness of every float; a checkpoint also embeds
+//! (`integrity`), checked at load with the finiteness of every float; a checkpoint also embeds
 //! its card, so a card edited after export (a wrong `num_heads`, other class names) no longer
 //! matches the weights and is refused at load ([`load_checkpoint`]); [`build_strict`] refuses
 //! weights with tensors the configured model does not use.

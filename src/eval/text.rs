@@ -1,5 +1,5 @@
 //! Text-to-image evaluation (the Table 1 analogue): prompts drawn from the emoji captions, images
-//! sampled with a method, and the metrics of [`super::run::image_metrics`] against the training
+//! sampled with a method, and the metrics of [`super::Scorer::metrics`] against the training
 //! images. Consistency is the shipped classifier's agreement with the prompt's emoji category
 //! (the paper uses CLIPScore/VQAScore on COCO; here no captioned reference set of that kind
 //! exists, and CLIP can be plugged in as the feature extractor where its weights are available).

@@ -1,6 +1,6 @@
 //! The linear layer of every model: y = x Wᵀ + b with PyTorch's (and candle-nn's) layout, weight
 //! (out, in) and bias (out), so checkpoints load unchanged. The product runs in
-//! [`erg_kernels::linear`] (one autograd node on `gemm` on CPU f32 with [`Kernels::Fused`]).
+//! [`erg_kernels::linear()`] (one autograd node on `gemm` on CPU f32 with [`Kernels::Fused`]).
 use candle_core::Tensor;
 use candle_nn::{Init, VarBuilder};
 
