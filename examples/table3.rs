@@ -123,7 +123,16 @@ fn main() -> anyhow::Result<()> {
         EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
     if let Some(shard) = a.shard {
-        if !run_shards(&bench, &variants, &cfg, shard, &mut results, &a.out.join("shards"), &device)? {
+        let done = erg::eval::report::sharded_runs(
+            &variants,
+            &mut results,
+            &a.out.join("shards"),
+            shard,
+            |g| bench.key(g, &cfg),
+            |_, g, on_step| bench.evaluate_shard(g, &cfg, shard, &device, on_step),
+            |parts| bench.merge(parts, &cfg),
+        )?;
+        if !done {
             return Ok(());
         }
     }
@@ -168,7 +177,6 @@ fn main() -> anyhow::Result<()> {
 fn imagenet_table(a: &Args, device: &candle_core::Device) -> anyhow::Result<()> {
     use erg::eval::imagenet::{reference_features, LatentScorer};
     use erg::eval::report::cached_runs;
-    use erg::eval::shard::ShardPart;
     use erg::models::imagenet::{preset as model_preset, tiny_files, PretrainedDit};
     let name = a.model.clone().expect("checked");
     let (cfg_model, param) = model_preset(&name)?;
@@ -210,26 +218,16 @@ fn imagenet_table(a: &Args, device: &candle_core::Device) -> anyhow::Result<()> 
     let request = |g: &Guidance| erg::eval::Conditions { conditions: &labels, classes: &labels, key: erg::eval::run_key(g, &cfg) };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
     if let Some(shard) = a.shard {
-        let dir = a.out.join("shards");
-        let mut complete = true;
-        for (n, g) in &variants {
-            let r = request(g);
-            if results.contains(&r.key) {
-                continue;
-            }
-            if !ShardPart::path(&dir, &r.key, shard).exists() {
-                let part = erg::eval::shard::evaluate_shard(erg::guidance::Models::main(&model), g, &r, &scorer, &cfg, shard, device, |_, _| {})?;
-                eprintln!("{n:>28}: shard {}/{} → {}", shard.index, shard.count, part.save(&dir)?.display());
-            }
-            let parts = ShardPart::find(&dir, &r.key)?;
-            if parts.len() == shard.count {
-                results.append(erg::eval::shard::merge(&parts, &scorer, &cfg)?)?;
-            } else {
-                eprintln!("{n:>28}: {} of {} shards in {}", parts.len(), shard.count, dir.display());
-                complete = false;
-            }
-        }
-        if !complete {
+        let done = erg::eval::report::sharded_runs(
+            &variants,
+            &mut results,
+            &a.out.join("shards"),
+            shard,
+            |g| request(g).key,
+            |_, g, on_step| erg::eval::shard::evaluate_shard(erg::guidance::Models::main(&model), g, &request(g), &scorer, &cfg, shard, device, on_step),
+            |parts| erg::eval::shard::merge(parts, &scorer, &cfg),
+        )?;
+        if !done {
             return Ok(());
         }
     }
@@ -255,48 +253,6 @@ fn imagenet_table(a: &Args, device: &candle_core::Device) -> anyhow::Result<()> 
     println!("{md}");
     eprintln!("→ {}", path.display());
     Ok(())
-}
-
-/// `--shard`: this shard of every method without a record, saved; methods whose shards are all
-/// present merged into `results`. Returns whether every method now has its record.
-fn run_shards(
-    bench: &Bench,
-    variants: &[(String, Guidance)],
-    cfg: &EvalConfig,
-    shard: erg::eval::shard::Shard,
-    results: &mut ResultsFile,
-    dir: &std::path::Path,
-    device: &candle_core::Device,
-) -> anyhow::Result<bool> {
-    use erg::eval::shard::ShardPart;
-    let mut complete = true;
-    for (n, g) in variants {
-        let key = bench.key(g, cfg);
-        if results.contains(&key) {
-            continue;
-        }
-        if !ShardPart::path(dir, &key, shard).exists() {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_prefix(format!("{n} {}/{}", shard.index, shard.count));
-            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} steps").unwrap().progress_chars("=> "));
-            let part = bench.evaluate_shard(g, cfg, shard, device, |d, t| {
-                bar.set_length(t as u64);
-                bar.set_position(d as u64);
-            })?;
-            bar.finish_and_clear();
-            eprintln!("{n:>28}: shard {}/{} → {}", shard.index, shard.count, part.save(dir)?.display());
-        }
-        let parts = ShardPart::find(dir, &key)?;
-        if parts.len() == shard.count {
-            let rec = bench.merge(&parts, cfg)?;
-            eprintln!("{n:>28}: {} shards merged, FID {:.2}", parts.len(), rec.metrics["fid"]);
-            results.append(rec)?;
-        } else {
-            eprintln!("{n:>28}: {} of {} shards in {} (waiting for the others)", parts.len(), shard.count, dir.display());
-            complete = false;
-        }
-    }
-    Ok(complete)
 }
 
 /// The table at matched strength: CFG's strength at w (Table 3) or the first method's (Table 2,

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use super::shard::{Shard, ShardPart};
 use super::{Bench, EvalConfig, ResultsFile, RunRecord};
 use crate::guidance::Guidance;
 use crate::{Error, Result};
@@ -29,6 +30,50 @@ pub fn evaluate_variants(
     device: &candle_core::Device,
 ) -> Result<Vec<(String, RunRecord)>> {
     cached_runs(variants, results, |g| bench.key(g, cfg), |_, g, on_step| bench.evaluate(g, cfg, device, on_step))
+}
+
+/// `--shard`: shard `shard` of every labelled variant without a record in `results`, saved to
+/// `dir` (`run_shard(label, guidance, on_step)`, under a progress bar) unless already there; a
+/// variant whose `shard.count` parts are all in `dir` is merged (`merge`) and appended to
+/// `results`. Returns whether every variant now has its record (the table can be written).
+/// Errors: those of `run_shard` and `merge`; unwritable files.
+pub fn sharded_runs(
+    variants: &[(String, Guidance)],
+    results: &mut ResultsFile,
+    dir: &std::path::Path,
+    shard: Shard,
+    key: impl Fn(&Guidance) -> String,
+    mut run_shard: impl FnMut(&str, &Guidance, &mut dyn FnMut(usize, usize)) -> Result<ShardPart>,
+    merge: impl Fn(&[ShardPart]) -> Result<RunRecord>,
+) -> Result<bool> {
+    let mut complete = true;
+    for (label, g) in variants {
+        let key = key(g);
+        if results.contains(&key) {
+            continue;
+        }
+        if !ShardPart::path(dir, &key, shard).exists() {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_prefix(format!("{label} {}/{}", shard.index, shard.count));
+            bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>28} [{bar:30}] {pos}/{len} steps").expect("template").progress_chars("=> "));
+            let part = run_shard(label, g, &mut |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            });
+            bar.finish_and_clear();
+            eprintln!("{label:>28}: shard {}/{} → {}", shard.index, shard.count, part?.save(dir)?.display());
+        }
+        let parts = ShardPart::find(dir, &key)?;
+        if parts.len() == shard.count {
+            let rec = merge(&parts)?;
+            eprintln!("{label:>28}: {} shards merged, FID {:.2}", parts.len(), rec.metrics["fid"]);
+            results.append(rec)?;
+        } else {
+            eprintln!("{label:>28}: {} of {} shards in {} (waiting for the others)", parts.len(), shard.count, dir.display());
+            complete = false;
+        }
+    }
+    Ok(complete)
 }
 
 /// The record of each labelled variant, in order: from `results` when it holds the variant's

@@ -11,10 +11,10 @@ use super::RunRecord;
 use crate::data::Dataset;
 use crate::features::classifier::{ClassifierCard, SmallCnn};
 use crate::features::FeatureExtractor;
-use crate::guidance::{Condition, Guidance, Models};
+use crate::guidance::{Guidance, Models};
 use crate::metrics::{frechet_distance, prdc, to_array2, Gaussian};
 use crate::models::Denoiser;
-use crate::sample::{class_grid_labels, sample, SampleConfig};
+use crate::sample::class_grid_labels;
 use crate::Result;
 
 /// Settings of an evaluation run.
@@ -192,31 +192,12 @@ pub fn evaluate_conditions<M: Denoiser>(
     device: &Device,
     on_step: impl FnMut(usize, usize),
 ) -> Result<RunRecord> {
+    // one shard of one: the same code as a sharded run, so merged shards equal the whole by construction
     let t0 = Instant::now();
-    let scfg = SampleConfig { num_steps: cfg.num_steps, seed: cfg.seed, batch_size: cfg.batch_size };
-    let s = sample(models, guidance, request.conditions, &scfg, 0, device, on_step)?;
-    if !crate::checkpoint::all_finite(&s.images)? {
-        return Err(crate::Error::Other("the samples to score hold NaN or infinite values; refusing to report metrics".into()));
-    }
-    let features = scorer.sample_features(&s.images, device)?;
-    let hits = match guidance.positive == Condition::Given {
-        true => scorer.sample_hits(&s.images, request.classes)?,
-        false => None,
-    };
-    let metrics = metrics_from_parts(scorer.reference(), &features, hits.as_ref(), cfg)?;
-    let images = s.images;
-    Ok(RunRecord {
-        key: request.key.clone(),
-        method: guidance.name.clone(),
-        guidance: serde_json::to_value(guidance).map_err(|e| crate::Error::Other(e.to_string()))?,
-        seed: cfg.seed,
-        steps: cfg.num_steps,
-        nfe_per_step: s.nfe_per_step,
-        samples: images.dim(0)?,
-        wall_s: t0.elapsed().as_secs_f64(),
-        metrics,
-        weights: weights_used(guidance, &cfg.weights),
-    })
+    let whole = super::shard::Shard { index: 0, count: 1 };
+    let part = super::shard::evaluate_shard(models, guidance, request, scorer, cfg, whole, device, on_step)?;
+    let rec = super::shard::merge(&[part], scorer, cfg)?;
+    Ok(RunRecord { wall_s: t0.elapsed().as_secs_f64(), ..rec })
 }
 
 /// What scores generated emoji, shared by [`Bench`] and [`super::TextBench`]: the classifier
