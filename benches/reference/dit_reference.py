@@ -9,6 +9,11 @@ Prints one JSON object with the median seconds per step, eager and (when it work
 The weights are random: only time is compared, never outputs.
 
     python benches/reference/dit_reference.py --card data/checkpoints/emoji-dit-ema.json --batch 64
+
+`--serve` keeps the model in one process for the interleaved size table of
+`cargo run --example bench -- --config ...`: it prints one JSON line (versions, threads, device),
+then answers each line `train` or `sample` on stdin with the seconds of one such step (after
+`torch.cuda.synchronize()` on a GPU), so that candle and PyTorch steps alternate A/B/A/B.
 """
 import argparse
 import json
@@ -98,16 +103,17 @@ def timed(fn, reps, warmup=2):
     return statistics.median(ts)
 
 
-def measure(model, cfg, batch, reps):
+def steps(model, cfg, batch, device="cpu"):
+    """The two timed steps as closures over one model, optimizer and EMA."""
     opt = torch.optim.AdamW(model.parameters(), lr=4e-4, weight_decay=0.0)
     ema = [p.detach().clone() for p in model.parameters()]
     h, w = cfg["input_size"]
-    x1 = torch.randn(batch, cfg["in_channels"], h, w)
-    y = torch.randint(0, cfg["num_classes"] + 1, (batch,))
+    x1 = torch.randn(batch, cfg["in_channels"], h, w, device=device)
+    y = torch.randint(0, cfg["num_classes"] + 1, (batch,), device=device)
 
     def train_step():
         eps = torch.randn_like(x1)
-        t = torch.sigmoid(torch.randn(batch))
+        t = torch.sigmoid(torch.randn(batch, device=device))
         xt = t[:, None, None, None] * x1 + (1 - t[:, None, None, None]) * eps
         loss = F.mse_loss(model(xt, t, y), x1 - eps)
         opt.zero_grad(set_to_none=True)
@@ -117,20 +123,50 @@ def measure(model, cfg, batch, reps):
             for e, p in zip(ema, model.parameters()):
                 e.lerp_(p, 1 - 0.999)
 
-    xs = torch.randn(2 * batch, cfg["in_channels"], h, w)
-    ts = torch.full((2 * batch,), 0.5)
-    ys = torch.cat([y, torch.full((batch,), cfg["num_classes"])])
+    xs = torch.randn(2 * batch, cfg["in_channels"], h, w, device=device)
+    ts = torch.full((2 * batch,), 0.5, device=device)
+    ys = torch.cat([y, torch.full((batch,), cfg["num_classes"], device=device)])
 
     def sample_step():
         with torch.no_grad():
             model(xs, ts, ys)
 
+    return train_step, sample_step
+
+
+def measure(model, cfg, batch, reps):
+    train_step, sample_step = steps(model, cfg, batch)
     return timed(train_step, reps), timed(sample_step, reps)
+
+
+def serve(cfg, batch, device):
+    """One model; answers `train` / `sample` lines with one step's seconds."""
+    import sys
+
+    model = DiT(cfg).to(device)
+    train_step, sample_step = steps(model, cfg, batch, device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
+    print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "device": name, "batch": batch}), flush=True)
+    for line in sys.stdin:
+        fn = {"train": train_step, "sample": sample_step}.get(line.strip())
+        if fn is None:
+            print(f"unknown command {line.strip()!r}", file=sys.stderr, flush=True)
+            return 1
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        print(time.perf_counter() - t0, flush=True)
+    return 0
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--card", required=True)
+    ap.add_argument("--card", help="model card JSON (its `config`)")
+    ap.add_argument("--config", help="the DiT config as JSON (instead of --card)")
+    ap.add_argument("--serve", action="store_true", help="answer train/sample lines (see the module docstring)")
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
@@ -138,8 +174,10 @@ def main():
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = json.load(open(a.card))["config"]
+    cfg = json.loads(a.config) if a.config else json.load(open(a.card))["config"]
     torch.manual_seed(0)
+    if a.serve:
+        raise SystemExit(serve(cfg, a.batch, a.device))
     model = DiT(cfg)
     train_s, sample_s = measure(model, cfg, a.batch, a.reps)
     out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "batch": a.batch, "eager_train_step_s": train_s, "eager_sample_step_s": sample_s}

@@ -295,13 +295,7 @@ pub fn train_task<T: TrainTask>(
     cfg.validate()?;
     task.check(&cfg.model, data)?;
     let classes = task.classes(data);
-    let map = SeededVarMap::new(cfg.seed);
-    let model = task.build(&cfg.model, &map, device)?;
-    let vars = named_vars(&map);
-    // θ₀, for the EMA's bias correction (rebuilt from the seed on resume).
-    let init: HashMap<String, Tensor> = vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<_>>()?;
-    let mut opt = AdamW::new(vars.clone(), cfg.optim)?;
-    let mut ema = Ema::new(&vars, cfg.ema_decay)?;
+    let mut state = TrainState::new(task, cfg, device)?;
     let mut start = 0u64;
 
     if resume && !paths.state().exists() {
@@ -322,17 +316,17 @@ pub fn train_task<T: TrainTask>(
             return Err(Error::Other(format!("{} was written with another configuration; resume with the same settings", paths.config().display())));
         }
         let st = load_tensors(&paths.state(), device)?;
-        for (n, v) in &vars {
+        for (n, v) in &state.vars {
             let t = st.get(&format!("model.{n}")).ok_or_else(|| Error::corrupt(paths.state(), format!("missing model.{n}")))?;
             v.set(t)?;
             let e = st.get(&format!("ema.{n}")).ok_or_else(|| Error::corrupt(paths.state(), format!("missing ema.{n}")))?;
-            ema.weights.insert(n.clone(), e.clone());
+            state.ema.weights.insert(n.clone(), e.clone());
         }
-        opt.load_state(&st)?;
+        state.opt.load_state(&st)?;
         start = st.get("meta.step").ok_or_else(|| Error::corrupt(paths.state(), "missing meta.step"))?.to_vec1::<i64>()?[0] as u64;
-        opt.step = start;
+        state.opt.step = start;
         truncate_log(&paths.loss(), start)?;
-        repair_exports::<T>(cfg, paths, &classes, &ema, &init, start)?;
+        repair_exports::<T>(cfg, paths, &classes, &state.ema, &state.init, start)?;
     } else {
         std::fs::create_dir_all(&paths.dir).map_err(|e| Error::io(&paths.dir, e))?;
         write_atomic(&paths.config(), &serde_json::to_vec_pretty(cfg).map_err(|e| Error::Other(e.to_string()))?)?;
@@ -349,24 +343,9 @@ pub fn train_task<T: TrainTask>(
     let t0 = Instant::now();
     let mut losses = Vec::new();
     for step in start..end {
-        let mut r = rng::stream(cfg.seed, step);
-        let idx = data.batch_indices(&mut r, cfg.batch_size)?;
-        let x1 = data.images_at(&idx, device)?;
-        let dropped: Vec<bool> = idx.iter().map(|_| r.random::<f64>() < cfg.label_dropout).collect();
-        let cond = task.conditions(&model, data, &mut r, &idx, &dropped, device)?;
-        let eps = rng::randn(&mut r, x1.dims(), device)?;
-        let t = Tensor::new(cfg.time_sampling.sample(&mut r, cfg.batch_size).as_slice(), device)?;
-        let loss = flow::loss_embedded(&model, &x1, &eps, &t, &cond, cfg.kernels)?;
-        let grads = loss.backward()?;
-        opt.cfg.lr = cfg.lr_at(step);
-        opt.apply(&grads)?;
-        ema.update(&vars)?;
-        let l = loss.to_scalar::<f32>()? as f64;
-        if !l.is_finite() {
-            return Err(Error::Other(format!("loss became {l} at step {step}; lower the learning rate")));
-        }
+        let l = state.step(cfg, data, step, device)?;
         losses.push(l);
-        writeln!(log, "{},{l:.6},{:.3e},{:.2}", step + 1, opt.cfg.lr, t0.elapsed().as_secs_f64())?;
+        writeln!(log, "{},{l:.6},{:.3e},{:.2}", step + 1, cfg.lr_at(step), t0.elapsed().as_secs_f64())?;
         bar.inc(1);
         if step % 10 == 0 {
             let k = losses.len().min(50);
@@ -374,12 +353,12 @@ pub fn train_task<T: TrainTask>(
         }
         let done = step + 1;
         if cfg.weak_step == Some(done) {
-            save_checkpoint(&ema.debiased(&init, done)?, &card::<T>(cfg, &classes, done), &paths.weak(), DType::F32)?;
+            save_checkpoint(&state.ema.debiased(&state.init, done)?, &card::<T>(cfg, &classes, done), &paths.weak(), DType::F32)?;
         }
         if done % cfg.checkpoint_every == 0 || done == end {
             log.flush()?;
-            save_state(paths, &State { vars: &vars, ema: &ema, opt: &opt }, done)?;
-            save_checkpoint(&ema.debiased(&init, done)?, &card::<T>(cfg, &classes, done), &paths.ema(), DType::F32)?;
+            save_state(paths, &State { vars: &state.vars, ema: &state.ema, opt: &state.opt }, done)?;
+            save_checkpoint(&state.ema.debiased(&state.init, done)?, &card::<T>(cfg, &classes, done), &paths.ema(), DType::F32)?;
         }
     }
     bar.finish_and_clear();
@@ -394,6 +373,60 @@ pub fn train_task<T: TrainTask>(
         wall_s,
         s_per_step: wall_s / n as f64,
     })
+}
+
+/// The live state of a run: the network, its variables (sorted by name), θ₀ (for the EMA's bias
+/// correction), AdamW and the EMA. [`TrainState::step`] is one optimisation step; [`train_task`]
+/// adds checkpoints, resume and the log around it, and the `bench` example times it.
+pub struct TrainState<'t, T: TrainTask> {
+    task: &'t T,
+    /// The network being trained.
+    pub model: T::Model,
+    vars: Vec<(String, Var)>,
+    init: HashMap<String, Tensor>,
+    opt: AdamW,
+    ema: Ema,
+}
+
+impl<'t, T: TrainTask> TrainState<'t, T> {
+    /// Builds the network from `cfg.seed` on `device`, with fresh optimizer moments and EMA.
+    ///
+    /// Errors: invalid config.
+    pub fn new(task: &'t T, cfg: &TrainConfig<T::Config>, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let map = SeededVarMap::new(cfg.seed);
+        let model = task.build(&cfg.model, &map, device)?;
+        let vars = named_vars(&map);
+        let init = vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<_>>()?;
+        let opt = AdamW::new(vars.clone(), cfg.optim)?;
+        let ema = Ema::new(&vars, cfg.ema_decay)?;
+        Ok(Self { task, model, vars, init, opt, ema })
+    }
+
+    /// Optimisation step `step` (0-based) on `data`: batch, condition dropout, noise and t all
+    /// drawn from the stream (seed, step); rectified-flow loss, backward, AdamW at the step's
+    /// learning rate, EMA update. Returns the loss (read back, so the device has finished).
+    ///
+    /// Errors: data that does not fit the model; a non-finite loss.
+    pub fn step(&mut self, cfg: &TrainConfig<T::Config>, data: &Dataset, step: u64, device: &Device) -> Result<f64> {
+        let mut r = rng::stream(cfg.seed, step);
+        let idx = data.batch_indices(&mut r, cfg.batch_size)?;
+        let x1 = data.images_at(&idx, device)?;
+        let dropped: Vec<bool> = idx.iter().map(|_| r.random::<f64>() < cfg.label_dropout).collect();
+        let cond = self.task.conditions(&self.model, data, &mut r, &idx, &dropped, device)?;
+        let eps = rng::randn(&mut r, x1.dims(), device)?;
+        let t = Tensor::new(cfg.time_sampling.sample(&mut r, cfg.batch_size).as_slice(), device)?;
+        let loss = flow::loss_embedded(&self.model, &x1, &eps, &t, &cond, cfg.kernels)?;
+        let grads = loss.backward()?;
+        self.opt.cfg.lr = cfg.lr_at(step);
+        self.opt.apply(&grads)?;
+        self.ema.update(&self.vars)?;
+        let l = loss.to_scalar::<f32>()? as f64;
+        if !l.is_finite() {
+            return Err(Error::Other(format!("loss became {l} at step {step}; lower the learning rate")));
+        }
+        Ok(l)
+    }
 }
 
 /// The EMA (and weak) exports are written after the state, so a kill between the writes leaves

@@ -8,12 +8,20 @@
 //!   (`benches/reference/dit_reference.py`, eager and `torch.compile`) and the candle/PyTorch ratios;
 //! - peak resident memory of the process.
 //!
+//!
+//! `--config` instead measures a table of sizes (see `sizes.rs`): training and CFG sampling
+//! steps of DiTs of any size with random weights, candle and PyTorch eager interleaved.
+//!
 //! ```text
 //! cargo run --release --example bench                  # → results/bench.md (about 5 minutes)
 //! cargo run --release --example bench -- --quick       # a minute or two
 //! cargo run --release --example bench -- --python /work/torchenv/bin/python
+//! cargo run --release --example bench -- --config shipped,emoji-base,DiT-S/4,DiT-S/2@16 --report
+//! cargo run --release --example bench -- --config shipped,DiT-S/4 --busy 1 --report   # one core taken
 //! ```
+#[path = "../common/mod.rs"]
 mod common;
+mod sizes;
 use std::time::Instant;
 
 use candle_core::Tensor;
@@ -56,6 +64,17 @@ struct Args {
     /// Python interpreter with PyTorch for the reference timings ("none" to skip).
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Size table instead of the per-method run: comma-separated `NAME[@BATCH]`, NAME being
+    /// `shipped` (the --checkpoint's card), a DiT preset (emoji-tiny, emoji-base, DiT-S/4, DiT-S/2,
+    /// DiT-B/2, DiT-XL/2, …) or a model card / config JSON; BATCH defaults to --batch.
+    #[arg(long, value_delimiter = ',')]
+    config: Vec<String>,
+    /// With --config: also write `<out>/bench-sizes.md` (table, machine, load) and `.json`.
+    #[arg(long)]
+    report: bool,
+    /// With --config: keep this many cores busy with competing processes while measuring.
+    #[arg(long, default_value_t = 0)]
+    busy: usize,
 }
 
 /// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
@@ -88,8 +107,56 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// `--config`: the interleaved size table.
+fn size_table(a: &Args) -> anyhow::Result<()> {
+    let specs: Vec<sizes::SizeSpec> = a.config.iter().map(|s| sizes::SizeSpec::parse(s, a.batch, &a.checkpoint)).collect::<anyhow::Result<_>>()?;
+    if a.report {
+        common::output_dir(&a.out)?;
+    }
+    let device = erg::device::best();
+    let load_before = sizes::load_average();
+    let _competitor = sizes::Competitor::start(a.busy)?;
+    let mut rows = vec![];
+    let mut torch_info = None;
+    let mut torch_err = None;
+    for spec in &specs {
+        let (row, info, err) = sizes::measure(spec, a.rounds, &a.python, &device)?;
+        eprintln!("{}", sizes::table(std::slice::from_ref(&row)).lines().last().unwrap_or(""));
+        rows.push(row);
+        torch_info = torch_info.or(info);
+        torch_err = torch_err.or(err);
+    }
+    let load_after = sizes::load_average();
+    let torch = match (&torch_info, &torch_err) {
+        (Some(i), _) => format!("PyTorch {} eager ({} threads, {})", i["torch"].as_str().unwrap_or("?"), i["threads"], i["device"].as_str().unwrap_or("?")),
+        (None, Some(e)) => format!("no PyTorch reference ({e})"),
+        (None, None) => "no PyTorch reference".into(),
+    };
+    let md = format!(
+        "# erg size table\n\nMachine: {}; {}{}. Load average (1, 5, 15 min) {} before, {} after. Each row: {} rounds after one warm-up, candle and PyTorch interleaved per round (train, train, sample, sample), medians; random weights, f32. Training step: batch B, rectified-flow loss, AdamW, EMA. CFG step: one forward of 2 × B rows.\n\n{}",
+        sizes::machine(&device),
+        torch,
+        if a.busy > 0 { format!("; {} competing busy process(es)", a.busy) } else { String::new() },
+        load_before,
+        load_after,
+        a.rounds,
+        sizes::table(&rows)
+    );
+    println!("{md}");
+    if a.report {
+        common::write(a.out.join("bench-sizes.md"), &md)?;
+        let json = serde_json::json!({ "machine": sizes::machine(&device), "torch": torch_info, "busy": a.busy, "load_before": load_before, "load_after": load_after, "rounds": a.rounds, "rows": rows });
+        common::write(a.out.join("bench-sizes.json"), serde_json::to_vec_pretty(&json)?)?;
+        eprintln!("wrote {}", a.out.join("bench-sizes.md").display());
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let mut a = Args::parse();
+    if !a.config.is_empty() {
+        return size_table(&a);
+    }
     if a.quick {
         a.rounds = a.rounds.min(2);
         a.steps = a.steps.min(2);
