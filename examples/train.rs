@@ -39,6 +39,9 @@ struct Args {
     /// Peak learning rate (AdamW).
     #[arg(long, value_parser = common::finite, default_value_t = 4e-4)]
     lr: f64,
+    /// Learning rate after the warm-up: `constant` or `cosine` (decay to 0 at --steps).
+    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
+    lr_schedule: String,
     /// AdamW weight decay.
     #[arg(long, value_parser = common::finite, default_value_t = 0.0)]
     weight_decay: f64,
@@ -86,6 +89,7 @@ fn main() -> anyhow::Result<()> {
     cfg.batch_size = args.batch_size;
     cfg.optim.lr = args.lr;
     cfg.optim.weight_decay = args.weight_decay;
+    cfg.lr_schedule = if args.lr_schedule == "cosine" { erg::train::LrSchedule::Cosine } else { erg::train::LrSchedule::Constant };
     cfg.ema_decay = args.ema_decay;
     cfg.checkpoint_every = args.checkpoint_every;
     let device = erg::device::best();

@@ -20,16 +20,22 @@ struct Args {
     /// Image size (emoji).
     #[arg(long, value_parser = common::count, default_value_t = 32)]
     image_size: usize,
-    /// Conv widths.
+    /// Conv widths, one per stage (a 2× max pool between stages).
     #[arg(long, value_parser = common::count, default_value = "32,64,128", value_delimiter = ',')]
     widths: Vec<usize>,
+    /// 3×3 convolutions per stage.
+    #[arg(long, value_parser = common::count, default_value_t = 2)]
+    convs_per_stage: usize,
+    /// Random translation of training images, in pixels (0 for none).
+    #[arg(long, default_value_t = 3)]
+    shift: usize,
     /// Optimisation steps.
     #[arg(long, value_parser = common::count_u64, default_value_t = 1500)]
     steps: u64,
     /// Images per step.
     #[arg(long, value_parser = common::count, default_value_t = 64)]
     batch_size: usize,
-    /// AdamW learning rate.
+    /// Peak AdamW learning rate (5 % warm-up, then cosine decay to 0).
     #[arg(long, value_parser = common::finite, default_value_t = 2e-3)]
     lr: f64,
     /// Seed.
@@ -47,10 +53,11 @@ fn main() -> anyhow::Result<()> {
         "mnist" => erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, None)?,
         d => anyhow::bail!("unknown --data {d}"),
     };
-    let cfg = ClassifierConfig { in_channels: data.image_shape()?.0, widths: a.widths.clone(), num_classes: data.classes.len() };
+    let cfg = ClassifierConfig { convs_per_stage: a.convs_per_stage, ..ClassifierConfig::new(data.image_shape()?.0, a.widths.clone(), data.classes.len()) };
     let device = erg::device::best();
     let t0 = std::time::Instant::now();
-    let how = erg::features::classifier::ClassifierTraining { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, progress: true };
+    let how =
+        erg::features::classifier::ClassifierTraining { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, shift: a.shift, progress: true };
     let (_, card) = train(&cfg, &data, &how, &device, &a.out)?;
     println!(
         "{}: held-out accuracy {:.1} % (train {:.1} %), {} steps, {:.0} s → {}",

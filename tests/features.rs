@@ -8,10 +8,15 @@ fn classifier_learns_and_round_trips() {
     let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(1000)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clf.safetensors");
-    let cfg = ClassifierConfig { in_channels: 1, widths: vec![16, 32, 64], num_classes: 10 };
-    let (model, card) =
-        classifier::train(&cfg, &data, &classifier::ClassifierTraining { steps: 150, batch_size: 32, lr: 3e-3, seed: 0, progress: false }, &Device::Cpu, &path)
-            .unwrap();
+    let cfg = ClassifierConfig::new(1, vec![16, 32, 64], 10);
+    let (model, card) = classifier::train(
+        &cfg,
+        &data,
+        &classifier::ClassifierTraining { steps: 150, batch_size: 32, lr: 3e-3, seed: 0, shift: 0, progress: false },
+        &Device::Cpu,
+        &path,
+    )
+    .unwrap();
     assert!(card.heldout_accuracy > 40.0, "held-out accuracy {}", card.heldout_accuracy);
     let (loaded, card2) = SmallCnn::load(&path, &Device::Cpu).unwrap();
     assert_eq!(card2.heldout_accuracy, card.heldout_accuracy);
@@ -40,7 +45,7 @@ fn optimizer_state_never_holds_an_autograd_graph() {
     use erg::nn::{seeded_varbuilder, SeededVarMap};
     let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(20)).unwrap();
     let map = SeededVarMap::new(0);
-    let cfg = ClassifierConfig { in_channels: 1, widths: vec![4, 8], num_classes: 10 };
+    let cfg = ClassifierConfig::new(1, vec![4, 8], 10);
     let model = SmallCnn::new(&cfg, seeded_varbuilder(&map, candle_core::DType::F32, &Device::Cpu)).unwrap();
     let vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut opt = erg::train::AdamW::new(vars, Default::default()).unwrap();
@@ -52,4 +57,29 @@ fn optimizer_state_never_holds_an_autograd_graph() {
     for (name, t) in opt.state() {
         assert!(!t.track_op(), "{name} tracks an autograd graph");
     }
+}
+
+#[test]
+fn channels_last_convolutions_equal_candles_conv2d() {
+    // SmallCnn's im2col convolutions against candle's conv2d / max_pool2d on the same weights,
+    // two convs per stage, on a batch with a non-square image.
+    use erg::nn::{seeded_varbuilder, SeededVarMap};
+    let map = SeededVarMap::new(3);
+    let cfg = ClassifierConfig { convs_per_stage: 2, ..ClassifierConfig::new(3, vec![4, 6], 5) };
+    let model = SmallCnn::new(&cfg, seeded_varbuilder(&map, candle_core::DType::F32, &Device::Cpu)).unwrap();
+    let vars = map.varmap.data().lock().unwrap().clone();
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 12), &Device::Cpu).unwrap();
+    let mut h = x.clone();
+    for i in 0..4 {
+        let w = vars[&format!("convs.{i}.weight")].as_tensor().clone();
+        let b = vars[&format!("convs.{i}.bias")].as_tensor().clone();
+        h = h.conv2d(&w, 1, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, (), 1, 1)).unwrap()).unwrap().relu().unwrap();
+        if i == 1 {
+            h = h.max_pool2d(2).unwrap();
+        }
+    }
+    let reference = h.mean(3).unwrap().mean(2).unwrap();
+    let ours = model.embed(&x).unwrap();
+    let diff: f32 = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+    assert!(diff < 1e-5, "max |Δ| = {diff}");
 }

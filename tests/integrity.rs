@@ -94,14 +94,24 @@ fn item2_non_finite_images_are_not_scored() {
 /// A scorer on random 8×8 grey images with an untrained 2-class classifier.
 fn tiny_scorer() -> erg::eval::Scorer {
     use erg::features::classifier::{ClassifierCard, ClassifierConfig, SmallCnn};
-    let cfg = ClassifierConfig { in_channels: 1, widths: vec![4, 8], num_classes: 2 };
+    let cfg = ClassifierConfig::new(1, vec![4, 8], 2);
     let map = erg::nn::SeededVarMap::new(1);
     let cnn = SmallCnn::new(&cfg, erg::nn::seeded_varbuilder(&map, DType::F32, &Device::Cpu)).unwrap();
     let images = erg::rng::randn(&mut erg::rng::stream(1, 0), &[40, 1, 8, 8], &Device::Cpu).unwrap().clamp(-1.0, 1.0).unwrap();
     let labels: Vec<u32> = (0..40).map(|i| i % 2).collect();
     let data = erg::data::Dataset { images, labels, classes: vec!["a".into(), "b".into()], captions: None };
     let reference = erg::eval::reference(&cnn, &data, None, &Device::Cpu).unwrap();
-    let card = ClassifierCard { config: cfg, classes: data.classes.clone(), heldout_accuracy: 0.0, train_accuracy: 0.0, steps: 0, batch_size: 0, seed: 0 };
+    let card = ClassifierCard {
+        config: cfg,
+        classes: data.classes.clone(),
+        heldout_accuracy: 0.0,
+        train_accuracy: 0.0,
+        steps: 0,
+        batch_size: 0,
+        seed: 0,
+        lr: 0.0,
+        shift: 0,
+    };
     erg::eval::Scorer::from_parts(cnn, card, None, data, reference)
 }
 

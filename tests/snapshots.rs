@@ -200,13 +200,23 @@ fn ch08_tau_c_sweep_on_a_tiny_text_model() {
     let dev = Device::Cpu;
     let m = common::t2i_model(80);
     // a scorer for 8 × 8 RGB images: an untrained 2-class CNN on random reference images
-    let ccfg = ClassifierConfig { in_channels: 3, widths: vec![4, 8], num_classes: 2 };
+    let ccfg = ClassifierConfig::new(3, vec![4, 8], 2);
     let map = erg::nn::SeededVarMap::new(3);
     let cnn = SmallCnn::new(&ccfg, erg::nn::seeded_varbuilder(&map, DType::F32, &dev)).unwrap();
     let images = erg::rng::randn(&mut erg::rng::stream(3, 0), &[24, 3, 8, 8], &dev).unwrap().clamp(-1.0, 1.0).unwrap();
     let data = erg::data::Dataset { images, labels: (0..24).map(|i| i % 2).collect(), classes: vec!["a".into(), "b".into()], captions: None };
     let reference = erg::eval::reference(&cnn, &data, None, &dev).unwrap();
-    let card = ClassifierCard { config: ccfg, classes: data.classes.clone(), heldout_accuracy: 0.0, train_accuracy: 0.0, steps: 0, batch_size: 0, seed: 0 };
+    let card = ClassifierCard {
+        config: ccfg,
+        classes: data.classes.clone(),
+        heldout_accuracy: 0.0,
+        train_accuracy: 0.0,
+        steps: 0,
+        batch_size: 0,
+        seed: 0,
+        lr: 0.0,
+        shift: 0,
+    };
     let scorer = Scorer::from_parts(cnn, card, None, data, reference);
     // 2 prompts × 4 seeds
     let ids = common::t2i_prompts().repeat((4, 1)).unwrap(); // (8, 6)

@@ -12,7 +12,8 @@ The weights are random: only time is compared, never outputs.
 
 `--serve` keeps the model in one process for the interleaved size table of
 `cargo run --example bench -- --config ...`: it prints one JSON line (versions, threads, device),
-then answers each line `train` or `sample` on stdin with the seconds of one such step (after
+then answers each line `train`, `sample` or `matmul10` (ten products of the MLP's shape) on
+stdin with the seconds of one such step (after
 `torch.cuda.synchronize()` on a GPU), so that candle and PyTorch steps alternate A/B/A/B.
 """
 import argparse
@@ -148,8 +149,19 @@ def serve(cfg, batch, device):
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
     print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(), "device": name, "batch": batch}), flush=True)
+    # The matmul of the MLP's shape, (2B·N × D) @ (D × 4D): the ceiling the forward is compared with.
+    h, w = cfg["input_size"]
+    rows = 2 * batch * (h // cfg["patch_size"]) * (w // cfg["patch_size"])
+    d = cfg["hidden_size"]
+    a_mm = torch.randn(rows, d, device=device)
+    b_mm = torch.randn(d, int(cfg["mlp_ratio"] * d), device=device)
+
+    def matmul():
+        for _ in range(10):
+            a_mm @ b_mm
+
     for line in sys.stdin:
-        fn = {"train": train_step, "sample": sample_step}.get(line.strip())
+        fn = {"train": train_step, "sample": sample_step, "matmul10": matmul}.get(line.strip())
         if fn is None:
             print(f"unknown command {line.strip()!r}", file=sys.stderr, flush=True)
             return 1

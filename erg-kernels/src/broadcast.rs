@@ -17,10 +17,13 @@
 //! composition, which gives the same values (tested in
 //! `tests/fused.rs`).
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use candle_core::Result;
 
+use crate::buffer::{assume_init, uninit};
 use crate::fused::f32_slice;
 use crate::{shape_error, Kernels};
 
@@ -76,16 +79,18 @@ fn per_item_sums(g: &[f32], h: Option<&[f32]>, n: usize, d: usize) -> Vec<f32> {
     out
 }
 
-/// Applies `f(out_row, row_index)` to each row of a new (rows × d) buffer, rows in parallel.
-fn map_rows(rows: usize, d: usize, f: impl Fn(&mut [f32], usize) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; rows * d];
+/// Applies `f(out_row, row_index)` to each row of a new (rows × d) buffer, rows in parallel;
+/// `f` must write every slot of its row (each caller zips the row with input rows of length d).
+fn map_rows(rows: usize, d: usize, f: impl Fn(&mut [MaybeUninit<f32>], usize) + Sync) -> Vec<f32> {
+    let mut out = uninit(rows * d);
     let per_task = (16 * 1024 / d.max(1)).max(1);
     out.par_chunks_mut(d * per_task).enumerate().for_each(|(c, oc)| {
         for (i, o) in oc.chunks_exact_mut(d).enumerate() {
             f(o, c * per_task + i);
         }
     });
-    out
+    // SAFETY: every row was written by `f` (the contract above).
+    unsafe { assume_init(out) }
 }
 
 struct AddBias;
@@ -101,7 +106,7 @@ impl CustomOp2 for AddBias {
         let d = b.len();
         let y = map_rows(x.len() / d, d, |o, r| {
             for ((o, &v), &bv) in o.iter_mut().zip(&x[r * d..(r + 1) * d]).zip(b) {
-                *o = v + bv;
+                o.write(v + bv);
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -159,7 +164,7 @@ impl CustomOp3 for Modulate {
             let b = r / n;
             let (sh, sc) = (&shift[b * sh_stride..b * sh_stride + d], &scale[b * sc_stride..b * sc_stride + d]);
             for (((o, &v), &s), &c) in o.iter_mut().zip(&x[r * d..(r + 1) * d]).zip(sh).zip(sc) {
-                *o = v * (1.0 + c) + s;
+                o.write(v * (1.0 + c) + s);
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -194,7 +199,7 @@ impl CustomOp2 for ItemScale {
         let out = map_rows(g.len() / d, d, |o, r| {
             let vr = &v[(r / n) * stride..(r / n) * stride + d];
             for ((o, &gv), &c) in o.iter_mut().zip(&g[r * d..(r + 1) * d]).zip(vr) {
-                *o = gv * (self.offset + c);
+                o.write(gv * (self.offset + c));
             }
         });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
@@ -267,7 +272,7 @@ impl CustomOp3 for GatedResidual {
         let y = map_rows(x.len() / d, d, |o, r| {
             let gt = &gate[(r / n) * stride..(r / n) * stride + d];
             for (((o, &xv), &hv), &gv) in o.iter_mut().zip(&x[r * d..(r + 1) * d]).zip(&h[r * d..(r + 1) * d]).zip(gt) {
-                *o = xv + gv * hv;
+                o.write(xv + gv * hv);
             }
         });
         Ok((CpuStorage::F32(y), l1.shape().clone()))

@@ -3,7 +3,7 @@
 //! The hot operations of erg's transformers as fused, row-parallel CPU kernels with backward
 //! passes (candle-nn's fused `softmax_last_dim`/`layer_norm` have none), each next to the
 //! differentiable candle composition it replaces and is tested against:
-//! - [`softmax_last_dim`], [`layer_norm_no_affine`], [`gelu_erf`] ([`fused`]);
+//! - [`softmax_last_dim`], [`layer_norm_no_affine`], [`gelu_erf`], [`gelu_tanh`] ([`fused`]);
 //! - [`linear`]: y = x Wᵀ + b as one autograd node on `gemm`;
 //! - [`add_bias`], [`modulate`], [`gated_residual`]: the row broadcasts of adaLN ([`broadcast`]);
 //! - [`packed_attention`]: multi-head softmax attention straight from a packed qkv projection,
@@ -15,6 +15,7 @@
 //! candle ops. Both give the same values up to f32 rounding (tests in `tests/kernels.rs`).
 //! All `unsafe` code of erg lives in this crate.
 pub mod broadcast;
+mod buffer;
 pub mod fused;
 pub mod linear;
 pub mod packed;
@@ -22,7 +23,7 @@ pub mod packed;
 use candle_core::{DType, Tensor};
 
 pub use broadcast::{add_bias, gated_residual, modulate};
-pub use fused::{erf_approx, exp_approx, gelu_erf, layer_norm_no_affine, softmax_last_dim};
+pub use fused::{erf_approx, exp_approx, gelu_erf, gelu_tanh, layer_norm_no_affine, softmax_last_dim, tanh_approx};
 pub use linear::linear;
 pub use packed::packed_attention;
 

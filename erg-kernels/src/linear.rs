@@ -13,6 +13,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
+use crate::buffer::{assume_init, uninit};
 use crate::fused::f32_slice;
 use crate::Kernels;
 
@@ -80,9 +81,12 @@ impl CustomOp3 for FusedLinear {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let (x, w, b) = (f32_slice(s1, l1, self.name())?, f32_slice(s2, l2, self.name())?, f32_slice(s3, l3, self.name())?);
         let (rows, inp, out) = dims(l1, l2)?;
-        let mut y = vec![0f32; rows * out];
-        // Wᵀ (in × out): row stride 1, column stride `in`.
-        unsafe { product(rows, out, inp, y.as_mut_ptr(), (x.as_ptr(), inp as isize, 1), (w.as_ptr(), 1, inp as isize)) };
+        let mut y = uninit(rows * out);
+        // Wᵀ (in × out): row stride 1, column stride `in`. The product writes all of y (β = 0).
+        let mut y = unsafe {
+            product(rows, out, inp, y.as_mut_ptr() as *mut f32, (x.as_ptr(), inp as isize, 1), (w.as_ptr(), 1, inp as isize));
+            assume_init(y)
+        };
         y.par_chunks_mut(out * 64).for_each(|c| c.chunks_exact_mut(out).for_each(|r| r.iter_mut().zip(b).for_each(|(v, &bv)| *v += bv)));
         let mut shape = l1.dims().to_vec();
         *shape.last_mut().expect("rank ≥ 1") = out;
@@ -106,8 +110,12 @@ impl CustomOp2 for LinearBwdInput {
         let (g, w) = (f32_slice(s1, l1, self.name())?, f32_slice(s2, l2, self.name())?);
         let (out, inp) = l2.shape().dims2()?;
         let rows = g.len() / out.max(1);
-        let mut dx = vec![0f32; rows * inp];
-        unsafe { product(rows, inp, out, dx.as_mut_ptr(), (g.as_ptr(), out as isize, 1), (w.as_ptr(), inp as isize, 1)) };
+        let mut dx = uninit(rows * inp);
+        // SAFETY: the product writes all of dx (β = 0).
+        let dx = unsafe {
+            product(rows, inp, out, dx.as_mut_ptr() as *mut f32, (g.as_ptr(), out as isize, 1), (w.as_ptr(), inp as isize, 1));
+            assume_init(dx)
+        };
         let mut shape = l1.dims().to_vec();
         *shape.last_mut().expect("rank ≥ 1") = inp;
         Ok((CpuStorage::F32(dx), Shape::from(shape)))
@@ -124,8 +132,12 @@ impl CustomOp2 for LinearBwdWeight {
         let out = *l1.dims().last().expect("rank ≥ 1");
         let inp = *l2.dims().last().expect("rank ≥ 1");
         let rows = g.len() / out.max(1);
-        let mut dw = vec![0f32; out * inp];
-        unsafe { product(out, inp, rows, dw.as_mut_ptr(), (g.as_ptr(), 1, out as isize), (x.as_ptr(), inp as isize, 1)) };
+        let mut dw = uninit(out * inp);
+        // SAFETY: the product writes all of dw (β = 0; with rows = 0 gemm writes zeros).
+        let dw = unsafe {
+            product(out, inp, rows, dw.as_mut_ptr() as *mut f32, (g.as_ptr(), 1, out as isize), (x.as_ptr(), inp as isize, 1));
+            assume_init(dw)
+        };
         Ok((CpuStorage::F32(dw), Shape::from((out, inp))))
     }
 }

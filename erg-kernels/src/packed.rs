@@ -19,6 +19,7 @@ use rayon::prelude::*;
 
 use candle_core::Result;
 
+use crate::buffer::{assume_init, uninit};
 use crate::fused::{dot8, exp_approx, f32_slice, max8, sum8};
 use crate::{shape_error, Kernels};
 
@@ -99,8 +100,8 @@ impl CustomOp1 for PackedAttention {
         let qkv = f32_slice(s, l, self.name())?;
         let g = geometry(l, self.heads, &self.scales)?;
         let (n, d) = (g.n, g.d());
-        let mut out = vec![0f32; g.b * n * d];
-        let dst = SharedMut(out.as_mut_ptr());
+        let mut out = uninit(g.b * n * d);
+        let dst = SharedMut(out.as_mut_ptr() as *mut f32);
         (0..g.b * g.heads).into_par_iter().for_each_init(
             || vec![0f32; n * n],
             |p, i| {
@@ -111,7 +112,9 @@ impl CustomOp1 for PackedAttention {
                 unsafe { matmul(n, g.dh, n, (o, d as isize, 1), (p.as_ptr(), n as isize, 1), (v, 3 * d as isize, 1)) };
             },
         );
-        Ok((CpuStorage::F32(out), Shape::from((g.b, n, d))))
+        // SAFETY: head h of item b wrote columns [h·d_h, (h+1)·d_h) of all N rows of item b (β = 0),
+        // so every element of out.
+        Ok((CpuStorage::F32(unsafe { assume_init(out) }), Shape::from((g.b, n, d))))
     }
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let op = PackedAttentionBwd { heads: self.heads, scales: self.scales.clone() };
@@ -133,8 +136,8 @@ impl CustomOp2 for PackedAttentionBwd {
         let g = geometry(l1, self.heads, &self.scales)?;
         let (n, d, dh) = (g.n, g.d(), g.dh);
         let (rs, ors) = (3 * d as isize, d as isize);
-        let mut dqkv = vec![0f32; qkv.len()];
-        let dst = SharedMut(dqkv.as_mut_ptr());
+        let mut dqkv = uninit(qkv.len());
+        let dst = SharedMut(dqkv.as_mut_ptr() as *mut f32);
         (0..g.b * g.heads).into_par_iter().for_each_init(
             || (vec![0f32; n * n], vec![0f32; n * n]),
             |(p, dp), i| {
@@ -164,7 +167,8 @@ impl CustomOp2 for PackedAttentionBwd {
                 }
             },
         );
-        Ok((CpuStorage::F32(dqkv), l1.shape().clone()))
+        // SAFETY: dQ, dK, dV of head h of item b are written whole (β = 0): all of dqkv.
+        Ok((CpuStorage::F32(unsafe { assume_init(dqkv) }), l1.shape().clone()))
     }
 }
 

@@ -18,8 +18,11 @@ fn input(shape: &[usize], seed: u64, scale: f64) -> Tensor {
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
+/// max |a − b|, or +∞ when any element is not finite (an unwritten output slot is NaN in debug
+/// builds, see `buffer.rs`, and a max reduction could skip it).
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    let d: Vec<f32> = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().to_vec1().unwrap();
+    d.iter().try_fold(0f32, |m, &v| v.is_finite().then(|| m.max(v))).unwrap_or(f32::INFINITY)
 }
 
 /// Value and gradient of Σ w ⊙ f(x) for a random weighting w, through `f`.
@@ -70,6 +73,28 @@ fn fused_gelu_matches_candle_values_and_gradients() {
     let (yb, gb) = value_and_grad(&x, &w, |x| x.gelu_erf().unwrap());
     assert!(max_abs_diff(&ya, &yb) < 1e-5, "values {}", max_abs_diff(&ya, &yb));
     assert!(max_abs_diff(&ga, &gb) < 1e-4, "gradients {}", max_abs_diff(&ga, &gb));
+}
+
+#[test]
+fn fused_tanh_gelu_matches_candle_values_and_gradients() {
+    let x = input(&[3, 50, 70], 16, 4.0);
+    let w = input(&[3, 50, 70], 17, 1.0);
+    let (ya, ga) = value_and_grad(&x, &w, |x| fused::gelu_tanh(x, F).unwrap());
+    let (yb, gb) = value_and_grad(&x, &w, |x| x.gelu().unwrap());
+    assert!(max_abs_diff(&ya, &yb) < 1e-5, "values {}", max_abs_diff(&ya, &yb));
+    assert!(max_abs_diff(&ga, &gb) < 1e-4, "gradients {}", max_abs_diff(&ga, &gb));
+}
+
+#[test]
+fn vectorisable_tanh_is_accurate() {
+    let mut max_err = 0f32;
+    for i in -200_000..=200_000 {
+        let u = i as f32 * 2.5e-4; // [−50, 50]
+        max_err = max_err.max((erg_kernels::tanh_approx(u) - u.tanh()).abs());
+    }
+    assert!(max_err < 3e-7, "tanh abs. error {max_err}");
+    assert_eq!(erg_kernels::tanh_approx(100.0), 1.0);
+    assert_eq!(erg_kernels::tanh_approx(-100.0), -1.0);
 }
 
 #[test]

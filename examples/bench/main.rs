@@ -133,13 +133,14 @@ fn size_table(a: &Args) -> anyhow::Result<()> {
         (None, None) => "no PyTorch reference".into(),
     };
     let md = format!(
-        "# erg size table\n\nMachine: {}; {}{}. Load average (1, 5, 15 min) {} before, {} after. Each row: {} rounds after one warm-up, candle and PyTorch interleaved per round (train, train, sample, sample), medians; random weights, f32. Training step: batch B, rectified-flow loss, AdamW, EMA. CFG step: one forward of 2 × B rows.\n\n{}",
+        "# erg size table\n\nMachine: {}; {}{}. Load average (1, 5, 15 min) {} before, {} after. Each row: {} rounds after {} warm-up rounds, candle and PyTorch interleaved per round (train, train, sample, sample), medians; random weights, f32. Training step: batch B, rectified-flow loss, AdamW, EMA. CFG step: one forward of 2 × B rows.\n\n{}",
         sizes::machine(&device),
         torch,
         if a.busy > 0 { format!("; {} competing busy process(es)", a.busy) } else { String::new() },
         load_before,
         load_after,
         a.rounds,
+        sizes::WARMUP,
         sizes::table(&rows)
     );
     println!("{md}");

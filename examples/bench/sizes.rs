@@ -2,7 +2,8 @@
 //! flow, AdamW, EMA) and a CFG sampling step (one forward of 2 × batch rows) in candle, and the
 //! same two steps in PyTorch eager (`benches/reference/dit_reference.py --serve`, one process per
 //! size that keeps its model), interleaved candle / PyTorch / candle / PyTorch over rounds so
-//! that a drifting machine load falls on both; medians per column, round 0 discarded (warm-up).
+//! that a drifting machine load falls on both; medians per column, the first two rounds discarded
+//! (warm-up: thread pools, allocator growth, PyTorch's lazy initialisation).
 //! Also I-ERG's sampling step over CFG's (same model, same rounds).
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -62,6 +63,11 @@ pub struct SizeRow {
     pub ierg_over_cfg: f64,
     /// Forward GFLOP/s of candle's CFG step.
     pub sample_gflops: f64,
+    /// candle's matmul GFLOP/s at the model's MLP shape (2B·N × D) @ (D × 4D): the ceiling the
+    /// forward's rate is compared with.
+    pub matmul_gflops: f64,
+    /// PyTorch's at the same shape (its BLAS), interleaved with candle's.
+    pub torch_matmul_gflops: Option<f64>,
 }
 
 /// The PyTorch reference as a server (see `dit_reference.py --serve`).
@@ -117,6 +123,9 @@ impl Drop for TorchServer {
     }
 }
 
+/// Rounds run before the timed ones.
+pub const WARMUP: usize = 2;
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -136,8 +145,8 @@ fn sync(t: &Tensor) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Measures one row: `rounds` + 1 rounds of candle train, PyTorch train, candle CFG, PyTorch
-/// sample, candle I-ERG (round 0 discarded).
+/// Measures one row: [`WARMUP`] + `rounds` rounds of candle train, PyTorch train, candle CFG,
+/// PyTorch sample, candle I-ERG (the warm-up rounds discarded).
 pub fn measure(spec: &SizeSpec, rounds: usize, python: &str, device: &Device) -> anyhow::Result<(SizeRow, Option<serde_json::Value>, Option<String>)> {
     let cfg = &spec.config;
     let data = synthetic_data(cfg, spec.batch.max(64))?;
@@ -152,10 +161,10 @@ pub fn measure(spec: &SizeSpec, rounds: usize, python: &str, device: &Device) ->
     let cfg_g = preset("cfg", 3.0, cfg.depth)?;
     let ierg_g = preset("ierg", 3.0, cfg.depth)?;
     let mut cols: [Vec<f64>; 5] = Default::default();
-    let bar = indicatif::ProgressBar::new((rounds + 1) as u64);
+    let bar = indicatif::ProgressBar::new((rounds + WARMUP) as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:20}] {pos}/{len} rounds").unwrap().progress_chars("=> "));
     bar.set_message(spec.name.clone());
-    for round in 0..=rounds {
+    for round in 0..rounds + WARMUP {
         let mut row = [f64::NAN; 5];
         let t0 = Instant::now();
         state.step(&tc, &data, round as u64, device)?;
@@ -183,7 +192,7 @@ pub fn measure(spec: &SizeSpec, rounds: usize, python: &str, device: &Device) ->
                 }
             }
         }
-        if round > 0 {
+        if round >= WARMUP {
             for (col, v) in cols.iter_mut().zip(row) {
                 col.push(v);
             }
@@ -191,9 +200,31 @@ pub fn measure(spec: &SizeSpec, rounds: usize, python: &str, device: &Device) ->
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // The matmul ceiling at the MLP's shape (fc1), as the default bench measures it.
+    let (gh, gw) = cfg.grid();
+    let (rows, d, m) = (2 * spec.batch * gh * gw, cfg.hidden_size, (cfg.mlp_ratio * cfg.hidden_size as f64) as usize);
+    let lhs = erg::rng::randn(&mut r, &[rows, d], device)?;
+    let rhs = erg::rng::randn(&mut r, &[d, m], device)?;
+    sync(&lhs.matmul(&rhs)?)?;
+    // Ten products per side, candle and PyTorch alternating over 5 rounds; medians.
+    let flops = 2.0 * (rows * d * m) as f64 * 10.0;
+    let (mut ours, mut theirs) = (vec![], vec![]);
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            sync(&lhs.matmul(&rhs)?)?;
+        }
+        ours.push(flops / t0.elapsed().as_secs_f64() / 1e9);
+        if let Ok(t) = torch.as_mut() {
+            if let Ok(s) = t.time("matmul10") {
+                theirs.push(flops / s / 1e9);
+            }
+        }
+    }
+    let matmul_gflops = median(ours);
+    let torch_matmul_gflops = (theirs.len() == 5).then(|| median(theirs));
     let opt_median = |v: &Vec<f64>| if v.iter().all(|x| x.is_finite()) { Some(median(v.clone())) } else { None };
     let sample_s = median(cols[2].clone());
-    let (gh, gw) = cfg.grid();
     let row = SizeRow {
         name: spec.name.clone(),
         depth: cfg.depth,
@@ -207,6 +238,8 @@ pub fn measure(spec: &SizeSpec, rounds: usize, python: &str, device: &Device) ->
         torch_sample_s: opt_median(&cols[3]),
         ierg_over_cfg: median(cols[4].iter().zip(&cols[2]).map(|(e, c)| e / c).collect()),
         sample_gflops: cfg.forward_flops(2 * spec.batch) / sample_s / 1e9,
+        matmul_gflops,
+        torch_matmul_gflops,
     };
     let (info, err) = match torch {
         Ok(t) => (Some(t.info.clone()), None),
@@ -235,11 +268,11 @@ pub fn table(rows: &[SizeRow]) -> String {
     let ratio = |a: f64, b: Option<f64>| b.map(|b| format!("{:.2}", a / b)).unwrap_or_else(|| "–".into());
     let secs = |b: Option<f64>| b.map(|b| format!("{b:.4}")).unwrap_or_else(|| "–".into());
     let mut md = String::from(
-        "| config | blocks × D | tokens | params | batch | candle train s | PyTorch train s | ratio | candle CFG step s | PyTorch s | ratio | I-ERG / CFG | CFG GFLOP/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| config | blocks × D | tokens | params | batch | candle train s | PyTorch train s | ratio | candle CFG step s | PyTorch s | ratio | I-ERG / CFG | CFG GFLOP/s (% of matmul) | matmul GFLOP/s: candle / PyTorch |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         md.push_str(&format!(
-            "| {} | {} × {} | {} | {:.1} M | {} | {:.4} | {} | {} | {:.4} | {} | {} | {:.3} | {:.0} |\n",
+            "| {} | {} × {} | {} | {:.1} M | {} | {:.4} | {} | {} | {:.4} | {} | {} | {:.3} | {:.0} ({:.0} %) | {:.0} / {} |\n",
             r.name,
             r.depth,
             r.hidden_size,
@@ -253,7 +286,10 @@ pub fn table(rows: &[SizeRow]) -> String {
             secs(r.torch_sample_s),
             ratio(r.sample_s, r.torch_sample_s),
             r.ierg_over_cfg,
-            r.sample_gflops
+            r.sample_gflops,
+            100.0 * r.sample_gflops / r.matmul_gflops,
+            r.matmul_gflops,
+            r.torch_matmul_gflops.map(|g| format!("{g:.0}")).unwrap_or_else(|| "–".into())
         ));
     }
     md

@@ -2,11 +2,12 @@
 //! extractor (penultimate layer: global-average-pooled last conv, D = last width) and to score
 //! consistency (accuracy on the requested class).
 //!
-//! Architecture: [conv3×3 → ReLU → 2×2 max pool] for each width but the last, conv3×3 → ReLU,
-//! global average pool (features), linear head. Weight names: `convs.{i}`, `head`.
+//! Architecture: per width, `convs_per_stage` × [conv3×3 → ReLU], then a 2×2 max pool after every
+//! stage but the last; global average pool (features), linear head. Weight names: `convs.{i}`
+//! (numbered through all stages), `head`.
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Conv2dConfig, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -23,10 +24,24 @@ use crate::{Error, Result};
 pub struct ClassifierConfig {
     /// Image channels.
     pub in_channels: usize,
-    /// Conv widths; all but the last are followed by a 2× pool.
+    /// Conv widths, one per stage; all stages but the last are followed by a 2× pool.
     pub widths: Vec<usize>,
     /// Number of classes.
     pub num_classes: usize,
+    /// 3×3 convolutions per stage (1 in cards written before this field).
+    #[serde(default = "one")]
+    pub convs_per_stage: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl ClassifierConfig {
+    /// One conv per stage of each width in `widths`.
+    pub fn new(in_channels: usize, widths: Vec<usize>, num_classes: usize) -> Self {
+        Self { in_channels, widths, num_classes, convs_per_stage: 1 }
+    }
 }
 
 /// The JSON card saved beside the weights.
@@ -41,46 +56,60 @@ pub struct ClassifierCard {
     pub heldout_accuracy: f64,
     /// Accuracy (percent) on the training split.
     pub train_accuracy: f64,
-    /// Training steps, batch size and seed.
+    /// Training steps.
     pub steps: u64,
     /// Images per step.
     pub batch_size: usize,
     /// Seed.
     pub seed: u64,
+    /// Peak learning rate (cosine decay to 0 after a 5 % warm-up; 0 in older cards, which used
+    /// a constant rate).
+    #[serde(default)]
+    pub lr: f64,
+    /// Random translation of the training images, in pixels (0 in older cards).
+    #[serde(default)]
+    pub shift: usize,
 }
 
 /// The classifier.
 #[derive(Debug, Clone)]
 pub struct SmallCnn {
     convs: Vec<candle_nn::Conv2d>,
+    convs_per_stage: usize,
     head: candle_nn::Linear,
 }
 
 impl SmallCnn {
     /// Builds from `vb` (weights `convs.{i}.{weight,bias}`, `head.{weight,bias}`).
     pub fn new(cfg: &ClassifierConfig, vb: VarBuilder) -> Result<Self> {
-        if cfg.widths.is_empty() || cfg.num_classes == 0 {
-            return Err(Error::hp("the classifier needs at least one conv width and one class"));
+        if cfg.widths.is_empty() || cfg.num_classes == 0 || cfg.convs_per_stage == 0 {
+            return Err(Error::hp("the classifier needs at least one conv width, one conv per stage and one class"));
         }
         let mut convs = Vec::new();
         let mut c_in = cfg.in_channels;
-        for (i, &w) in cfg.widths.iter().enumerate() {
+        for &w in cfg.widths.iter().flat_map(|w| std::iter::repeat_n(w, cfg.convs_per_stage)) {
+            let i = convs.len();
             convs.push(candle_nn::conv2d(c_in, w, 3, Conv2dConfig { padding: 1, ..Default::default() }, vb.pp(format!("convs.{i}")))?);
             c_in = w;
         }
-        Ok(Self { convs, head: candle_nn::linear(c_in, cfg.num_classes, vb.pp("head"))? })
+        Ok(Self { convs, convs_per_stage: cfg.convs_per_stage, head: candle_nn::linear(c_in, cfg.num_classes, vb.pp("head"))? })
     }
 
     /// Penultimate features (N, D) from images (N, C, H, W) in [−1, 1].
+    ///
+    /// The convolutions run channels-last as one matrix product over 3×3 patches (im2col from
+    /// shifted views), whose backward is a product too: candle's CPU `conv2d` backward goes
+    /// through a direct transposed convolution, about 10× slower at these sizes. Same weights
+    /// (`convs.{i}.weight` (out, in, 3, 3)) and values as candle's `Conv2d` (padding 1), tested.
     pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = x.clone();
+        let mut h = x.permute((0, 2, 3, 1))?.contiguous()?; // (N, H, W, C)
         for (i, conv) in self.convs.iter().enumerate() {
-            h = conv.forward(&h)?.relu()?;
-            if i + 1 < self.convs.len() {
-                h = h.max_pool2d(2)?;
+            h = conv3x3_nhwc(&h, conv)?.relu()?; // (N, H/2^stage, W/2^stage, width)
+            if (i + 1) % self.convs_per_stage == 0 && i + 1 < self.convs.len() {
+                h = max_pool_nhwc(&h)?; // (N, H/2, W/2, C)
             }
         }
-        Ok(h.mean(D::Minus1)?.mean(D::Minus1)?)
+        Ok(h.mean(2)?.mean(1)?) // (N, D)
     }
 
     /// Class logits (N, K).
@@ -94,6 +123,32 @@ impl SmallCnn {
         let model = build_strict(weights, tensors, device, |vb| Self::new(&card.config, vb))?;
         Ok((model, card))
     }
+}
+
+/// A 3×3 convolution with padding 1 on channels-last `x` (N, H, W, C) → (N, H, W, out), as
+/// the product of the (N·H·W, C·9) patches with the weight (out, C·3·3) flattened.
+fn conv3x3_nhwc(x: &Tensor, conv: &candle_nn::Conv2d) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let weight = conv.weight(); // (out, C, 3, 3)
+    let out = weight.dim(0)?;
+    let padded = x.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?; // (N, H+2, W+2, C)
+    let shifts: Vec<Tensor> =
+        (0..3).flat_map(|dy| (0..3).map(move |dx| (dy, dx))).map(|(dy, dx)| padded.narrow(1, dy, h)?.narrow(2, dx, w)).collect::<candle_core::Result<_>>()?;
+    let patches = Tensor::stack(&shifts, 3)?.reshape((n * h * w, 9 * c))?; // (N·H·W, 9·C), offset-major
+    let weight = weight.permute((0, 2, 3, 1))?.reshape((out, 9 * c))?; // (out, 3·3·C), same order
+                                                                       // One autograd node on `gemm` with the bias (the crate's fused linear layer).
+    let y = erg_kernels::linear(&patches, &weight, conv.bias(), erg_kernels::Kernels::Fused)?; // (N·H·W, out)
+    Ok(y.reshape((n, h, w, out))?)
+}
+
+/// 2×2 max pool of channels-last `x` (N, H, W, C) → (N, H/2, W/2, C), as element-wise maxima of
+/// the four strided views (a reduction over a strided window dimension is slow in candle).
+fn max_pool_nhwc(x: &Tensor) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let x = x.reshape((n, h / 2, 2, w / 2, 2 * c))?;
+    let rows = x.narrow(2, 0, 1)?.maximum(&x.narrow(2, 1, 1)?)?; // (N, H/2, 1, W/2, 2C)
+    let y = rows.narrow(4, 0, c)?.maximum(&rows.narrow(4, c, c)?)?; // (N, H/2, 1, W/2, C)
+    Ok(y.reshape((n, h / 2, w / 2, c))?)
 }
 
 impl FeatureExtractor for SmallCnn {
@@ -130,22 +185,56 @@ pub struct ClassifierTraining {
     pub steps: u64,
     /// Images per step.
     pub batch_size: usize,
-    /// AdamW learning rate (weight decay 10⁻⁴).
+    /// Peak AdamW learning rate (weight decay 10⁻⁴): linear warm-up over the first 5 % of the
+    /// steps, then cosine decay to 0.
     pub lr: f64,
-    /// Seed of weights, batches and flips.
+    /// Seed of weights, batches and augmentations.
     pub seed: u64,
+    /// Random translation of each training image by up to this many pixels in x and y (the
+    /// uncovered border white, the emoji background); 0 for none.
+    pub shift: usize,
     /// Show a progress bar.
     pub progress: bool,
 }
 
-/// Trains the classifier on the training split of `data` (cross-entropy, AdamW, seeded batches,
-/// random horizontal flips) and saves it to `weights` with its card, which records the held-out
+impl ClassifierTraining {
+    /// The learning rate at `step`: warm-up over 5 % of the steps, then cosine decay to 0.
+    pub fn lr_at(&self, step: u64) -> f64 {
+        let warmup = (self.steps / 20).max(1);
+        if step < warmup {
+            self.lr * (step + 1) as f64 / warmup as f64
+        } else {
+            let p = (step - warmup) as f64 / (self.steps - warmup).max(1) as f64;
+            0.5 * self.lr * (1.0 + (std::f64::consts::PI * p).cos())
+        }
+    }
+}
+
+/// Each image of `x` (N, C, H, W) translated by its own offset in [−shift, shift]², drawn from
+/// `r`; the uncovered border is white (1.0).
+fn translate(x: &Tensor, shift: usize, r: &mut impl rand::Rng) -> Result<Tensor> {
+    if shift == 0 {
+        return Ok(x.clone());
+    }
+    let (n, _, h, w) = x.dims4()?;
+    let padded = ((x - 1.0)?.pad_with_zeros(2, shift, shift)?.pad_with_zeros(3, shift, shift)? + 1.0)?; // (N, C, H+2s, W+2s)
+    let crops = (0..n)
+        .map(|i| {
+            let (dy, dx) = (r.random_range(0..=2 * shift), r.random_range(0..=2 * shift));
+            padded.narrow(0, i, 1)?.narrow(2, dy, h)?.narrow(3, dx, w)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&crops, 0)?)
+}
+
+/// Trains the classifier on the training split of `data` (cross-entropy, AdamW with warm-up and
+/// cosine decay, seeded batches, random horizontal flips and translations) and saves it to `weights` with its card, which records the held-out
 /// accuracy. Returns the model and card.
 ///
 /// Errors: images that do not fit `cfg`; I/O errors naming the file.
 pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, device: &Device, weights: &Path) -> Result<(SmallCnn, ClassifierCard)> {
     use rand::Rng;
-    let ClassifierTraining { steps, batch_size, lr, seed, progress } = *how;
+    let ClassifierTraining { steps, batch_size, lr, seed, shift, progress } = *how;
     let map = SeededVarMap::new(seed);
     let model = SmallCnn::new(cfg, seeded_varbuilder(&map, DType::F32, device))?;
     let mut vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -164,9 +253,11 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         if r.random::<bool>() {
             x = x.index_select(&flip, 3)?;
         }
+        let x = translate(&x, shift, &mut r)?;
         let y: Vec<u32> = idx.iter().map(|&i| data.labels[i as usize]).collect();
         let (x, y) = (x.to_device(device)?, Tensor::new(y.as_slice(), device)?);
         let loss = candle_nn::loss::cross_entropy(&model.logits(&x)?, &y)?;
+        opt.cfg.lr = how.lr_at(step);
         opt.apply(&loss.backward()?)?;
         bar.inc(1);
         if step % 20 == 0 {
@@ -182,6 +273,8 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         steps,
         batch_size,
         seed,
+        lr,
+        shift,
     };
     let tensors = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     save_checkpoint(&tensors, &card, weights, DType::F32)?;

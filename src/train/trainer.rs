@@ -81,6 +81,18 @@ impl TrainTask for ClassConditional {
     }
 }
 
+/// The learning rate after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LrSchedule {
+    /// The peak rate until the end (so a run can be extended on resume).
+    #[default]
+    Constant,
+    /// Cosine decay from the peak to 0 at `steps` (Loshchilov & Hutter 2017, without restarts);
+    /// extending such a run on resume changes its remaining schedule.
+    Cosine,
+}
+
 /// Everything that defines a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +109,9 @@ pub struct TrainConfig<C = DitConfig> {
     pub optim: AdamWConfig,
     /// Linear learning-rate warm-up steps.
     pub warmup_steps: u64,
+    /// The learning rate after the warm-up (constant in runs written before this field).
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
     /// EMA decay.
     pub ema_decay: f64,
     /// Probability of replacing a label by the null class (CFG training; paper/DiT: 0.1).
@@ -127,6 +142,7 @@ impl<C> TrainConfig<C> {
             batch_size: 64,
             optim: AdamWConfig { lr: 4e-4, weight_decay: 0.0, ..Default::default() },
             warmup_steps: 200,
+            lr_schedule: LrSchedule::Constant,
             ema_decay: 0.999,
             label_dropout: 0.1,
             time_sampling: TimeSampling::default(),
@@ -153,11 +169,18 @@ impl<C> TrainConfig<C> {
         Ok(())
     }
 
-    fn lr_at(&self, step: u64) -> f64 {
+    /// The learning rate of step `step` (0-based): linear warm-up to `optim.lr`, then
+    /// [`Self::lr_schedule`].
+    pub fn lr_at(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
-            self.optim.lr * (step + 1) as f64 / self.warmup_steps as f64
-        } else {
-            self.optim.lr
+            return self.optim.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        match self.lr_schedule {
+            LrSchedule::Constant => self.optim.lr,
+            LrSchedule::Cosine => {
+                let p = (step - self.warmup_steps) as f64 / self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+                0.5 * self.optim.lr * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
+            }
         }
     }
 }
@@ -311,6 +334,14 @@ pub fn train_task<T: TrainTask>(
         let saved: TrainConfig<T::Config> = serde_json::from_str(&std::fs::read_to_string(paths.config()).map_err(|e| Error::io(paths.config(), e))?)
             .map_err(|e| Error::corrupt(paths.config(), e))?;
         // The total step count may be extended on resume; everything else must match.
+        if saved.lr_schedule == LrSchedule::Cosine && saved.steps != cfg.steps {
+            return Err(Error::Other(format!(
+                "{} has a cosine learning-rate schedule over {} steps; it cannot be resumed with --steps {} (the schedule would change)",
+                paths.config().display(),
+                saved.steps,
+                cfg.steps
+            )));
+        }
         let same = TrainConfig { steps: cfg.steps, weak_step: cfg.weak_step, ..saved } == *cfg;
         if !same {
             return Err(Error::Other(format!("{} was written with another configuration; resume with the same settings", paths.config().display())));

@@ -5,7 +5,7 @@ use candle_nn::VarBuilder;
 
 use super::config::{Activation, DitConfig};
 use crate::attention::{AttentionProbe, ForwardPlan};
-use crate::nn::ops::{gated_residual, gelu_erf, layer_norm_no_affine, modulate};
+use crate::nn::ops::{gated_residual, gelu_erf, gelu_tanh, layer_norm_no_affine, modulate};
 use crate::nn::{xavier_linear, zero_linear, Linear, Ops};
 use crate::Result;
 
@@ -49,7 +49,7 @@ impl DitBlock {
     fn mlp(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
         let hdn = self.fc1.forward(x, ops.kernels)?; // (B, N, M)
         let hdn = match self.activation {
-            Activation::GeluTanh => hdn.gelu()?,
+            Activation::GeluTanh => gelu_tanh(&hdn, ops)?,
             Activation::GeluErf => gelu_erf(&hdn, ops)?,
         };
         self.fc2.forward(&hdn, ops.kernels) // (B, N, D)

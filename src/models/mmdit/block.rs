@@ -14,7 +14,7 @@ use candle_nn::VarBuilder;
 
 use super::config::Activation;
 use crate::attention::{merge_heads, split_heads, AttentionProbe, ForwardPlan};
-use crate::nn::ops::{gated_residual, gelu_erf, layer_norm_no_affine, modulate, rms_norm};
+use crate::nn::ops::{gated_residual, gelu_erf, gelu_tanh, layer_norm_no_affine, modulate, rms_norm};
 use crate::nn::{linear, Linear, Ops};
 use crate::Result;
 
@@ -117,7 +117,7 @@ impl Stream {
         let h = modulate(&layer_norm_no_affine(&x, 1e-6, ops)?, &m[3], &m[4], ops)?;
         let h = fc1.forward(&h, k)?; // (B, N, 4D)
         let h = match self.activation {
-            Activation::GeluTanh => h.gelu()?, // SD3
+            Activation::GeluTanh => gelu_tanh(&h, ops)?, // SD3
             Activation::GeluErf => gelu_erf(&h, ops)?,
         };
         let h = fc2.forward(&h, k)?;
