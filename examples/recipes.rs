@@ -127,6 +127,23 @@ fn probe(r: &Recipe, data: &erg::data::Dataset, device: &candle_core::Device) ->
     Ok(times[times.len() / 2])
 }
 
+/// (seconds per step, steps) of `r`: measured and fixed once in `<runs>/<name>/plan.json`, so
+/// that a resumed run has the same length. All plans are made before any training, so that the
+/// probes see the same quiet machine.
+fn plan(r: &Recipe, a: &Args, data: &erg::data::Dataset, device: &candle_core::Device) -> anyhow::Result<(f64, u64)> {
+    let dir = a.runs.join(&r.name);
+    let plan = dir.join("plan.json");
+    if let Ok(t) = std::fs::read_to_string(&plan) {
+        return Ok(serde_json::from_str(&t)?);
+    }
+    let s = probe(r, data, device)?;
+    let steps = ((a.minutes * 60.0 / s) as u64).max(10);
+    std::fs::create_dir_all(&dir)?;
+    erg::checkpoint::write_atomic(&plan, serde_json::to_string(&(s, steps))?.as_bytes())?;
+    eprintln!("{}: {s:.3} s/step → {steps} steps", r.name);
+    Ok((s, steps))
+}
+
 fn run_recipe(r: &Recipe, a: &Args, data: &erg::data::Dataset, device: &candle_core::Device) -> anyhow::Result<Outcome> {
     let dir = a.runs.join(&r.name);
     let done = dir.join("recipe.json");
@@ -138,18 +155,7 @@ fn run_recipe(r: &Recipe, a: &Args, data: &erg::data::Dataset, device: &candle_c
         }
         anyhow::bail!("{} holds a run of another recipe or budget; remove it or choose another --runs", dir.display());
     }
-    // The step count is fixed once (plan.json), so that a resumed run has the same length.
-    let plan = dir.join("plan.json");
-    let (s_per_step, steps): (f64, u64) = match std::fs::read_to_string(&plan) {
-        Ok(t) => serde_json::from_str(&t)?,
-        Err(_) => {
-            let s = probe(r, data, device)?;
-            let steps = ((a.minutes * 60.0 / s) as u64).max(10);
-            std::fs::create_dir_all(&dir)?;
-            erg::checkpoint::write_atomic(&plan, serde_json::to_string(&(s, steps))?.as_bytes())?;
-            (s, steps)
-        }
-    };
+    let (s_per_step, steps) = plan(r, a, data, device)?;
     eprintln!("{}: {s_per_step:.3} s/step → {steps} steps in {} min ({})", r.name, a.minutes, r.what);
     let cfg = train_config(r, steps, data);
     let paths = RunPaths::new(&dir);
@@ -187,8 +193,8 @@ fn loss_curve(dir: &Path, s_per_step: f64) -> anyhow::Result<Vec<(f64, f64)>> {
             Some((f.next()?.parse::<f64>().ok()?, f.next()?.parse::<f64>().ok()?))
         })
         .collect();
-    // A running mean over 25 steps, so that the curves can be told apart.
-    let w = 25;
+    // A running mean over 25 steps (fewer in very short runs), so that the curves can be told apart.
+    let w = pts.len().clamp(1, 25);
     Ok(pts.windows(w).map(|win| (win[w - 1].0 * s_per_step / 60.0, win.iter().map(|p| p.1).sum::<f64>() / w as f64)).collect())
 }
 
@@ -212,6 +218,11 @@ fn main() -> anyhow::Result<()> {
     erg::imaging::register_font();
     let device = erg::device::best();
     let data = erg::data::emoji::load(erg::data::emoji::DEFAULT_DIR, 32)?;
+    for r in &chosen {
+        if !a.runs.join(&r.name).join("recipe.json").exists() {
+            plan(r, &a, &data, &device)?;
+        }
+    }
     let outcomes: Vec<Outcome> = chosen.iter().map(|r| run_recipe(r, &a, &data, &device)).collect::<anyhow::Result<_>>()?;
 
     let m = |o: &Outcome, method: &str, k: &str| o.metrics.get(method).and_then(|x| x.get(k)).copied().unwrap_or(f64::NAN);

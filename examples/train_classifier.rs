@@ -27,8 +27,14 @@ struct Args {
     #[arg(long, value_parser = common::count, default_value_t = 2)]
     convs_per_stage: usize,
     /// Random translation of training images, in pixels (0 for none).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     shift: usize,
+    /// Mixup of the training batches (`--mixup false` to turn off).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    mixup: bool,
+    /// AdamW weight decay.
+    #[arg(long, value_parser = common::finite, default_value_t = 0.05)]
+    weight_decay: f64,
     /// Optimisation steps.
     #[arg(long, value_parser = common::count_u64, default_value_t = 1500)]
     steps: u64,
@@ -56,8 +62,16 @@ fn main() -> anyhow::Result<()> {
     let cfg = ClassifierConfig { convs_per_stage: a.convs_per_stage, ..ClassifierConfig::new(data.image_shape()?.0, a.widths.clone(), data.classes.len()) };
     let device = erg::device::best();
     let t0 = std::time::Instant::now();
-    let how =
-        erg::features::classifier::ClassifierTraining { steps: a.steps, batch_size: a.batch_size, lr: a.lr, seed: a.seed, shift: a.shift, progress: true };
+    let how = erg::features::classifier::ClassifierTraining {
+        steps: a.steps,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+        shift: a.shift,
+        mixup: a.mixup,
+        progress: true,
+    };
     let (_, card) = train(&cfg, &data, &how, &device, &a.out)?;
     println!(
         "{}: held-out accuracy {:.1} % (train {:.1} %), {} steps, {:.0} s → {}",

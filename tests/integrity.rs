@@ -111,6 +111,8 @@ fn tiny_scorer() -> erg::eval::Scorer {
         seed: 0,
         lr: 0.0,
         shift: 0,
+        mixup: false,
+        weight_decay: 0.0,
     };
     erg::eval::Scorer::from_parts(cnn, card, None, data, reference)
 }

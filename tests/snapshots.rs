@@ -216,6 +216,8 @@ fn ch08_tau_c_sweep_on_a_tiny_text_model() {
         seed: 0,
         lr: 0.0,
         shift: 0,
+        mixup: false,
+        weight_decay: 0.0,
     };
     let scorer = Scorer::from_parts(cnn, card, None, data, reference);
     // 2 prompts × 4 seeds

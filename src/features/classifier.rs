@@ -69,6 +69,16 @@ pub struct ClassifierCard {
     /// Random translation of the training images, in pixels (0 in older cards).
     #[serde(default)]
     pub shift: usize,
+    /// Mixup of the training batches (false in older cards).
+    #[serde(default)]
+    pub mixup: bool,
+    /// AdamW weight decay (10⁻⁴ in older cards).
+    #[serde(default = "old_weight_decay")]
+    pub weight_decay: f64,
+}
+
+fn old_weight_decay() -> f64 {
+    1e-4
 }
 
 /// The classifier.
@@ -185,14 +195,19 @@ pub struct ClassifierTraining {
     pub steps: u64,
     /// Images per step.
     pub batch_size: usize,
-    /// Peak AdamW learning rate (weight decay 10⁻⁴): linear warm-up over the first 5 % of the
-    /// steps, then cosine decay to 0.
+    /// Peak AdamW learning rate: linear warm-up over the first 5 % of the steps, then cosine
+    /// decay to 0.
     pub lr: f64,
+    /// AdamW's decoupled weight decay.
+    pub weight_decay: f64,
     /// Seed of weights, batches and augmentations.
     pub seed: u64,
     /// Random translation of each training image by up to this many pixels in x and y (the
     /// uncovered border white, the emoji background); 0 for none.
     pub shift: usize,
+    /// Mixup (Zhang et al. 2018, α = 1): each batch blended with a permutation of itself by
+    /// λ ~ U(0, 1), the loss blended with the same λ.
+    pub mixup: bool,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -228,18 +243,19 @@ fn translate(x: &Tensor, shift: usize, r: &mut impl rand::Rng) -> Result<Tensor>
 }
 
 /// Trains the classifier on the training split of `data` (cross-entropy, AdamW with warm-up and
-/// cosine decay, seeded batches, random horizontal flips and translations) and saves it to `weights` with its card, which records the held-out
+/// cosine decay, seeded batches, random horizontal flips and translations, optional mixup) and
+/// saves it to `weights` with its card, which records the held-out
 /// accuracy. Returns the model and card.
 ///
 /// Errors: images that do not fit `cfg`; I/O errors naming the file.
 pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, device: &Device, weights: &Path) -> Result<(SmallCnn, ClassifierCard)> {
     use rand::Rng;
-    let ClassifierTraining { steps, batch_size, lr, seed, shift, progress } = *how;
+    let ClassifierTraining { steps, batch_size, lr, weight_decay, seed, shift, mixup, progress } = *how;
     let map = SeededVarMap::new(seed);
     let model = SmallCnn::new(cfg, seeded_varbuilder(&map, DType::F32, device))?;
     let mut vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut opt = AdamW::new(vars.clone(), AdamWConfig { lr, weight_decay: 1e-4, ..Default::default() })?;
+    let mut opt = AdamW::new(vars.clone(), AdamWConfig { lr, weight_decay, ..Default::default() })?;
     let (train_idx, held_idx) = split(data.len());
     let bar = if progress { indicatif::ProgressBar::new(steps) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(indicatif::ProgressStyle::with_template("classifier [{bar:30}] {pos}/{len} {per_sec} loss {msg}").unwrap().progress_chars("=> "));
@@ -256,7 +272,22 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         let x = translate(&x, shift, &mut r)?;
         let y: Vec<u32> = idx.iter().map(|&i| data.labels[i as usize]).collect();
         let (x, y) = (x.to_device(device)?, Tensor::new(y.as_slice(), device)?);
-        let loss = candle_nn::loss::cross_entropy(&model.logits(&x)?, &y)?;
+        let loss = if mixup {
+            let lambda: f64 = r.random();
+            let perm: Vec<u32> = {
+                let mut p: Vec<u32> = (0..batch_size as u32).collect();
+                rand::seq::SliceRandom::shuffle(p.as_mut_slice(), &mut r);
+                p
+            };
+            let perm = Tensor::new(perm.as_slice(), device)?;
+            let mixed = ((&x * lambda)? + (x.index_select(&perm, 0)? * (1.0 - lambda))?)?;
+            let logits = model.logits(&mixed)?;
+            let a = candle_nn::loss::cross_entropy(&logits, &y)?;
+            let b = candle_nn::loss::cross_entropy(&logits, &y.index_select(&perm, 0)?)?;
+            ((a * lambda)? + (b * (1.0 - lambda))?)?
+        } else {
+            candle_nn::loss::cross_entropy(&model.logits(&x)?, &y)?
+        };
         opt.cfg.lr = how.lr_at(step);
         opt.apply(&loss.backward()?)?;
         bar.inc(1);
@@ -275,6 +306,8 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         seed,
         lr,
         shift,
+        mixup,
+        weight_decay,
     };
     let tensors = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     save_checkpoint(&tensors, &card, weights, DType::F32)?;
