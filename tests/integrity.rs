@@ -110,6 +110,7 @@ fn tiny_scorer() -> erg::eval::Scorer {
         batch_size: 0,
         seed: 0,
         lr: 0.0,
+        cosine: false,
         shift: 0,
         mixup: false,
         weight_decay: 0.0,

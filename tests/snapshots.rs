@@ -215,6 +215,7 @@ fn ch08_tau_c_sweep_on_a_tiny_text_model() {
         batch_size: 0,
         seed: 0,
         lr: 0.0,
+        cosine: false,
         shift: 0,
         mixup: false,
         weight_decay: 0.0,

@@ -62,10 +62,13 @@ pub struct ClassifierCard {
     pub batch_size: usize,
     /// Seed.
     pub seed: u64,
-    /// Peak learning rate (cosine decay to 0 after a 5 % warm-up; 0 in older cards, which used
-    /// a constant rate).
+    /// Peak learning rate (0 in older cards).
     #[serde(default)]
     pub lr: f64,
+    /// Whether the rate decayed (warm-up over 5 % of the steps, cosine to 0) or stayed constant
+    /// (older cards: constant).
+    #[serde(default)]
+    pub cosine: bool,
     /// Random translation of the training images, in pixels (0 in older cards).
     #[serde(default)]
     pub shift: usize,
@@ -195,9 +198,11 @@ pub struct ClassifierTraining {
     pub steps: u64,
     /// Images per step.
     pub batch_size: usize,
-    /// Peak AdamW learning rate: linear warm-up over the first 5 % of the steps, then cosine
-    /// decay to 0.
+    /// Peak AdamW learning rate.
     pub lr: f64,
+    /// Linear warm-up over the first 5 % of the steps, then cosine decay to 0; else a constant
+    /// rate (the first shipped classifier's recipe).
+    pub cosine: bool,
     /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
     /// Seed of weights, batches and augmentations.
@@ -213,8 +218,12 @@ pub struct ClassifierTraining {
 }
 
 impl ClassifierTraining {
-    /// The learning rate at `step`: warm-up over 5 % of the steps, then cosine decay to 0.
+    /// The learning rate at `step`: constant, or warm-up over 5 % of the steps, then cosine
+    /// decay to 0 (see [`Self::cosine`]).
     pub fn lr_at(&self, step: u64) -> f64 {
+        if !self.cosine {
+            return self.lr;
+        }
         let warmup = (self.steps / 20).max(1);
         if step < warmup {
             self.lr * (step + 1) as f64 / warmup as f64
@@ -250,7 +259,7 @@ fn translate(x: &Tensor, shift: usize, r: &mut impl rand::Rng) -> Result<Tensor>
 /// Errors: images that do not fit `cfg`; I/O errors naming the file.
 pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, device: &Device, weights: &Path) -> Result<(SmallCnn, ClassifierCard)> {
     use rand::Rng;
-    let ClassifierTraining { steps, batch_size, lr, weight_decay, seed, shift, mixup, progress } = *how;
+    let ClassifierTraining { steps, batch_size, lr, cosine, weight_decay, seed, shift, mixup, progress } = *how;
     let map = SeededVarMap::new(seed);
     let model = SmallCnn::new(cfg, seeded_varbuilder(&map, DType::F32, device))?;
     let mut vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -305,6 +314,7 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         batch_size,
         seed,
         lr,
+        cosine,
         shift,
         mixup,
         weight_decay,
