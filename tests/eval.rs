@@ -71,7 +71,17 @@ fn an_evaluation_run_computes_every_metric() {
     use erg::guidance::{preset, Models};
     let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(300)).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let how = classifier::ClassifierTraining { steps: 10, batch_size: 16, lr: 3e-3, cosine: false, weight_decay: 1e-4, seed: 0, shift: 0, mixup: false, progress: false };
+    let how = classifier::ClassifierTraining {
+        steps: 10,
+        batch_size: 16,
+        lr: 3e-3,
+        cosine: false,
+        weight_decay: 1e-4,
+        seed: 0,
+        shift: 0,
+        mixup: false,
+        progress: false,
+    };
     let cfg = ClassifierConfig::new(1, vec![4, 8], 10);
     let (clf, card) = classifier::train(&cfg, &data, &how, &Device::Cpu, &dir.path().join("c.safetensors")).unwrap();
     let mut tc = erg::train::TrainConfig::new(erg::models::dit::DitConfig::test_tiny(), "mnist", 3, 0);

@@ -12,7 +12,17 @@ fn classifier_learns_and_round_trips() {
     let (model, card) = classifier::train(
         &cfg,
         &data,
-        &classifier::ClassifierTraining { steps: 150, batch_size: 32, lr: 3e-3, cosine: false, weight_decay: 1e-4, seed: 0, shift: 0, mixup: false, progress: false },
+        &classifier::ClassifierTraining {
+            steps: 150,
+            batch_size: 32,
+            lr: 3e-3,
+            cosine: false,
+            weight_decay: 1e-4,
+            seed: 0,
+            shift: 0,
+            mixup: false,
+            progress: false,
+        },
         &Device::Cpu,
         &path,
     )

@@ -6,6 +6,7 @@
 //! - [`softmax_last_dim`], [`layer_norm_no_affine`], [`gelu_erf`], [`gelu_tanh`] ([`fused`]);
 //! - [`linear`]: y = x Wᵀ + b as one autograd node on `gemm`;
 //! - [`add_bias`], [`modulate`], [`gated_residual`]: the row broadcasts of adaLN ([`broadcast`]);
+//! - [`optim::adamw_step`], [`optim::ema_step`]: AdamW and the EMA in place ([`optim`]);
 //! - [`packed_attention`]: multi-head softmax attention straight from a packed qkv projection,
 //!   one logit scale per batch row ([`packed`]).
 //!
@@ -18,6 +19,7 @@ pub mod broadcast;
 mod buffer;
 pub mod fused;
 pub mod linear;
+pub mod optim;
 pub mod packed;
 
 use candle_core::{DType, Tensor};

@@ -220,3 +220,39 @@ fn packed_attention_matches_split_heads_attention_with_per_row_temperatures() {
     assert!(packed_attention(&qkv, 5, &scales, F).is_err(), "3·H·d_h must divide the width");
     assert!(packed_attention(&qkv, heads, &scales[..3], F).is_err(), "one scale per row");
 }
+
+#[test]
+fn in_place_adamw_and_ema_match_the_composed_update() {
+    use erg_kernels::optim::{adamw_step, applies, ema_step, AdamWStep};
+    let shape = [3, 50, 70];
+    let (p0, g) = (input(&shape, 21, 1.0), input(&shape, 22, 0.1));
+    let (m0, v0) = (input(&shape, 23, 0.01), input(&shape, 24, 0.01).abs().unwrap());
+    let s = AdamWStep {
+        lr: 3e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.05,
+        bias_correction1: 1.0 - 0.9f64.powi(3),
+        bias_correction2: 1.0 - 0.999f64.powi(3),
+    };
+    // The composition AdamW used before (src/train/optim.rs).
+    let m = ((&m0 * s.beta1).unwrap() + (&g * (1.0 - s.beta1)).unwrap()).unwrap();
+    let v = ((&v0 * s.beta2).unwrap() + (g.sqr().unwrap() * (1.0 - s.beta2)).unwrap()).unwrap();
+    let update = ((&m / s.bias_correction1).unwrap() / ((&v / s.bias_correction2).unwrap().sqrt().unwrap() + s.eps).unwrap()).unwrap();
+    let p = ((&p0 * (1.0 - s.lr * s.weight_decay)).unwrap() - (update * s.lr).unwrap()).unwrap();
+    // The parameter in place (on a copy), the moments as new tensors.
+    let pi = p0.copy().unwrap();
+    let m_before = m0.to_vec3::<f32>().unwrap();
+    assert!(applies(&[&pi, &m0, &v0, &g], F) && !applies(&[&pi], Kernels::Candle));
+    let (mi, vi) = adamw_step(&pi, &m0, &v0, &g, &s).unwrap();
+    assert_eq!(m0.to_vec3::<f32>().unwrap(), m_before, "the old moment is left as it was");
+    assert!(max_abs_diff(&mi, &m) < 1e-7, "m {}", max_abs_diff(&mi, &m));
+    assert!(max_abs_diff(&vi, &v) < 1e-8, "v {}", max_abs_diff(&vi, &v));
+    assert!(max_abs_diff(&pi, &p) < 1e-6, "θ {}", max_abs_diff(&pi, &p));
+    assert!(max_abs_diff(&pi, &p0) > 1e-4, "the parameter moved");
+    let e = input(&shape, 25, 1.0);
+    let expected = ((&e * 0.99).unwrap() + (&pi * 0.01).unwrap()).unwrap();
+    let e1 = ema_step(&e, &pi, 0.99).unwrap();
+    assert!(max_abs_diff(&e1, &expected) < 1e-6, "ema {}", max_abs_diff(&e1, &expected));
+}

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use candle_core::{Tensor, Var};
 
+use crate::nn::Kernels;
 use crate::Result;
 
 /// EMA copies of named variables (plain tensors, not tracked by autograd).
@@ -18,13 +19,16 @@ pub struct Ema {
     pub decay: f64,
     /// The averaged weights by name.
     pub weights: HashMap<String, Tensor>,
+    /// In-place update where `erg_kernels::optim` applies ([`Kernels::Fused`]), candle's ops
+    /// otherwise.
+    pub kernels: Kernels,
 }
 
 impl Ema {
     /// Starts from a copy of the current weights.
     pub fn new(vars: &[(String, Var)], decay: f64) -> Result<Self> {
         let weights = vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<_>>()?;
-        Ok(Self { decay, weights })
+        Ok(Self { decay, weights, kernels: Kernels::Fused })
     }
     /// The bias-corrected average after `n` updates from the initial weights `init` (see the module
     /// docs); names missing from `init` are returned as they are.
@@ -49,7 +53,11 @@ impl Ema {
     pub fn update(&mut self, vars: &[(String, Var)]) -> Result<()> {
         for (name, var) in vars {
             if let Some(w) = self.weights.get_mut(name) {
-                *w = ((&*w * self.decay)? + (var.as_tensor().detach() * (1.0 - self.decay))?)?;
+                if erg_kernels::optim::applies(&[w, var.as_tensor()], self.kernels) {
+                    *w = erg_kernels::optim::ema_step(w, var.as_tensor(), self.decay)?;
+                } else {
+                    *w = ((&*w * self.decay)? + (var.as_tensor().detach() * (1.0 - self.decay))?)?;
+                }
             }
         }
         Ok(())

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use candle_core::{backprop::GradStore, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use crate::nn::Kernels;
 use crate::Result;
 
 /// AdamW hyperparameters.
@@ -38,6 +39,10 @@ pub struct AdamW {
     pub step: u64,
     /// Hyperparameters (the learning rate may be changed between steps, e.g. for warm-up).
     pub cfg: AdamWConfig,
+    /// [`Kernels::Fused`]: the in-place kernels of `erg_kernels::optim` where they apply (CPU
+    /// f32), candle's ops elsewhere; [`Kernels::Candle`]: candle's ops always. Same values up to
+    /// f32 rounding.
+    pub kernels: Kernels,
 }
 
 impl AdamW {
@@ -46,7 +51,7 @@ impl AdamW {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let m = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
         let v = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Self { vars, m, v, step: 0, cfg })
+        Ok(Self { vars, m, v, step: 0, cfg, kernels: Kernels::Fused })
     }
 
     /// One update from `grads`. Variables without a gradient are left unchanged.
@@ -60,6 +65,19 @@ impl AdamW {
             // Some backward ops (e.g. candle's conv2d) return gradients that still track their
             // inputs; detach so the moments never hold a growing autograd graph.
             let g = g.detach();
+            if erg_kernels::optim::applies(&[var.as_tensor(), &self.m[i], &self.v[i], &g], self.kernels) {
+                let step = erg_kernels::optim::AdamWStep {
+                    lr: c.lr,
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    eps: c.eps,
+                    weight_decay: c.weight_decay,
+                    bias_correction1: bc1,
+                    bias_correction2: bc2,
+                };
+                (self.m[i], self.v[i]) = erg_kernels::optim::adamw_step(var.as_tensor(), &self.m[i], &self.v[i], &g, &step)?;
+                continue;
+            }
             let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;

@@ -429,8 +429,10 @@ impl<'t, T: TrainTask> TrainState<'t, T> {
         let model = task.build(&cfg.model, &map, device)?;
         let vars = named_vars(&map);
         let init = vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<_>>()?;
-        let opt = AdamW::new(vars.clone(), cfg.optim)?;
-        let ema = Ema::new(&vars, cfg.ema_decay)?;
+        let mut opt = AdamW::new(vars.clone(), cfg.optim)?;
+        opt.kernels = cfg.kernels;
+        let mut ema = Ema::new(&vars, cfg.ema_decay)?;
+        ema.kernels = cfg.kernels;
         Ok(Self { task, model, vars, init, opt, ema })
     }
 
