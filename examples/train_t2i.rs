@@ -20,6 +20,10 @@ use erg::train::{train_task, RunPaths, TextToImageTask, TrainConfig};
 #[derive(Parser, Debug)]
 #[command(about = "Train the text-to-image MMDiT on emoji captions (t = 0 noise, t = 1 data).")]
 struct Args {
+    /// Model preset: `emoji-small` (the shipped model, 6 blocks, D 96) or `emoji-base` (12
+    /// blocks, D 192).
+    #[arg(long, default_value = "emoji-small")]
+    preset: String,
     /// Optimisation steps.
     #[arg(long, value_parser = common::count_u64, default_value_t = 3000)]
     steps: u64,
@@ -55,7 +59,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let model = TextToImageConfig::emoji_small();
+    let model = TextToImageConfig::preset(&args.preset)?;
     let data = emoji::load(emoji::DEFAULT_DIR, model.image_size.0)?;
     let device = erg::device::best();
     let encoder = TextEncoder::new(MiniLm::from_hub(&candle_core::Device::Cpu)?, model.context_len)?;

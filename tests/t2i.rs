@@ -277,3 +277,14 @@ fn shipped_text_to_image_model_runs_every_method() {
         }
     }
 }
+
+#[test]
+fn text_to_image_presets_are_valid_and_unknown_names_are_listed() {
+    use erg::models::mmdit::TextToImageConfig;
+    for name in ["emoji-small", "emoji-base", "test-tiny"] {
+        TextToImageConfig::preset(name).unwrap().validate().unwrap();
+    }
+    let base = TextToImageConfig::preset("emoji-base").unwrap();
+    assert_eq!((base.mmdit.depth, base.mmdit.hidden_size()), (12, 192));
+    assert!(TextToImageConfig::preset("emoji-huge").unwrap_err().to_string().contains("emoji-small, emoji-base"));
+}

@@ -68,6 +68,26 @@ impl TextToImageConfig {
         }
     }
 
+    /// The deeper emoji model: as [`Self::emoji_small`] with 12 joint blocks, so (SD3's rule,
+    /// width = 16 · depth) 12 heads × 16, D = 192: 8× its depth × width².
+    pub fn emoji_base() -> Self {
+        let mut cfg = Self::emoji_small();
+        cfg.mmdit.depth = 12;
+        cfg
+    }
+
+    /// A preset by name: `emoji-small`, `emoji-base`, `test-tiny`.
+    ///
+    /// Errors: an unknown name (the known ones are listed).
+    pub fn preset(name: &str) -> Result<Self> {
+        Ok(match name {
+            "emoji-small" => Self::emoji_small(),
+            "emoji-base" => Self::emoji_base(),
+            "test-tiny" => Self::test_tiny(),
+            _ => return Err(Error::hp(format!("unknown text-to-image preset {name:?}; known: emoji-small, emoji-base, test-tiny"))),
+        })
+    }
+
     /// A tiny configuration for tests: [`MmditConfig::test_tiny`] (3 channels) on 8×8 images,
     /// 6 context tokens of width 12.
     pub fn test_tiny() -> Self {
