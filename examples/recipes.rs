@@ -34,6 +34,10 @@ struct Args {
     /// Print the recipes and exit.
     #[arg(long)]
     list: bool,
+    /// Only measure each recipe's seconds per step and fix its step count (on a quiet machine),
+    /// then exit; the training can then share the machine without changing any run.
+    #[arg(long)]
+    plan_only: bool,
     /// Generated images per class for the evaluation.
     #[arg(long, value_parser = common::count, default_value_t = 20)]
     samples_per_class: usize,
@@ -222,6 +226,9 @@ fn main() -> anyhow::Result<()> {
         if !a.runs.join(&r.name).join("recipe.json").exists() {
             plan(r, &a, &data, &device)?;
         }
+    }
+    if a.plan_only {
+        return Ok(());
     }
     let outcomes: Vec<Outcome> = chosen.iter().map(|r| run_recipe(r, &a, &data, &device)).collect::<anyhow::Result<_>>()?;
 
