@@ -115,15 +115,15 @@ fn train_config(r: &Recipe, steps: u64, data: &erg::data::Dataset) -> TrainConfi
     cfg
 }
 
-/// Seconds per step of `r` on this machine: 2 warm-up steps, then the median of 4.
+/// Seconds per step of `r` on this machine: 3 warm-up steps, then the median of 10.
 fn probe(r: &Recipe, data: &erg::data::Dataset, device: &candle_core::Device) -> anyhow::Result<f64> {
     let cfg = train_config(r, 1_000, data);
     let mut state = erg::train::TrainState::new(&erg::train::ClassConditional, &cfg, device)?;
     let mut times = vec![];
-    for step in 0..6 {
+    for step in 0..13 {
         let t0 = std::time::Instant::now();
         state.step(&cfg, data, step, device)?;
-        if step >= 2 {
+        if step >= 3 {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
