@@ -101,20 +101,7 @@ fn tiny_scorer() -> erg::eval::Scorer {
     let labels: Vec<u32> = (0..40).map(|i| i % 2).collect();
     let data = erg::data::Dataset { images, labels, classes: vec!["a".into(), "b".into()], captions: None };
     let reference = erg::eval::reference(&cnn, &data, None, &Device::Cpu).unwrap();
-    let card = ClassifierCard {
-        config: cfg,
-        classes: data.classes.clone(),
-        heldout_accuracy: 0.0,
-        train_accuracy: 0.0,
-        steps: 0,
-        batch_size: 0,
-        seed: 0,
-        lr: 0.0,
-        cosine: false,
-        shift: 0,
-        mixup: false,
-        weight_decay: 0.0,
-    };
+    let card = ClassifierCard::untrained(cfg, data.classes.clone());
     erg::eval::Scorer::from_parts(cnn, card, None, data, reference)
 }
 

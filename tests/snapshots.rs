@@ -206,20 +206,7 @@ fn ch08_tau_c_sweep_on_a_tiny_text_model() {
     let images = erg::rng::randn(&mut erg::rng::stream(3, 0), &[24, 3, 8, 8], &dev).unwrap().clamp(-1.0, 1.0).unwrap();
     let data = erg::data::Dataset { images, labels: (0..24).map(|i| i % 2).collect(), classes: vec!["a".into(), "b".into()], captions: None };
     let reference = erg::eval::reference(&cnn, &data, None, &dev).unwrap();
-    let card = ClassifierCard {
-        config: ccfg,
-        classes: data.classes.clone(),
-        heldout_accuracy: 0.0,
-        train_accuracy: 0.0,
-        steps: 0,
-        batch_size: 0,
-        seed: 0,
-        lr: 0.0,
-        cosine: false,
-        shift: 0,
-        mixup: false,
-        weight_decay: 0.0,
-    };
+    let card = ClassifierCard::untrained(ccfg, data.classes.clone());
     let scorer = Scorer::from_parts(cnn, card, None, data, reference);
     // 2 prompts × 4 seeds
     let ids = common::t2i_prompts().repeat((4, 1)).unwrap(); // (8, 6)

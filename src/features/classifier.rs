@@ -84,6 +84,27 @@ fn old_weight_decay() -> f64 {
     1e-4
 }
 
+impl ClassifierCard {
+    /// The card of an untrained classifier of `config` over `classes` (random features, as tests
+    /// use): zero accuracies, no training recipe.
+    pub fn untrained(config: ClassifierConfig, classes: Vec<String>) -> Self {
+        Self {
+            config,
+            classes,
+            heldout_accuracy: 0.0,
+            train_accuracy: 0.0,
+            steps: 0,
+            batch_size: 0,
+            seed: 0,
+            lr: 0.0,
+            cosine: false,
+            shift: 0,
+            mixup: false,
+            weight_decay: 0.0,
+        }
+    }
+}
+
 /// The classifier.
 #[derive(Debug, Clone)]
 pub struct SmallCnn {
