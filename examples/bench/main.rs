@@ -102,10 +102,7 @@ fn torch_reference(python: &str, card: &std::path::Path, batch: usize, reps: usi
     serde_json::from_slice(&out.stdout).map_err(|e| format!("reference output: {e}"))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
+use sizes::median;
 
 /// `--config`: the interleaved size table.
 fn size_table(a: &Args) -> anyhow::Result<()> {

@@ -126,7 +126,8 @@ impl Drop for TorchServer {
 /// Rounds run before the timed ones.
 pub const WARMUP: usize = 2;
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// The median (upper middle for an even count).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }

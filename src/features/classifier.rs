@@ -132,8 +132,9 @@ impl SmallCnn {
     /// Penultimate features (N, D) from images (N, C, H, W) in [−1, 1].
     ///
     /// The convolutions run channels-last as one matrix product over 3×3 patches (im2col from
-    /// shifted views), whose backward is a product too: candle's CPU `conv2d` backward goes
-    /// through a direct transposed convolution, about 10× slower at these sizes. Same weights
+    /// shifted views), whose backward is a product too: with candle's CPU `conv2d` (backward
+    /// through a transposed convolution) 20 training steps of the emoji classifier and its
+    /// evaluation took 28 s, this way 15 s (batch 128, two convs per stage). Same weights
     /// (`convs.{i}.weight` (out, in, 3, 3)) and values as candle's `Conv2d` (padding 1), tested.
     pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.permute((0, 2, 3, 1))?.contiguous()?; // (N, H, W, C)
