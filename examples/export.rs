@@ -5,6 +5,9 @@
 //! cargo run --release --example export -- --run runs/emoji --which weak --to data/checkpoints/emoji-dit-weak.safetensors
 //! cargo run --release --example export -- --run runs/emoji --which raw --to /tmp/raw.safetensors --dtype f32
 //! cargo run --release --example export -- --rebind old/emoji-dit-ema.safetensors
+//! # a shipped checkpoint with its sweep's guidance selection in the card (weights unchanged):
+//! cargo run --release --example export -- --from data/checkpoints/emoji-dit-ema.safetensors \
+//!     --selection results/selection.json --to data/checkpoints/emoji-dit-ema.safetensors
 //! ```
 //!
 //! `--rebind` embeds the JSON card in a checkpoint written before cards were bound to their
@@ -14,7 +17,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use clap::Parser;
-use erg::checkpoint::{load_card, load_checkpoint, load_tensors, save_checkpoint, ModelCard};
+use erg::checkpoint::{load_card, load_checkpoint, load_tensors, save_checkpoint, GuidanceSelection, ModelCard};
 use erg::train::RunPaths;
 
 /// Export a checkpoint (weights + JSON card, bound together) from a training run folder, or bind
@@ -22,8 +25,15 @@ use erg::train::RunPaths;
 #[derive(Parser, Debug)]
 struct Args {
     /// Training run folder.
-    #[arg(long, required_unless_present = "rebind")]
+    #[arg(long, required_unless_present_any = ["rebind", "from"], conflicts_with = "from")]
     run: Option<PathBuf>,
+    /// Instead of a run folder: an exported checkpoint (re-exported with its card, e.g. to add
+    /// --selection; `--to` may be the same file, replaced atomically).
+    #[arg(long)]
+    from: Option<PathBuf>,
+    /// A sweep's `selection.json` to store in the card (`sweep`; reproduce and table3 use it).
+    #[arg(long)]
+    selection: Option<PathBuf>,
     /// Instead of exporting: embed the card `<stem>.json` into this older `.safetensors` file.
     #[arg(long, conflicts_with_all = ["run", "to"])]
     rebind: Option<PathBuf>,
@@ -45,13 +55,35 @@ fn main() -> anyhow::Result<()> {
         eprintln!("bound {} to its {n} tensors", erg::checkpoint::card_path(w).display());
         return Ok(());
     }
-    let (run, to) = (a.run.expect("required by clap"), a.to.expect("required by clap"));
-    let paths = RunPaths::new(&run);
+    let to = a.to.clone().expect("required by clap");
     let dtype = match a.dtype.as_str() {
         "f16" => DType::F16,
         "f32" => DType::F32,
         d => anyhow::bail!("unknown --dtype {d}: f16 or f32"),
     };
+    // Read before any weights are touched, so a bad file fails first.
+    let selection = match &a.selection {
+        Some(p) => Some(read_selection(p)?),
+        None => None,
+    };
+    if let Some(from) = &a.from {
+        let (tensors, mut card): (_, ModelCard<serde_json::Value>) = load_checkpoint(from, &Device::Cpu)?;
+        if selection.is_some() {
+            card.selection = selection;
+        }
+        save_checkpoint(&tensors, &card, &to, dtype)?;
+        eprintln!(
+            "wrote {} ({} tensors, step {}, {:?}{})",
+            to.display(),
+            tensors.len(),
+            card.step,
+            dtype,
+            if a.selection.is_some() { ", with the selection" } else { "" }
+        );
+        return Ok(());
+    }
+    let run = a.run.clone().expect("required by clap");
+    let paths = RunPaths::new(&run);
     let (tensors, mut card): (_, ModelCard<serde_json::Value>) = match a.which.as_str() {
         "ema" => load_checkpoint(&paths.ema(), &Device::Cpu)?,
         "weak" => load_checkpoint(&paths.weak(), &Device::Cpu)?,
@@ -66,7 +98,21 @@ fn main() -> anyhow::Result<()> {
         w => anyhow::bail!("unknown --which {w}: ema, weak or raw"),
     };
     card.ema = a.which != "raw";
+    if selection.is_some() {
+        card.selection = selection;
+    }
     save_checkpoint(&tensors, &card, &to, dtype)?;
     eprintln!("wrote {} ({} tensors, step {}, {:?})", to.display(), tensors.len(), card.step, dtype);
     Ok(())
+}
+
+/// A sweep's `selection.json`, each method's setting checked to be a `Guidance`.
+fn read_selection(path: &std::path::Path) -> anyhow::Result<GuidanceSelection> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--selection {}: {e}", path.display()))?;
+    let s: GuidanceSelection = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--selection {}: not a sweep's selection.json: {e}", path.display()))?;
+    for (m, g) in &s.methods {
+        serde_json::from_value::<erg::guidance::Guidance>(g.clone())
+            .map_err(|e| anyhow::anyhow!("--selection {}: method {m} is not a Guidance: {e}", path.display()))?;
+    }
+    Ok(s)
 }

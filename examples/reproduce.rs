@@ -5,7 +5,13 @@
 //! cargo run --release --example reproduce                    # shipped checkpoint → results/
 //! cargo run --release --example reproduce -- --guidance none,cfg,apg,cads,pag,sag,seg,autoguidance,slg,ierg,erg+apg,erg+cads
 //! cargo run --release --example reproduce -- --train --train-steps 2000   # train one first
+//! cargo run --release --example reproduce -- --paper-defaults   # Table 7's settings, scaled
 //! ```
+//! Settings: the checkpoint's own selection where its card holds one (`sweep`, then `export
+//! --selection`: each method's mean-rank setting on seeds disjoint from the tables'), Table 7's
+//! scaled presets with `--paper-defaults` or where the card holds none; `--guidance-scale`,
+//! `--tau` and `--kappa` modify the presets (and so also turn the selection off). The summary
+//! says which were used.
 //! Writes `grid_<method>.png` (rows = classes, columns = seeds), `comparison.png` (labelled,
 //! side by side), `summary.md` and `summary.json` (settings, NFE, wall time) into `--out`.
 mod common;
@@ -42,9 +48,13 @@ struct Args {
     /// Euler steps.
     #[arg(long, value_parser = common::count, default_value_t = 50)]
     steps: usize,
-    /// Guidance scale w of CFG and I-ERG.
-    #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
-    guidance_scale: f64,
+    /// Guidance scale w of CFG and I-ERG (default 3; implies the presets, see --paper-defaults).
+    #[arg(long, value_parser = common::finite)]
+    guidance_scale: Option<f64>,
+    /// Use the presets (Table 7's τ, κ and blocks scaled to the model's depth, w = 3) even when the
+    /// checkpoint's card holds its own mean-rank selection.
+    #[arg(long)]
+    paper_defaults: bool,
     /// Samples (seeds) per class.
     #[arg(long, value_parser = common::count, default_value_t = 8)]
     samples: usize,
@@ -67,19 +77,39 @@ struct Args {
 struct MethodReport {
     method: String,
     guidance: Guidance,
+    source: Source,
     nfe_per_step: f64,
     wall_s: f64,
     grid: String,
 }
 
-/// A method from a preset name (with this run's w, and τ, κ where the flags are given and the
-/// method rectifies attention) or a JSON file.
-fn method(name: &str, args: &Args, depth: usize) -> anyhow::Result<Guidance> {
+/// Where a method's settings came from.
+#[derive(Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Source {
+    /// A JSON file given to --guidance.
+    File,
+    /// The checkpoint card's mean-rank selection.
+    Selection,
+    /// A preset (Table 7's settings scaled), with the command line's w, τ, κ.
+    Preset,
+}
+
+/// A method from a JSON file, the card's `selection` (when given and it names the method), or a
+/// preset name (with this run's w, and τ, κ where the flags are given and the method rectifies
+/// attention).
+fn method(name: &str, args: &Args, depth: usize, selection: Option<&erg::checkpoint::GuidanceSelection>) -> anyhow::Result<(Guidance, Source)> {
     if name.ends_with(".json") {
         let text = std::fs::read_to_string(name).map_err(|e| anyhow::anyhow!("--guidance {name}: {e}"))?;
-        return serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--guidance {name}: not a Guidance JSON: {e}"));
+        let g = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--guidance {name}: not a Guidance JSON: {e}"))?;
+        return Ok((g, Source::File));
     }
-    let mut g = preset(name, args.guidance_scale, depth)?;
+    if let Some(g) = selection.and_then(|s| s.methods.get(name)) {
+        let g = serde_json::from_value(g.clone())
+            .map_err(|e| anyhow::anyhow!("{}: the card's selection of {name} is not a Guidance: {e}", args.checkpoint.display()))?;
+        return Ok((g, Source::Selection));
+    }
+    let mut g = preset(name, args.guidance_scale.unwrap_or(3.0), depth)?;
     if g.has_rectified_attention() {
         if let Some(tau) = args.tau {
             g = g.with_tau(tau)?;
@@ -88,7 +118,7 @@ fn method(name: &str, args: &Args, depth: usize) -> anyhow::Result<Guidance> {
             g = g.with_kappa(kappa)?;
         }
     }
-    Ok(g)
+    Ok((g, Source::Preset))
 }
 
 fn title(g: &Guidance) -> String {
@@ -128,7 +158,10 @@ fn main() -> anyhow::Result<()> {
     };
     let (model, card) = erg::models::dit::load(&checkpoint, &device)?;
     let depth = model.depth();
-    let methods: Vec<Guidance> = args.guidance.iter().map(|name| method(name, &args, depth)).collect::<anyhow::Result<_>>()?;
+    let flags = args.guidance_scale.is_some() || args.tau.is_some() || args.kappa.is_some();
+    let selection = if args.paper_defaults || flags { None } else { card.selection.as_ref() };
+    let (methods, sources): (Vec<Guidance>, Vec<Source>) =
+        args.guidance.iter().map(|name| method(name, &args, depth, selection)).collect::<anyhow::Result<Vec<_>>>()?.into_iter().unzip();
     for g in &methods {
         g.validate(depth).map_err(|e| anyhow::anyhow!("--guidance {}: {e}", g.name))?;
     }
@@ -166,7 +199,14 @@ fn main() -> anyhow::Result<()> {
         save_png(&img, &args.out.join(&file))?;
         eprintln!("{:>12}: {:.1} s, {:.2} NFE/step → {}", g.name, wall_s, s.nfe_per_step, args.out.join(&file).display());
         panels.push(Panel { title: title(g), image: img });
-        reports.push(MethodReport { method: g.name.clone(), guidance: g.clone(), nfe_per_step: s.nfe_per_step, wall_s, grid: file });
+        reports.push(MethodReport {
+            method: g.name.clone(),
+            guidance: g.clone(),
+            source: sources[reports.len()],
+            nfe_per_step: s.nfe_per_step,
+            wall_s,
+            grid: file,
+        });
         finals.push(s.images);
     }
     // Mean absolute difference of each method's samples from the first method's (same seeds).
@@ -197,11 +237,10 @@ fn main() -> anyhow::Result<()> {
     ));
     let settings = |g: &Guidance| format!("{}: {}", g.name, g.describe());
     let rectified: Vec<String> = methods.iter().filter(|g| g.has_rectified_attention()).map(settings).collect();
+    md.push_str(&settings_sentence(&args, &card, &methods, &sources, depth));
     md.push_str(&format!(
-        "Guidance scale w = {} for the CFG-like term of every method; {} ({}; Table 7's blocks 12–15 of 28 scaled to {depth}). Full settings of each method: `summary.json`.\n\n",
-        args.guidance_scale,
+        "Rectified attention: {}. Full settings of each method: `summary.json`.\n\n",
         if rectified.is_empty() { "no rectified method".to_string() } else { rectified.join("; ") },
-        if args.tau.is_some() || args.kappa.is_some() { "τ/κ from the command line" } else { "Table 7's τ and κ" }
     ));
     md.push_str(&format!(
         "| method | NFE / step | wall time (s) | s / step | mean abs. diff. from {} | grid |\n|---|---|---|---|---|---|\n",
@@ -228,9 +267,57 @@ fn main() -> anyhow::Result<()> {
         args.out.join("summary.json"),
         serde_json::to_string_pretty(&serde_json::json!({
             "checkpoint": checkpoint, "weights": weights, "step": card.step, "num_steps": args.steps, "samples_per_class": args.samples,
-            "seed": args.seed, "methods": reports, "cfg_vs_ierg_mean_abs_diff": cfg_vs_ierg, "mean_abs_diff_from_first": diffs, "total_wall_s": total_s,
+            "seed": args.seed, "paper_defaults": args.paper_defaults, "selection": selection, "methods": reports, "cfg_vs_ierg_mean_abs_diff": cfg_vs_ierg, "mean_abs_diff_from_first": diffs, "total_wall_s": total_s,
         }))?,
     )?;
     println!("{md}");
     Ok(())
+}
+
+/// Which settings the run used, and why, for the summary.
+fn settings_sentence(
+    args: &Args,
+    card: &erg::checkpoint::ModelCard<erg::models::dit::DitConfig>,
+    methods: &[Guidance],
+    sources: &[Source],
+    depth: usize,
+) -> String {
+    let named = |want: Source| methods.iter().zip(sources).filter(|(_, s)| **s == want).map(|(g, _)| g.name.as_str()).collect::<Vec<_>>();
+    let (selected, presets, files) = (named(Source::Selection), named(Source::Preset), named(Source::File));
+    let mut parts = Vec::new();
+    if !selected.is_empty() {
+        let s = card.selection.as_ref().expect("a selected method implies a selection");
+        parts.push(format!(
+            "**the checkpoint's own selection** for {} ({}; {} images per class, {} steps, seeds {:?}, disjoint from the tables' 0, 1, 2)",
+            selected.join(", "),
+            s.rule,
+            s.samples_per_class,
+            s.num_steps,
+            s.seeds
+        ));
+    }
+    if !presets.is_empty() {
+        let why = if args.paper_defaults {
+            "`--paper-defaults`"
+        } else if args.guidance_scale.is_some() || args.tau.is_some() || args.kappa.is_some() {
+            "setting flags given"
+        } else if card.selection.is_some() {
+            "not in the card's selection"
+        } else {
+            "the card holds no selection: `sweep`, then `export --selection`"
+        };
+        let rectified = methods.iter().zip(sources).any(|(g, s)| *s == Source::Preset && g.has_rectified_attention());
+        parts.push(format!(
+            "presets for {} ({}w = {}{}{}; {why})",
+            presets.join(", "),
+            if rectified { format!("Table 7's τ = 0.01 and κ, blocks 12–15 of 28 scaled to {depth}, ") } else { String::new() },
+            args.guidance_scale.unwrap_or(3.0),
+            args.tau.map_or(String::new(), |t| format!(", τ = {t} from the command line")),
+            args.kappa.map_or(String::new(), |k| format!(", κ = {k} from the command line")),
+        ));
+    }
+    if !files.is_empty() {
+        parts.push(format!("JSON files for {}", files.join(", ")));
+    }
+    format!("Settings: {}.\n\n", parts.join("; "))
 }

@@ -5,9 +5,16 @@
 //! ```text
 //! cargo run --release --example sweep -- --methods cfg,ierg,cads --samples-per-class 10
 //! cargo run --release --example table3 -- --selected results/selected.json
+//! # store the selection in the checkpoint's card (reproduce and table3 then use it by default):
+//! cargo run --release --example export -- --from data/checkpoints/emoji-dit-ema.safetensors \
+//!     --selection results/selection.json --to data/checkpoints/emoji-dit-ema.safetensors
 //! ```
-//! Runs are appended to `<out>/results.jsonl` (shared with `table3`); an interrupted sweep
-//! resumes. Writes `<out>/selected.json` (method → selected `Guidance`) and `<out>/pareto.{svg,png}`.
+//! Every setting is sampled at each of `--seeds` (default 100, 101, 102: disjoint from the tables'
+//! seeds 0, 1, 2, so that no table is selected on its own samples) and ranked on its metrics'
+//! means over them. Runs are appended to `<out>/results.jsonl` (shared with `table3`); an
+//! interrupted sweep resumes. Writes `<out>/selected.json` (method → selected `Guidance`),
+//! `<out>/selection.json` (the same with the rule, seeds and sample counts, for the card) and
+//! `<out>/pareto.{svg,png}`.
 mod common;
 
 use std::collections::BTreeMap;
@@ -15,7 +22,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use erg::eval::report::evaluate_variants;
-use erg::eval::sweep::{grid, plot_pareto, select_per_method};
+use erg::eval::sweep::{grid, mean_over_seeds, plot_pareto, select_per_method, selection};
 use erg::eval::{Bench, EvalConfig, MetricSpec, ResultsFile};
 use erg::guidance::Guidance;
 use erg::models::Denoiser;
@@ -37,9 +44,10 @@ struct Args {
     /// Euler steps.
     #[arg(long, value_parser = common::count, default_value_t = 50)]
     steps: usize,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Sampling seeds (independent sample sets) whose metric means are ranked; keep them
+    /// disjoint from the seeds of the tables reported with the selection.
+    #[arg(long, value_delimiter = ',', default_value = "100,101,102")]
+    seeds: Vec<u64>,
     #[command(flatten)]
     paths: common::EvalFlags,
     /// Output folder.
@@ -52,8 +60,7 @@ fn main() -> anyhow::Result<()> {
     let device = erg::device::best();
     common::output_dir(&a.out)?;
     let bench = Bench::from_paths(&a.paths.dit_paths(), &device)?;
-    let cfg =
-        EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };
+    let cfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, features: bench.scorer.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
     let runs: Vec<(String, Guidance)> = a
         .methods
@@ -61,12 +68,20 @@ fn main() -> anyhow::Result<()> {
         .map(|m| Ok(grid(m, bench.model.depth(), &a.scales)?.into_iter().map(|g| (g.describe(), g)).collect::<Vec<_>>()))
         .collect::<anyhow::Result<Vec<_>>>()?
         .concat();
-    eprintln!("{} settings", runs.len());
-    let mine: Vec<_> = evaluate_variants(&bench, &runs, &cfg, &mut results, &device)?.into_iter().map(|(_, r)| r).collect();
-    let selected = select_per_method(&mine, &MetricSpec::paper_defaults());
+    eprintln!("{} settings × {} seeds", runs.len(), a.seeds.len());
+    let per_seed: Vec<Vec<_>> = a
+        .seeds
+        .iter()
+        .map(|&seed| Ok(evaluate_variants(&bench, &runs, &EvalConfig { seed, ..cfg.clone() }, &mut results, &device)?.into_iter().map(|(_, r)| r).collect()))
+        .collect::<anyhow::Result<_>>()?;
+    let mine = mean_over_seeds(&per_seed)?;
+    let metrics = MetricSpec::paper_defaults();
+    let selected = select_per_method(&mine, &metrics);
     let chosen: BTreeMap<String, serde_json::Value> = selected.iter().map(|(m, r)| (m.clone(), r.guidance.clone())).collect();
     common::create_dir(&a.out)?;
     erg::checkpoint::write_atomic(&a.out.join("selected.json"), serde_json::to_string_pretty(&chosen)?.as_bytes())?;
+    let record = selection(&mine, &metrics, &a.seeds, &cfg);
+    erg::checkpoint::write_atomic(&a.out.join("selection.json"), serde_json::to_string_pretty(&record)?.as_bytes())?;
     for (m, r) in &selected {
         println!(
             "{m:>14}: FID {:.2}, precision {:.1}, recall {:.1}, density {:.1}, coverage {:.1}, consistency {:.1}",
@@ -76,6 +91,12 @@ fn main() -> anyhow::Result<()> {
     for ext in ["svg", "png"] {
         plot_pareto(&mine, &[("coverage", "density"), ("coverage", "consistency")], &a.out.join(format!("pareto.{ext}")))?;
     }
-    eprintln!("→ {}, {}", a.out.join("selected.json").display(), a.out.join("pareto.{svg,png}").display());
+    eprintln!(
+        "→ {}, {}, {} (means over seeds {:?})",
+        a.out.join("selected.json").display(),
+        a.out.join("selection.json").display(),
+        a.out.join("pareto.{svg,png}").display(),
+        a.seeds
+    );
     Ok(())
 }

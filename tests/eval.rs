@@ -265,3 +265,56 @@ fn sharded_evaluation_merges_to_the_unsharded_record() {
     assert!("3/3".parse::<Shard>().is_err() && "a/2".parse::<Shard>().is_err());
     assert_eq!("1/4".parse::<Shard>().unwrap().rows(27), (6, 13));
 }
+
+#[test]
+fn selection_ranks_means_over_seeds_and_binds_to_the_card() {
+    use erg::eval::sweep::{mean_over_seeds, selection};
+    let mk = |key: &str, seed: u64, fid: f64, prec: f64| {
+        let mut r = record(key, fid);
+        r.seed = seed;
+        r.guidance = serde_json::json!({ "name": "cfg", "key": key });
+        r.metrics.insert("precision".into(), prec);
+        r
+    };
+    // Setting a wins at seed 0 only; b wins on the means (FID 9 vs 11, precision 60 vs 55).
+    let seed0 = vec![mk("a", 0, 7.0, 70.0), mk("b", 0, 10.0, 50.0)];
+    let seed1 = vec![mk("a", 1, 15.0, 40.0), mk("b", 1, 8.0, 70.0)];
+    let means = mean_over_seeds(&[seed0.clone(), seed1]).unwrap();
+    assert_eq!(means[0].metrics["fid"], 11.0);
+    assert_eq!(means[1].metrics["precision"], 60.0);
+    assert!(means[1].key.contains("mean over seeds 0,1"));
+    assert!(mean_over_seeds(&[]).is_err());
+    assert!(mean_over_seeds(&[seed0.clone(), vec![seed0[0].clone()]]).is_err());
+    let metrics = vec![
+        MetricSpec { name: "fid".into(), direction: Direction::LowerIsBetter },
+        MetricSpec { name: "precision".into(), direction: Direction::HigherIsBetter },
+    ];
+    let cfg = erg::eval::EvalConfig { samples_per_class: 10, num_steps: 25, ..Default::default() };
+    let sel = selection(&means, &metrics, &[0, 1], &cfg);
+    assert_eq!(sel.methods["cfg"]["key"], "b");
+    assert_eq!((sel.seeds.clone(), sel.samples_per_class, sel.num_steps), (vec![0, 1], 10, 25));
+    assert!(sel.rule.contains("fid↓") && sel.rule.contains("precision↑"));
+    // On seed 0 alone, a would have been chosen: the means matter.
+    assert_eq!(selection(&seed0, &metrics, &[0], &cfg).methods["cfg"]["key"], "a");
+
+    // A card with a selection round-trips through a checkpoint; one without keeps its old JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let tensors =
+        std::collections::HashMap::from([("w".to_string(), candle_core::Tensor::ones(3, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap())]);
+    let mut card = erg::checkpoint::ModelCard {
+        model: "dit".into(),
+        config: serde_json::json!({}),
+        step: 1,
+        classes: vec![],
+        dataset: "emoji".into(),
+        ema: true,
+        selection: None,
+    };
+    erg::checkpoint::save_checkpoint(&tensors, &card, &path, candle_core::DType::F32).unwrap();
+    assert!(!std::fs::read_to_string(dir.path().join("m.json")).unwrap().contains("selection"));
+    card.selection = Some(sel.clone());
+    erg::checkpoint::save_checkpoint(&tensors, &card, &path, candle_core::DType::F32).unwrap();
+    let (_, back): (_, erg::checkpoint::ModelCard<serde_json::Value>) = erg::checkpoint::load_checkpoint(&path, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(back.selection, Some(sel));
+}

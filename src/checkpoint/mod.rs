@@ -47,6 +47,30 @@ pub struct ModelCard<C> {
     pub dataset: String,
     /// Whether these are EMA weights.
     pub ema: bool,
+    /// Guidance settings selected for these weights by a sweep (`sweep`, then `export --from
+    /// <weights> --selection <sweep>/selection.json`); absent until one is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<GuidanceSelection>,
+}
+
+/// Each method's setting chosen for one checkpoint by mean rank over a grid (ERG Appendix A.1),
+/// with what the choice rests on, so that a table reported on other seeds can say it did not
+/// select on its own samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuidanceSelection {
+    /// The rule, e.g. "mean rank over fid↓ precision↑ ... (ERG Appendix A.1)".
+    pub rule: String,
+    /// Sampling seeds the sweep averaged over (disjoint from the reported tables' seeds).
+    pub seeds: Vec<u64>,
+    /// Generated images per class per setting and seed.
+    pub samples_per_class: usize,
+    /// Euler steps.
+    pub num_steps: usize,
+    /// Features the metrics were computed on (e.g. the classifier's key).
+    pub features: String,
+    /// Method name (a preset name of `erg::guidance::preset`) → its selected `Guidance` (JSON).
+    pub methods: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// Replaces `path` atomically: `write` fills a temporary file in the same folder, which is

@@ -107,6 +107,49 @@ pub fn select_per_method<'a>(records: &'a [RunRecord], metrics: &[MetricSpec]) -
         .collect()
 }
 
+/// One record per variant whose metrics are the means over seeds of `per_seed[s][v]` (the
+/// variants in the same order at every seed, as [`super::report::evaluate_variants`] returns
+/// them); key and seed name the seeds. A metric missing or NaN at some seed is NaN (it then
+/// ranks last in [`select_per_method`]).
+///
+/// Errors: no seeds, or seeds with different variant counts.
+pub fn mean_over_seeds(per_seed: &[Vec<RunRecord>]) -> Result<Vec<RunRecord>> {
+    let first = per_seed.first().ok_or_else(|| Error::hp("at least one seed"))?;
+    if per_seed.iter().any(|runs| runs.len() != first.len()) {
+        return Err(Error::Other("every seed needs the same variants".into()));
+    }
+    let seeds: Vec<String> = per_seed.iter().map(|runs| runs.first().map_or(String::new(), |r| r.seed.to_string())).collect();
+    Ok((0..first.len())
+        .map(|v| {
+            let runs: Vec<&RunRecord> = per_seed.iter().map(|rs| &rs[v]).collect();
+            let mut mean = runs[0].clone();
+            for (name, value) in mean.metrics.iter_mut() {
+                let xs: Vec<f64> = runs.iter().map(|r| r.metrics.get(name).copied().unwrap_or(f64::NAN)).collect();
+                *value = xs.iter().sum::<f64>() / xs.len() as f64;
+            }
+            mean.key = format!("{} (mean over seeds {})", runs[0].key, seeds.join(","));
+            mean.wall_s = runs.iter().map(|r| r.wall_s).sum();
+            mean
+        })
+        .collect())
+}
+
+/// The selection of each method's setting by mean rank over `metrics` among `records` (one per
+/// setting, e.g. from [`mean_over_seeds`]), with what it rests on, to be stored in the
+/// checkpoint's card ([`crate::checkpoint::GuidanceSelection`]).
+pub fn selection(records: &[RunRecord], metrics: &[MetricSpec], seeds: &[u64], cfg: &super::EvalConfig) -> crate::checkpoint::GuidanceSelection {
+    let names: Vec<String> =
+        metrics.iter().map(|m| format!("{}{}", m.name, if m.direction == super::rank::Direction::LowerIsBetter { "↓" } else { "↑" })).collect();
+    crate::checkpoint::GuidanceSelection {
+        rule: format!("mean rank over {} (ERG Appendix A.1), metrics averaged over the seeds", names.join(", ")),
+        seeds: seeds.to_vec(),
+        samples_per_class: cfg.samples_per_class,
+        num_steps: cfg.num_steps,
+        features: cfg.features.clone().unwrap_or_else(|| "classifier".into()),
+        methods: select_per_method(records, metrics).into_iter().map(|(m, r)| (m, r.guidance.clone())).collect(),
+    }
+}
+
 /// Indices of the Pareto-optimal points when both coordinates are to be maximised.
 pub fn pareto_front(points: &[(f64, f64)]) -> Vec<usize> {
     let mut front: Vec<usize> = (0..points.len())

@@ -243,7 +243,7 @@ fn named_vars(map: &SeededVarMap) -> Vec<(String, Var)> {
 }
 
 fn card<T: TrainTask>(cfg: &TrainConfig<T::Config>, classes: &[String], step: u64) -> ModelCard<T::Config> {
-    ModelCard { model: T::NAME.into(), config: cfg.model.clone(), step, classes: classes.to_vec(), dataset: cfg.dataset.clone(), ema: true }
+    ModelCard { model: T::NAME.into(), config: cfg.model.clone(), step, classes: classes.to_vec(), dataset: cfg.dataset.clone(), ema: true, selection: None }
 }
 
 struct State<'a> {
