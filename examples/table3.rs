@@ -5,11 +5,16 @@
 //! ```text
 //! cargo run --release --example table3                               # Table 3 → results/table3.md
 //! cargo run --release --example table3 -- --table 2                  # Table 2 → results/table2.md
+//! cargo run --release --example table3 -- --samples-per-class 10 --seeds 0   # a quick look
 //! cargo run --release --example table3 -- --samples-per-class 200    # larger runs suit a GPU
 //! cargo run --release --example table3 -- --shard 0/2   # and --shard 1/2 elsewhere; copy shards/ together, rerun
 //! ```
-//! Every run is appended to `<out>/results.jsonl`; a rerun skips the runs already there, so an
-//! interrupted table resumes. Features and consistency come from the shipped classifier
+//! Every method is sampled at each of `--seeds` (default 0, 1, 2: independent sample sets) and
+//! reported as mean ± standard deviation, with the methods whose difference from CFG (Table 2:
+//! the unguided model) exceeds the spread named under the table. Settings: `--selected`, else the
+//! checkpoint card's own mean-rank selection (made by `sweep` on other seeds), else the presets
+//! (`--paper-defaults` forces them). Every run is appended to `<out>/results.jsonl`; a rerun
+//! skips the runs already there, so an interrupted table resumes. Features and consistency come from the shipped classifier
 //! (`data/checkpoints/emoji-classifier.safetensors`); FID here is the Fréchet distance of its
 //! features, not Inception's, and with a few hundred samples it is biased upwards: compare methods
 //! within one table, not with the paper's numbers.
@@ -19,6 +24,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use erg::eval::report::{evaluate_variants, write_table, TableLayout};
+use erg::eval::seeds::{evaluate_over_seeds, markdown_table_over_seeds, separations};
 use erg::eval::{Bench, EvalConfig, ResultsFile};
 use erg::guidance::{preset, Guidance};
 use erg::models::Denoiser;
@@ -31,8 +37,8 @@ struct Args {
     /// 3 (class-conditional) or 2 (unconditional).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(2..=3))]
     table: u8,
-    /// Generated images per class.
-    #[arg(long, value_parser = common::count, default_value_t = 25)]
+    /// Generated images per class (per seed).
+    #[arg(long, value_parser = common::count, default_value_t = 50)]
     samples_per_class: usize,
     /// Euler steps.
     #[arg(long, value_parser = common::count, default_value_t = 50)]
@@ -40,17 +46,23 @@ struct Args {
     /// Guidance scale w of the CFG-like terms.
     #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
     guidance_scale: f64,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Sampling seeds, one independent sample set each (default 0,1,2; ImageNet: 0). Keep them
+    /// disjoint from the sweep's that selected the settings (100–102 by default).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
     /// Override the method list (comma-separated preset names).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
     #[command(flatten)]
     paths: common::EvalFlags,
     /// Settings selected by `sweep` (method → Guidance JSON); presets for methods not in it.
+    /// Default: the selection stored in the checkpoint's card, if any.
     #[arg(long)]
     selected: Option<PathBuf>,
+    /// The presets (Table 7's settings scaled to the depth, at --guidance-scale) even when the
+    /// checkpoint's card holds a selection.
+    #[arg(long, conflicts_with = "selected")]
+    paper_defaults: bool,
     /// Also report every method at matched guidance strength: each method's term scales are
     /// multiplied by the factor at which its effective strength (erg::analysis::strength) equals
     /// CFG's at --guidance-scale, calibrated on one sample per class with a separate seed; written
@@ -106,11 +118,25 @@ fn main() -> anyhow::Result<()> {
         };
         v.iter().map(|s| s.to_string()).collect()
     });
-    let selected: std::collections::BTreeMap<String, Guidance> = match &a.selected {
-        Some(p) => serde_json::from_str(&common::read_to_string(p)?).map_err(|e| anyhow::anyhow!("--selected {}: {e}", p.display()))?,
-        None => Default::default(),
-    };
+    let seeds = a.seeds.clone().unwrap_or_else(|| vec![0, 1, 2]);
     let bench = Bench::from_paths(&a.paths.dit_paths(), &device)?;
+    let (selected, source): (std::collections::BTreeMap<String, Guidance>, String) = match (&a.selected, &bench.card.selection) {
+        (Some(p), _) => (
+            serde_json::from_str(&common::read_to_string(p)?).map_err(|e| anyhow::anyhow!("--selected {}: {e}", p.display()))?,
+            format!("selected by mean rank in `sweep` ({}) where available, presets otherwise", p.display()),
+        ),
+        (None, Some(sel)) if !a.paper_defaults => (
+            sel.methods
+                .iter()
+                .map(|(m, g)| Ok((m.clone(), serde_json::from_value(g.clone()).map_err(|e| anyhow::anyhow!("the card's selection of {m}: {e}"))?)))
+                .collect::<anyhow::Result<_>>()?,
+            format!(
+                "the checkpoint's own selection where available ({}; {} images per class, {} steps, seeds {:?}), presets otherwise",
+                sel.rule, sel.samples_per_class, sel.num_steps, sel.seeds
+            ),
+        ),
+        _ => (Default::default(), format!("presets, see erg::guidance::presets{}", if a.paper_defaults { " (--paper-defaults)" } else { "" })),
+    };
     // Every method is built (and so checked) before any sampling.
     let variants: Vec<(String, Guidance)> = names
         .iter()
@@ -120,33 +146,38 @@ fn main() -> anyhow::Result<()> {
         g.validate(bench.model.depth()).map_err(|e| anyhow::anyhow!("method {n}: {e}"))?;
     }
     let cfg =
-        EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), ..Default::default() };
+        EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: seeds[0], features: bench.scorer.features_key(), ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
     if let Some(shard) = a.shard {
-        let done = erg::eval::report::sharded_runs(
-            &variants,
-            &mut results,
-            &a.out.join("shards"),
-            shard,
-            |g| bench.key(g, &cfg),
-            |_, g, on_step| bench.evaluate_shard(g, &cfg, shard, &device, on_step),
-            |parts| bench.merge(parts, &cfg),
-        )?;
+        let mut done = true;
+        for &seed in &seeds {
+            let cfg = EvalConfig { seed, ..cfg.clone() };
+            done &= erg::eval::report::sharded_runs(
+                &variants,
+                &mut results,
+                &a.out.join("shards"),
+                shard,
+                |g| bench.key(g, &cfg),
+                |_, g, on_step| bench.evaluate_shard(g, &cfg, shard, &device, on_step),
+                |parts| bench.merge(parts, &cfg),
+            )?;
+        }
         if !done {
             return Ok(());
         }
     }
     let t0 = std::time::Instant::now();
-    let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
+    let stats = evaluate_over_seeds(&bench, &variants, &cfg, &seeds, &mut results, &device)?;
+    let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?; // the first seed's (cached)
     let mut md = format!(
-        "# Table {} analogue ({})\n\n{} samples per class × {} classes, {} Euler steps, seed {}; settings: {} (presets at guidance scale {}). Reference: all {} training images. Features: {}; consistency: the crate's classifier (held-out accuracy {:.1} %).\n\n",
+        "# Table {} analogue ({})\n\n{} samples per class × {} classes, {} Euler steps, seeds {:?} (one sample set each); settings: {} (presets at guidance scale {}). Reference: all {} training images. Features: {}; consistency: the crate's classifier (held-out accuracy {:.1} %).\n\n",
         a.table,
         if a.table == 2 { "unconditional" } else { "class-conditional" },
         a.samples_per_class,
         bench.card.classes.len(),
         a.steps,
-        a.seed,
-        if selected.is_empty() { "presets, see erg::guidance::presets" } else { "selected by mean rank in `sweep` where available, presets otherwise" },
+        seeds,
+        source,
         a.guidance_scale,
         bench.scorer.data.len(),
         match &bench.scorer.extractor {
@@ -155,14 +186,22 @@ fn main() -> anyhow::Result<()> {
         },
         bench.scorer.classifier_card.heldout_accuracy
     );
+    if seeds.len() > 1 {
+        md.push_str(&markdown_table_over_seeds("method", &stats));
+        let reference = if a.table == 2 { "uncond" } else { "cfg" };
+        if let Some(r) = stats.iter().find(|s| s.label == reference).or(stats.first()) {
+            md.push_str(&format!("\nDifferences from {} larger than the spread (|Δ mean| > std + std):\n\n{}", r.label, separations(r, &stats)));
+        }
+        md.push_str(&format!("\n### Seed {} alone, with each method's settings\n\n", seeds[0]));
+    }
     md.push_str(&write_table(&TableLayout { first_header: "method".into(), total_nfe_over_steps: Some(a.steps), settings: true }, &rows));
     md.push_str(&format!(
-        "\nWall time of this invocation: {:.0} s (runs already in results.jsonl are reused); sampling + evaluation of the rows: {:.0} s in total.\n",
+        "\nWall time of this invocation: {:.0} s (runs already in results.jsonl are reused); sampling + evaluation of the rows: {:.0} s in total over the seeds.\n",
         t0.elapsed().as_secs_f64(),
-        rows.iter().map(|(_, r)| r.wall_s).sum::<f64>()
+        results.records().iter().filter(|r| variants.iter().any(|(_, g)| seeds.iter().any(|&seed| bench.key(g, &EvalConfig { seed, ..cfg.clone() }) == r.key))).map(|r| r.wall_s).sum::<f64>()
     ));
     if a.matched_strength {
-        md.push_str(&matched_table(&a, &bench, &variants, &cfg, &mut results, &device)?);
+        md.push_str(&matched_table(&a, &bench, &variants, &cfg, &seeds, &mut results, &device)?);
     }
     common::create_dir(&a.out)?;
     let path = a.out.join(format!("table{}.md", a.table));
@@ -179,6 +218,11 @@ fn imagenet_table(a: &Args, device: &candle_core::Device) -> anyhow::Result<()> 
     use erg::eval::report::cached_runs;
     use erg::models::imagenet::{preset as model_preset, tiny_files, PretrainedDit};
     let name = a.model.clone().expect("checked");
+    let seed = match a.seeds.as_deref() {
+        None => 0,
+        Some([s]) => *s,
+        Some(s) => anyhow::bail!("--seeds {s:?}: the ImageNet table runs one seed per invocation (its runs are cached in results.jsonl; run once per seed)"),
+    };
     let (cfg_model, param) = model_preset(&name)?;
     let (tiny_w, tiny_vae) = tiny_files(param);
     let tiny = name.starts_with("tiny");
@@ -211,9 +255,8 @@ fn imagenet_table(a: &Args, device: &candle_core::Device) -> anyhow::Result<()> 
     }
     let classes = a.num_classes.unwrap_or(cfg_model.num_classes).min(cfg_model.num_classes);
     let hashes = erg::eval::run::weight_hashes(&[("main", weights.as_path()), ("vae", vae_file.as_path())])?;
-    let cfg =
-        EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: a.seed, features: Some(features_key.clone()), ..Default::default() }
-            .with_weights(&hashes);
+    let cfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed, features: Some(features_key.clone()), ..Default::default() }
+        .with_weights(&hashes);
     let labels = erg::sample::class_grid_labels(classes, a.samples_per_class, device)?;
     let request = |g: &Guidance| erg::eval::Conditions { conditions: &labels, classes: &labels, key: erg::eval::run_key(g, &cfg) };
     let mut results = ResultsFile::open(a.out.join("results.jsonl"))?;
@@ -242,7 +285,7 @@ fn imagenet_table(a: &Args, device: &candle_core::Device) -> anyhow::Result<()> 
         weights.display(),
         a.samples_per_class,
         a.steps,
-        a.seed,
+        seed,
         a.guidance_scale,
         reference_src.display(),
         scorer.reference.features.nrows()
@@ -262,6 +305,7 @@ fn matched_table(
     bench: &Bench,
     variants: &[(String, Guidance)],
     cfg: &EvalConfig,
+    seeds: &[u64],
     results: &mut ResultsFile,
     device: &candle_core::Device,
 ) -> anyhow::Result<String> {
@@ -269,7 +313,7 @@ fn matched_table(
     let depth = bench.model.depth();
     // calibration: one sample per class, 25 steps at most, a seed apart from the reported runs
     let labels = erg::sample::class_grid_labels(bench.card.classes.len(), 1, device)?;
-    let (steps, seed) = (a.steps.min(25), a.seed + 1_000_003);
+    let (steps, seed) = (a.steps.min(25), seeds[0] + 1_000_003);
     let reference =
         if a.table == 2 { variants.iter().find(|(_, g)| !g.terms.is_empty()).map(|(_, g)| g.clone()) } else { Some(preset("cfg", a.guidance_scale, depth)?) };
     let reference = reference.ok_or_else(|| anyhow::anyhow!("no guided method to match"))?;
@@ -282,11 +326,16 @@ fn matched_table(
         lines.push_str(&format!("| {n} | {:.3} | {:.2} |\n", m.factor, m.guidance_scale));
         matched.push((format!("{n} (matched)"), g.clone().scaled(m.factor).named(format!("{n}-matched"))));
     }
+    let stats = evaluate_over_seeds(bench, &matched, cfg, seeds, results, device)?;
     let rows = evaluate_variants(bench, &matched, cfg, results, device)?;
     let mut md = format!(
         "\n## At matched strength\n\nEach method's term scales × λ so that its effective strength (mean RMS of v_guided − v_pos along its own sampling, erg::analysis::strength) equals {}'s, {target:.4}, calibrated on one sample per class over {steps} steps with seed {seed}.\n\n| method | λ | w after matching |\n|---|---|---|\n{lines}\n",
         reference.name
     );
+    if seeds.len() > 1 {
+        md.push_str(&markdown_table_over_seeds("method", &stats));
+        md.push_str(&format!("\n### Seed {} alone\n\n", seeds[0]));
+    }
     md.push_str(&write_table(&TableLayout { first_header: "method".into(), total_nfe_over_steps: Some(a.steps), settings: true }, &rows));
     common::write(a.out.join(format!("table{}_matched.md", a.table)), &md)?;
     Ok(md)

@@ -230,7 +230,8 @@ fn statistics_over_seeds() {
     let md = markdown_table_over_seeds("method", &[a.clone(), b.clone()]);
     assert!(md.contains("| a | 12.00 ± 2.00 |"), "{md}");
     let text = separations(&a, &[a.clone(), b, c]);
-    assert!(text.contains("FID ↓: b differ from a beyond the spread"), "{text}");
+    assert!(text.contains("FID ↓: `b` differs from `a` beyond the spread"), "{text}");
+    assert!(text.contains("precision ↑: no method differs from `a`") || !text.contains("precision"), "{text}");
     assert!(SeedStats::of("none", &[]).is_err());
 }
 

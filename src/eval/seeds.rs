@@ -106,9 +106,10 @@ pub fn separations(reference: &SeedStats, stats: &[SeedStats]) -> String {
         out.push_str(&format!(
             "- {h}: {}\n",
             if names.is_empty() {
-                format!("no method differs from {} by more than the spread", reference.label)
+                format!("no method differs from `{}` by more than the spread", reference.label)
             } else {
-                format!("{} differ from {} beyond the spread", names.join(", "), reference.label)
+                let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                format!("{} {} from `{}` beyond the spread", quoted.join(", "), if names.len() == 1 { "differs" } else { "differ" }, reference.label)
             }
         ));
     }
