@@ -8,7 +8,10 @@
 //! cargo run --release --example table1 -- --sweep            # mean-rank selection → results/table1_selected.md
 //! ```
 //! Prompts: `--prompts-per-class` emoji names of each of the 9 categories
-//! ([`erg::eval::PromptSet::emoji`]), `--samples-per-prompt` seeds each. Reference: all training
+//! ([`erg::eval::PromptSet::emoji`]), `--samples-per-prompt` samples each (10 × 5 = 50 images per
+//! category), one sample set per seed of `--seeds` (default 0, 1, 2; the table reports mean ±
+//! std and names the differences from CFG beyond the spread). `--sweep` selects on
+//! `--sweep-seeds` (default 100–102), never on the reported seeds. Reference: all training
 //! images. Features and consistency come from the shipped classifier (consistency = its
 //! agreement with the prompt's emoji category), or `--features`/`--feature-weights` for
 //! pretrained features. Every run is appended to `<out>/results_t2i.jsonl` and reused on rerun.
@@ -31,7 +34,7 @@ struct Args {
     #[arg(long, default_value_t = 1, value_parser = table_number)]
     table: u8,
     /// Prompts per emoji category.
-    #[arg(long, value_parser = common::count, default_value_t = 4)]
+    #[arg(long, value_parser = common::count, default_value_t = 10)]
     prompts_per_class: usize,
     /// Seeds per prompt.
     #[arg(long, value_parser = common::count, default_value_t = 5)]
@@ -42,13 +45,18 @@ struct Args {
     /// Guidance scale w of the CFG-like terms.
     #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
     guidance_scale: f64,
-    /// Seed.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Evaluate a compact grid per method (`erg::eval::sweep::text_grid`) and report each method
-    /// at its setting of lowest mean rank over the six metrics (the paper's selection).
+    /// Sampling seeds of the reported table, one independent sample set each (mean ± std).
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    seeds: Vec<u64>,
+    /// Evaluate a compact grid per method (`erg::eval::sweep::text_grid`) on --sweep-seeds and
+    /// report each method at its setting of lowest mean rank over the six metrics (the paper's
+    /// selection) on --seeds.
     #[arg(long)]
     sweep: bool,
+    /// Seeds of the selection (--sweep), disjoint from --seeds so that no setting is selected on
+    /// the samples it is reported on.
+    #[arg(long, value_delimiter = ',', default_value = "100,101,102")]
+    sweep_seeds: Vec<u64>,
     /// Override the method list (comma-separated preset names).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
@@ -86,31 +94,41 @@ fn main() -> anyhow::Result<()> {
         v.iter().map(|s| s.to_string()).collect()
     });
     // ANCHOR: evaluate
-    let cfg = EvalConfig { num_steps: a.steps, seed: a.seed, features: bench.scorer.features_key(), batch_size: 96, ..Default::default() };
+    if a.sweep && a.sweep_seeds.iter().any(|s| a.seeds.contains(s)) {
+        anyhow::bail!("--sweep-seeds {:?} overlap --seeds {:?}: the selection would be made on the reported samples", a.sweep_seeds, a.seeds);
+    }
+    let cfg = EvalConfig { num_steps: a.steps, seed: a.seeds[0], features: bench.scorer.features_key(), batch_size: 96, ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results_t2i.jsonl"))?;
     let (depth, text_layers) = (bench.model.depth(), bench.model.text_layers());
     let t0 = std::time::Instant::now();
-    let rows = if a.sweep {
+    let variants: Vec<(String, Guidance)> = if a.sweep {
         let layers = text_layers.unwrap_or(0);
-        let mut variants = vec![];
+        let mut grid = vec![];
         for n in &names {
-            variants.extend(erg::eval::sweep::text_grid(n, depth, layers)?.into_iter().map(|g| (n.clone(), g)));
+            grid.extend(erg::eval::sweep::text_grid(n, depth, layers)?.into_iter().map(|g| (n.clone(), g)));
         }
-        let runs: Vec<erg::eval::RunRecord> = bench.evaluate_variants(&variants, &cfg, &mut results, &device)?.into_iter().map(|(_, r)| r).collect();
-        let best = erg::eval::sweep::select_per_method(&runs, &erg::eval::MetricSpec::paper_defaults());
+        let per_seed: Vec<Vec<erg::eval::RunRecord>> = a
+            .sweep_seeds
+            .iter()
+            .map(|&seed| Ok(bench.evaluate_variants(&grid, &EvalConfig { seed, ..cfg.clone() }, &mut results, &device)?.into_iter().map(|(_, r)| r).collect()))
+            .collect::<anyhow::Result<_>>()?;
+        let means = erg::eval::sweep::mean_over_seeds(&per_seed)?;
+        let best = erg::eval::sweep::select_per_method(&means, &erg::eval::MetricSpec::paper_defaults());
         let selected: std::collections::BTreeMap<&String, serde_json::Value> = best.iter().map(|(m, r)| (m, r.guidance.clone())).collect();
         common::create_dir(&a.out)?;
         common::write(a.out.join("selected_t2i.json"), serde_json::to_string_pretty(&selected)?)?;
-        eprintln!("{} settings evaluated; selections → {}", runs.len(), a.out.join("selected_t2i.json").display());
-        names.iter().filter_map(|n| best.get(n).map(|r| (n.clone(), (*r).clone()))).collect()
+        eprintln!("{} settings × {} seeds evaluated; selections → {}", grid.len(), a.sweep_seeds.len(), a.out.join("selected_t2i.json").display());
+        names.iter().filter_map(|n| best.get(n).map(|r| serde_json::from_value(r.guidance.clone()).map(|g| (n.clone(), g)))).collect::<Result<_, _>>()?
     } else {
-        let variants: Vec<(String, Guidance)> =
-            names.iter().map(|n| Ok((n.clone(), preset_for(n, a.guidance_scale, depth, text_layers)?))).collect::<anyhow::Result<_>>()?;
-        bench.evaluate_variants(&variants, &cfg, &mut results, &device)?
+        names.iter().map(|n| Ok((n.clone(), preset_for(n, a.guidance_scale, depth, text_layers)?))).collect::<anyhow::Result<_>>()?
     };
-    // ANCHOR_END: evaluate
+    let stats = erg::eval::seeds::over_seeds(&names_of(&variants), &a.seeds, |seed| {
+        Ok(bench.evaluate_variants(&variants, &EvalConfig { seed, ..cfg.clone() }, &mut results, &device)?.into_iter().map(|(_, r)| r).collect())
+    })?;
+    let rows = bench.evaluate_variants(&variants, &cfg, &mut results, &device)?; // the first seed's (cached)
+                                                                                 // ANCHOR_END: evaluate
     let mut md = format!(
-        "# Table {} analogue (text-to-image{})\n\nModel `{}` (step {}). {} prompts ({} emoji names per category × {} categories) × {} seeds = {} images, {} Euler steps, seed {}, {} (text-to-image ERG of Table 7 scaled to {} blocks). Reference: all {} training images. Features: {}; consistency: the classifier's agreement with the prompt's category (held-out accuracy {:.1} %).\n\n",
+        "# Table {} analogue (text-to-image{})\n\nModel `{}` (step {}). {} prompts ({} emoji names per category × {} categories) × {} samples = {} images per sample set, {} Euler steps, seeds {:?} (one sample set each), {} (text-to-image ERG of Table 7 scaled to {} blocks). Reference: all {} training images. Features: {}; consistency: the classifier's agreement with the prompt's category (held-out accuracy {:.1} %).\n\n",
         a.table,
         if a.table == 5 { ", ERG's components" } else { "" },
         paths.checkpoint.display(),
@@ -121,24 +139,37 @@ fn main() -> anyhow::Result<()> {
         a.samples_per_prompt,
         bench.prompts.prompts.len() * a.samples_per_prompt,
         a.steps,
-        a.seed,
-        if a.sweep { "each method at its setting of lowest mean rank in a compact grid (`erg::eval::sweep::text_grid`)".to_string() } else { format!("presets at guidance scale w = {}", a.guidance_scale) },
+        a.seeds,
+        if a.sweep {
+            format!("each method at its setting of lowest mean rank in a compact grid (`erg::eval::sweep::text_grid`), metrics averaged over seeds {:?}", a.sweep_seeds)
+        } else { format!("presets at guidance scale w = {}", a.guidance_scale) },
         depth,
         bench.scorer.data.len(),
         bench.scorer.extractor().name(),
         bench.scorer.classifier_card.heldout_accuracy
     );
+    if a.seeds.len() > 1 {
+        md.push_str(&erg::eval::seeds::markdown_table_over_seeds("method", &stats));
+        if let Some(r) = stats.iter().find(|s| s.label == "cfg").or(stats.first()) {
+            md.push_str(&format!(
+                "\nDifferences from {} larger than the spread (|Δ mean| > std + std):\n\n{}",
+                r.label,
+                erg::eval::seeds::separations(r, &stats)
+            ));
+        }
+        md.push_str(&format!("\n### Seed {} alone, with each method's settings\n\n", a.seeds[0]));
+    }
     let layout = erg::eval::report::TableLayout { first_header: "method".into(), total_nfe_over_steps: None, settings: true };
     md.push_str(&erg::eval::report::write_table(&layout, &rows));
-    md.push_str(&format!(
-        "\nWall time of this invocation: {:.0} s; sampling + evaluation of the rows: {:.0} s in total.\n",
-        t0.elapsed().as_secs_f64(),
-        rows.iter().map(|(_, r)| r.wall_s).sum::<f64>()
-    ));
+    md.push_str(&format!("\nWall time of this invocation: {:.0} s (runs already in results_t2i.jsonl are reused).\n", t0.elapsed().as_secs_f64(),));
     common::create_dir(&a.out)?;
     let path = a.out.join(format!("table{}{}.md", a.table, if a.sweep { "_selected" } else { "" }));
     common::write(&path, &md)?;
     println!("{md}");
     eprintln!("→ {}", path.display());
     Ok(())
+}
+
+fn names_of(variants: &[(String, Guidance)]) -> Vec<String> {
+    variants.iter().map(|(n, _)| n.clone()).collect()
 }

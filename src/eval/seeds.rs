@@ -62,14 +62,28 @@ pub fn evaluate_over_seeds(
     results: &mut ResultsFile,
     device: &candle_core::Device,
 ) -> Result<Vec<SeedStats>> {
+    let labels: Vec<String> = variants.iter().map(|(l, _)| l.clone()).collect();
+    over_seeds(&labels, seeds, |seed| {
+        Ok(evaluate_variants(bench, variants, &EvalConfig { seed, ..cfg.clone() }, results, device)?.into_iter().map(|(_, r)| r).collect())
+    })
+}
+
+/// The statistics of `labels.len()` variants over `seeds`: `evaluate(seed)` returns one record
+/// per label, in order (any evaluator: the class-conditional [`Bench`], the text-to-image bench).
+/// Errors: no seeds; an evaluation that fails or returns another number of records.
+pub fn over_seeds(labels: &[String], seeds: &[u64], mut evaluate: impl FnMut(u64) -> Result<Vec<RunRecord>>) -> Result<Vec<SeedStats>> {
     if seeds.is_empty() {
         return Err(Error::hp("at least one seed"));
     }
     let mut per_seed = Vec::with_capacity(seeds.len());
     for &seed in seeds {
-        per_seed.push(evaluate_variants(bench, variants, &EvalConfig { seed, ..cfg.clone() }, results, device)?);
+        let rows = evaluate(seed)?;
+        if rows.len() != labels.len() {
+            return Err(Error::Other(format!("seed {seed}: {} records for {} variants", rows.len(), labels.len())));
+        }
+        per_seed.push(rows);
     }
-    variants.iter().enumerate().map(|(i, (label, _))| SeedStats::of(label, &per_seed.iter().map(|rows| &rows[i].1).collect::<Vec<_>>())).collect()
+    labels.iter().enumerate().map(|(i, label)| SeedStats::of(label, &per_seed.iter().map(|rows| &rows[i]).collect::<Vec<_>>())).collect()
 }
 
 /// A markdown table of `stats`: one row per variant, each metric as `mean ± std` (– when it
