@@ -3,12 +3,15 @@
 //!
 //! ```text
 //! cargo run --release --example ch08_ablations          # → results/ch08/{kappa.{png,svg}, table4.md, table5.md}
-//! cargo run --release --example ch08_ablations -- --quick    # CI-sized (2 per class, 6 steps)
+//! cargo run --release --example ch08_ablations -- --quick    # CI-sized (2 per class, 6 steps, 2 seeds)
 //! ```
+//! Tables 4 and 5 are mean ± std over seeds 0, 1, 2 (50 images per class each); the base I-ERG is
+//! the checkpoint's own mean-rank selection when its card holds one (`sweep`, on other seeds).
 use std::path::Path;
 
 use erg::attention::Energy;
 use erg::eval::report::{evaluate_variants, markdown_table, plot_metric_curves};
+use erg::eval::seeds::{evaluate_over_seeds, markdown_table_over_seeds, separations};
 use erg::eval::{Bench, BenchPaths, EvalConfig, ResultsFile};
 use erg::guidance::{preset, Guidance};
 use erg::models::Denoiser;
@@ -23,9 +26,30 @@ struct Args {
 }
 
 // ANCHOR: helpers
-/// I-ERG at w = 3 for a model of `depth` blocks with kickoff κ and the energy update (τ, α, γ, K).
-fn ierg(kappa: f64, energy: Energy, depth: usize) -> anyhow::Result<Guidance> {
-    Ok(preset("ierg", 3.0, depth)?.with_kappa(kappa)?.with_energy(energy)?)
+/// The base I-ERG of the ablations: the checkpoint's own selection (its card, made by `sweep` on
+/// seeds apart from the tables'), else the preset at w = 3 with τ = 0.5 (the first shipped
+/// model's selection).
+fn base_ierg(bench: &Bench, depth: usize) -> anyhow::Result<Guidance> {
+    match bench.card.selection.as_ref().and_then(|s| s.methods.get("ierg")) {
+        Some(g) => Ok(serde_json::from_value(g.clone())?),
+        None => Ok(preset("ierg", 3.0, depth)?.with_tau(0.5)?),
+    }
+}
+
+/// The base's temperature τ (the first rectified term's).
+fn tau_of(g: &Guidance) -> f64 {
+    g.terms
+        .iter()
+        .find_map(|t| match t.negative.attention.rectifier {
+            erg::attention::Rectifier::Energy(e) => Some(e.tau),
+            _ => None,
+        })
+        .unwrap_or(1.0)
+}
+
+/// The base I-ERG (its blocks, κ and w) with the energy update (τ, α, γ, K).
+fn ierg(base: &Guidance, energy: Energy) -> anyhow::Result<Guidance> {
+    Ok(base.clone().with_energy(energy)?)
 }
 // ANCHOR_END: helpers
 
@@ -37,30 +61,33 @@ fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(out)?;
     let device = erg::device::best();
     let bench = Bench::from_paths(&BenchPaths::default(), &device)?;
-    let cfg = EvalConfig { samples_per_class: if quick { 2 } else { 10 }, num_steps: if quick { 6 } else { 25 }, ..Default::default() };
+    let cfg = EvalConfig { samples_per_class: if quick { 2 } else { 50 }, num_steps: if quick { 6 } else { 25 }, ..Default::default() };
+    let seeds: &[u64] = if quick { &[0, 1] } else { &[0, 1, 2] };
     let mut results = ResultsFile::open(out.join("results.jsonl"))?;
     let depth = bench.model.depth();
-    // The base: I-ERG at the mean-rank-selected temperature (τ = 0.5, blocks [2, 4), w = 3).
+    let base = base_ierg(&bench, depth)?;
+    let tau = tau_of(&base);
+    eprintln!("base I-ERG: {}", base.describe());
     let cfg_run = evaluate_variants(&bench, &[("CFG".into(), preset("cfg", 3.0, depth)?)], &cfg, &mut results, &device)?;
     // ANCHOR_END: setup
 
     // ANCHOR: kappa
     let kappas = [0.0, 0.2, 0.3, 0.4, 0.6, 0.8];
-    let variants: Vec<_> = kappas.iter().map(|&k| Ok((format!("κ = {k}"), ierg(k, Energy::temperature(0.5), depth)?))).collect::<anyhow::Result<_>>()?;
+    let variants: Vec<_> = kappas.iter().map(|&k| Ok((format!("κ = {k}"), base.clone().with_kappa(k)?))).collect::<anyhow::Result<_>>()?;
     let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
     println!("{}", markdown_table("kickoff", &rows));
     plot_metric_curves(&out.join("kappa"), "κ", &kappas, &rows, Some(&cfg_run[0].1))?;
     // ANCHOR_END: kappa
 
     // ANCHOR: table4
-    // Multi-step descent on the energy: (K, γ) as in Table 4, τ = 0.5, α = 1, κ = 0.3.
+    // Multi-step descent on the energy: (K, γ) as in Table 4, the base's τ and κ, α = 1.
     let steps = [(1, 1.0), (1, 1.5), (1, 0.5), (10, 0.1)];
     let variants: Vec<_> = steps
         .iter()
-        .map(|&(k, gamma)| Ok((format!("K = {k}, γ = {gamma}"), ierg(0.3, Energy { tau: 0.5, alpha: 1.0, gamma, steps: k }, depth)?)))
+        .map(|&(k, gamma)| Ok((format!("K = {k}, γ = {gamma}"), ierg(&base, Energy { tau, alpha: 1.0, gamma, steps: k })?)))
         .collect::<anyhow::Result<_>>()?;
-    let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
-    let t4 = markdown_table("energy descent", &rows);
+    let stats = evaluate_over_seeds(&bench, &variants, &cfg, seeds, &mut results, &device)?;
+    let t4 = markdown_table_over_seeds("energy descent", &stats);
     println!("{t4}");
     std::fs::write(out.join("table4.md"), &t4)?;
     // ANCHOR_END: table4
@@ -69,11 +96,11 @@ fn main() -> anyhow::Result<()> {
     // Components added one by one (C-ERG needs a text encoder: the text-to-image chapter).
     let variants = vec![
         ("CFG".to_string(), preset("cfg", 3.0, depth)?),
-        ("+ denoiser entropy τ_i = 0.5".to_string(), ierg(0.3, Energy::temperature(0.5), depth)?),
-        ("+ energy re-weighting α = 0.9".to_string(), ierg(0.3, Energy { tau: 0.5, alpha: 0.9, gamma: 1.0, steps: 1 }, depth)?),
+        (format!("+ denoiser entropy τ_i = {tau}"), ierg(&base, Energy::temperature(tau))?),
+        ("+ energy re-weighting α = 0.9".to_string(), ierg(&base, Energy { tau, alpha: 0.9, gamma: 1.0, steps: 1 })?),
     ];
-    let rows = evaluate_variants(&bench, &variants, &cfg, &mut results, &device)?;
-    let t5 = markdown_table("components", &rows);
+    let stats = evaluate_over_seeds(&bench, &variants, &cfg, seeds, &mut results, &device)?;
+    let t5 = format!("{}\n{}", markdown_table_over_seeds("components", &stats), separations(&stats[0], &stats));
     println!("{t5}");
     std::fs::write(out.join("table5.md"), &t5)?;
     // ANCHOR_END: table5
