@@ -48,7 +48,7 @@ struct Args {
     #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
     guidance_scale: f64,
     /// The classifier of the features and the consistency score.
-    #[arg(long, default_value = "data/checkpoints/emoji-classifier.safetensors")]
+    #[arg(long, default_value = erg::checkpoint::SHIPPED_EMOJI_CLASSIFIER)]
     classifier: PathBuf,
     /// Training runs.
     #[arg(long, default_value = "runs/recipes")]
