@@ -19,7 +19,6 @@ use erg::eval::{Bench, EvalConfig};
 use erg::guidance::{preset, Guidance};
 use erg::models::dit::DitConfig;
 use erg::train::{train, LrSchedule, RunOptions, RunPaths, TrainConfig};
-use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Short runs of the emoji DiT with the same CPU time each, compared by FID and consistency.
@@ -186,20 +185,10 @@ fn run_recipe(r: &Recipe, a: &Args, data: &erg::data::Dataset, device: &candle_c
     Ok(o)
 }
 
-/// (step, loss) of a run's loss.csv, as (CPU seconds, loss) with the planned s/step.
+/// A run's loss as (CPU minutes, running mean of 25 steps) with the planned s/step.
 fn loss_curve(dir: &Path, s_per_step: f64) -> anyhow::Result<Vec<(f64, f64)>> {
-    let text = common::read_to_string(dir.join("loss.csv"))?;
-    let pts: Vec<(f64, f64)> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut f = l.split(',');
-            Some((f.next()?.parse::<f64>().ok()?, f.next()?.parse::<f64>().ok()?))
-        })
-        .collect();
-    // A running mean over 25 steps (fewer in very short runs), so that the curves can be told apart.
-    let w = pts.len().clamp(1, 25);
-    Ok(pts.windows(w).map(|win| (win[w - 1].0 * s_per_step / 60.0, win.iter().map(|p| p.1).sum::<f64>() / w as f64)).collect())
+    let rows = erg::train::loss_log::read(&dir.join("loss.csv"))?;
+    Ok(erg::train::loss_log::running_mean(&rows, 25).into_iter().map(|(step, l)| (step * s_per_step / 60.0, l)).collect())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -262,27 +251,13 @@ fn main() -> anyhow::Result<()> {
 
     let curves: Vec<(String, Vec<(f64, f64)>)> =
         outcomes.iter().map(|o| Ok((o.recipe.name.clone(), loss_curve(&a.runs.join(&o.recipe.name), o.s_per_step)?))).collect::<anyhow::Result<_>>()?;
-    let ymax = curves.iter().flat_map(|c| c.1.iter().skip(c.1.len() / 10).map(|p| p.1)).fold(0.0, f64::max) * 1.1;
-    let ymin = curves.iter().flat_map(|c| c.1.iter().map(|p| p.1)).fold(f64::INFINITY, f64::min) * 0.95;
-    erg::png_and_svg!(a.out.join("loss"), (640, 400), |root| {
-        root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("training loss against CPU time ({} min per recipe)", a.minutes), ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.0..a.minutes * 1.02, ymin..ymax)?;
-        chart.configure_mesh().x_desc("CPU minutes").y_desc("loss (running mean of 25 steps)").draw()?;
-        for (i, (name, pts)) in curves.iter().enumerate() {
-            let colour = Palette99::pick(i).to_rgba();
-            chart
-                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
-                .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
-        }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-        root.present()?;
-    });
+    erg::train::loss_log::plot_loss_curves(
+        &a.out.join("loss"),
+        &format!("training loss against CPU time ({} min per recipe)", a.minutes),
+        "CPU minutes",
+        "loss (running mean of 25 steps)",
+        &curves,
+    )?;
     eprintln!("wrote {} and loss.{{png,svg}}", a.out.join("recipes.md").display());
     Ok(())
 }

@@ -166,3 +166,34 @@ fn debiased_ema_forgets_the_initial_weights() {
     assert!(fixed.iter().all(|x| (x - 2.0).abs() < 1e-5), "{fixed:?}");
     assert_eq!(ema.debiased(&init, 0).unwrap()["w"].to_vec1::<f32>().unwrap()[0], raw);
 }
+
+/// The loss log read back: rows, time summed over resumed segments, running means, the figure;
+/// a damaged log is refused with its file and line.
+#[test]
+fn loss_log_rows_total_time_and_figure() {
+    use erg::train::loss_log::{plot_loss_curves, read, running_mean, total_seconds};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("loss.csv");
+    // Two segments: steps 1–3 in 3 s, resumed, steps 4–5 in 2.5 s.
+    std::fs::write(&path, "step,loss,lr,elapsed_s\n1,1.0,1e-3,1.0\n2,0.8,1e-3,2.0\n3,0.6,1e-3,3.0\n4,0.5,1e-3,1.5\n5,0.3,1e-3,2.5\n").unwrap();
+    let rows = read(&path).unwrap();
+    assert_eq!(rows.len(), 5);
+    assert_eq!((rows[3].step, rows[3].loss), (4, 0.5));
+    assert!((total_seconds(&rows) - 5.5).abs() < 1e-12);
+    let m = running_mean(&rows, 2);
+    assert_eq!(m.len(), 4);
+    assert_eq!(m[0].0, 2.0);
+    assert!((m[0].1 - 0.9).abs() < 1e-12 && (m[3].1 - 0.4).abs() < 1e-12);
+    assert_eq!(running_mean(&rows, 50).len(), 1); // the window shrinks to the log
+    plot_loss_curves(&dir.path().join("loss"), "t", "step", "loss", &[("a".into(), m)]).unwrap();
+    assert!(std::fs::read_to_string(dir.path().join("loss.svg")).unwrap().contains("<svg"));
+    assert!(plot_loss_curves(&dir.path().join("none"), "t", "step", "loss", &[]).is_err());
+    // A gap in the steps and a bad number are refused, naming the line.
+    std::fs::write(&path, "step,loss,lr,elapsed_s\n1,1.0,1e-3,1.0\n3,0.8,1e-3,2.0\n").unwrap();
+    let e = read(&path).unwrap_err().to_string();
+    assert!(e.contains("line 3") && e.contains("follow"), "{e}");
+    std::fs::write(&path, "step,loss,lr,elapsed_s\n1,x,1e-3,1.0\n").unwrap();
+    assert!(read(&path).unwrap_err().to_string().contains("line 2"));
+    std::fs::write(&path, "a,b\n").unwrap();
+    assert!(read(&path).unwrap_err().to_string().contains("header"));
+}

@@ -2,6 +2,7 @@
 //! weight decay, EMA of the weights, label dropout for classifier-free guidance, seeded and
 //! reproducible, resumable from atomic checkpoints.
 pub mod ema;
+pub mod loss_log;
 pub mod optim;
 pub mod text_to_image;
 pub mod trainer;
