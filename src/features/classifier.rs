@@ -292,6 +292,7 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
     bar.set_style(indicatif::ProgressStyle::with_template("classifier [{bar:30}] {pos}/{len} {per_sec} loss {msg}").unwrap().progress_chars("=> "));
     let w = data.images.dim(3)?;
     let flip = Tensor::new((0..w as u32).rev().collect::<Vec<_>>().as_slice(), &Device::Cpu)?;
+    let (log_to_terminal, started) = (std::io::IsTerminal::is_terminal(&std::io::stderr()), std::time::Instant::now());
     for step in 0..steps {
         let mut r = crate::rng::stream(seed, step);
         let idx: Vec<u32> = (0..batch_size).map(|_| train_idx[r.random_range(0..train_idx.len())]).collect();
@@ -324,6 +325,15 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         bar.inc(1);
         if step % 20 == 0 {
             bar.set_message(format!("{:.3}", loss.to_scalar::<f32>()?));
+        }
+        // Without a terminal (nohup, CI logs) the bar is hidden: a line every 5 % instead.
+        if progress && !log_to_terminal && (step + 1) % (steps / 20).max(1) == 0 {
+            eprintln!(
+                "classifier step {}/{steps}: loss {:.4}, {:.2} s/step",
+                step + 1,
+                loss.to_scalar::<f32>()?,
+                started.elapsed().as_secs_f64() / (step + 1) as f64
+            );
         }
     }
     bar.finish_and_clear();
