@@ -55,6 +55,10 @@ struct Args {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Stop, checkpointed, at the first step that ends after this many minutes of training
+    /// (e.g. a lent machine's time); --resume continues exactly.
+    #[arg(long, value_parser = common::finite)]
+    time_limit_minutes: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,7 +87,12 @@ fn main() -> anyhow::Result<()> {
         cfg.batch_size,
         erg::device::describe(&device)
     );
-    let report = train_task(&task, &cfg, &data, &device, &RunPaths::new(&args.out), erg::train::RunOptions::new().resume(args.resume).progress())?;
+    let mut opts = erg::train::RunOptions::new().resume(args.resume).progress();
+    if let Some(m) = args.time_limit_minutes {
+        anyhow::ensure!(m > 0.0, "--time-limit-minutes must be > 0");
+        opts = opts.time_limit(std::time::Duration::from_secs_f64(m * 60.0));
+    }
+    let report = train_task(&task, &cfg, &data, &device, &RunPaths::new(&args.out), opts)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!("EMA weights: {}", RunPaths::new(&args.out).ema().display());
     Ok(())

@@ -52,6 +52,7 @@ CSTEPS=$(python3 -c "print(min(20000, max(1000, int($TRAIN_S / ($CSPS * 1.6)) //
 echo "probe: DiT $SPS s/step at batch 256 (two runs sharing the card) -> $STEPS steps; classifier $CSPS s/step -> $CSTEPS steps"
 run() { # name lr
   timeout $((TRAIN_S + 60)) "$BIN/train" --preset emoji-base --steps "$STEPS" --batch-size 256 --lr "$2" \
+    --time-limit-minutes "$(python3 -c "print($TRAIN_S / 60)")" \
     --checkpoint-every 250 --out "/tmp/$1" > "/tmp/logs/$1.json" 2> "/tmp/logs/$1.err"
 }
 run A 5e-4 & run B 2.5e-4 &

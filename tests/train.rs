@@ -197,3 +197,27 @@ fn loss_log_rows_total_time_and_figure() {
     std::fs::write(&path, "a,b\n").unwrap();
     assert!(read(&path).unwrap_err().to_string().contains("header"));
 }
+
+/// A time limit stops the call at the first step past it with the state saved there (not only at
+/// the checkpoint interval), and resuming finishes the run as an uninterrupted one.
+#[test]
+fn a_time_limit_stops_checkpointed_and_resumes_exactly() {
+    let straight = tempfile::tempdir().unwrap();
+    let limited = tempfile::tempdir().unwrap();
+    let mut cfg = config(6);
+    cfg.checkpoint_every = 100; // no interval checkpoint before the end
+    let d = data();
+    train(&cfg, &d, &Device::Cpu, &RunPaths::new(straight.path()), erg::train::RunOptions::new()).unwrap();
+    let r = train(&cfg, &d, &Device::Cpu, &RunPaths::new(limited.path()), erg::train::RunOptions::new().time_limit(std::time::Duration::ZERO)).unwrap();
+    assert_eq!(r.step, 1, "a zero limit stops after the first step");
+    let st = read(&limited.path().join("state.safetensors"));
+    assert_eq!(st["meta.step"].to_vec1::<i64>().unwrap(), vec![1]);
+    let r = train(&cfg, &d, &Device::Cpu, &RunPaths::new(limited.path()), erg::train::RunOptions::new().resume(true)).unwrap();
+    assert_eq!((r.resumed_from, r.step), (1, 6));
+    let (a, b) = (read(&straight.path().join("state.safetensors")), read(&limited.path().join("state.safetensors")));
+    let values = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1::<f64>().unwrap();
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        assert_eq!(values(v), values(&b[k]), "{k} differs after the time-limited call and its resume");
+    }
+}

@@ -272,6 +272,10 @@ pub struct RunOptions {
     pub resume: bool,
     /// End the call early at this step (after checkpointing), as an interruption would.
     pub stop_at: Option<u64>,
+    /// End the call at the first step that finishes after this much wall time (after
+    /// checkpointing there), e.g. to fit a machine lent for a fixed time; a later `resume`
+    /// continues exactly.
+    pub time_limit: Option<std::time::Duration>,
     /// Show a progress bar with loss and steps/s.
     pub progress: bool,
 }
@@ -292,6 +296,10 @@ impl RunOptions {
     /// With a progress bar.
     pub fn progress(self) -> Self {
         Self { progress: true, ..self }
+    }
+    /// Stop (checkpointed) at the first step that ends after `limit` of wall time.
+    pub fn time_limit(self, limit: std::time::Duration) -> Self {
+        Self { time_limit: Some(limit), ..self }
     }
 }
 
@@ -314,7 +322,7 @@ pub fn train_task<T: TrainTask>(
     paths: &RunPaths,
     opts: RunOptions,
 ) -> Result<TrainReport> {
-    let RunOptions { resume, stop_at, progress } = opts;
+    let RunOptions { resume, stop_at, time_limit, progress } = opts;
     cfg.validate()?;
     task.check(&cfg.model, data)?;
     let classes = task.classes(data);
@@ -373,6 +381,7 @@ pub fn train_task<T: TrainTask>(
     let mut log = std::fs::OpenOptions::new().append(true).open(paths.loss()).map_err(|e| Error::io(paths.loss(), e))?;
     let t0 = Instant::now();
     let mut losses = Vec::new();
+    let mut last = end;
     for step in start..end {
         let l = state.step(cfg, data, step, device)?;
         losses.push(l);
@@ -386,10 +395,17 @@ pub fn train_task<T: TrainTask>(
         if cfg.weak_step == Some(done) {
             save_checkpoint(&state.ema.debiased(&state.init, done)?, &card::<T>(cfg, &classes, done), &paths.weak(), DType::F32)?;
         }
-        if done % cfg.checkpoint_every == 0 || done == end {
+        let out_of_time = time_limit.is_some_and(|l| t0.elapsed() >= l);
+        if out_of_time {
+            last = done;
+        }
+        if done % cfg.checkpoint_every == 0 || done == end || out_of_time {
             log.flush()?;
             save_state(paths, &State { vars: &state.vars, ema: &state.ema, opt: &state.opt }, done)?;
             save_checkpoint(&state.ema.debiased(&state.init, done)?, &card::<T>(cfg, &classes, done), &paths.ema(), DType::F32)?;
+        }
+        if out_of_time {
+            break;
         }
     }
     bar.finish_and_clear();
@@ -397,7 +413,7 @@ pub fn train_task<T: TrainTask>(
     let k = (losses.len() / 2).clamp(1, 100).min(losses.len());
     let wall_s = t0.elapsed().as_secs_f64();
     Ok(TrainReport {
-        step: end.max(start),
+        step: last.max(start),
         resumed_from: start,
         final_loss: if k > 0 { losses[losses.len() - k..].iter().sum::<f64>() / k as f64 } else { f64::NAN },
         first_loss: if k > 0 { losses[..k].iter().sum::<f64>() / k as f64 } else { f64::NAN },
