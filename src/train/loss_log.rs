@@ -91,7 +91,8 @@ pub fn plot_loss_curves(stem: &Path, title: &str, x_desc: &str, y_desc: &str, cu
                 .x_label_area_size(30)
                 .y_label_area_size(50)
                 .build_cartesian_2d(0.0..xmax * 1.02, ymin..ymax.max(ymin * 1.01 + 1e-9))?;
-            chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).draw()?;
+            let decimals = if xmax >= 100.0 { 0 } else { 1 };
+            chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).x_label_formatter(&|x| format!("{x:.decimals$}")).draw()?;
             for (i, (name, pts)) in curves.iter().enumerate() {
                 let colour = Palette99::pick(i).to_rgba();
                 chart
