@@ -162,7 +162,12 @@ fn run_recipe(r: &Recipe, a: &Args, data: &erg::data::Dataset, device: &candle_c
     eprintln!("{}: {s_per_step:.3} s/step → {steps} steps in {} min ({})", r.name, a.minutes, r.what);
     let cfg = train_config(r, steps, data);
     let paths = RunPaths::new(&dir);
-    let report = train(&cfg, data, device, &paths, RunOptions::new().resume(paths.state().exists()).progress())?;
+    train(&cfg, data, device, &paths, RunOptions::new().resume(paths.state().exists()).progress())?;
+    // The final loss from the whole log (a run finished by an earlier call logs no step in this one).
+    let log = erg::train::loss_log::read(&paths.loss())?;
+    anyhow::ensure!(!log.is_empty(), "{}: no steps logged", paths.loss().display());
+    let tail = &log[log.len() - (log.len() / 2).clamp(1, 100)..];
+    let final_loss = tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64;
     // Evaluate the EMA weights (the weak model is not used by none or CFG).
     let bench = Bench::load(&paths.ema(), &paths.ema(), &a.classifier, device)?;
     let ecfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: 0, ..EvalConfig::default() };
@@ -178,7 +183,7 @@ fn run_recipe(r: &Recipe, a: &Args, data: &erg::data::Dataset, device: &candle_c
         s_per_step,
         steps,
         params_m: cfg.model.num_params() as f64 / 1e6,
-        final_loss: report.final_loss,
+        final_loss,
         metrics,
     };
     erg::checkpoint::write_atomic(&done, serde_json::to_string_pretty(&o)?.as_bytes())?;
