@@ -177,15 +177,7 @@ fn run_recipe(r: &Recipe, a: &Args, data: &erg::data::Dataset, device: &candle_c
         eprintln!("  {name}: FID {:.2}, consistency {:.1} %", rec.metrics["fid"], rec.metrics.get("consistency").copied().unwrap_or(f64::NAN));
         metrics.insert(name.to_string(), rec.metrics);
     }
-    let o = Outcome {
-        recipe: r.clone(),
-        minutes: a.minutes,
-        s_per_step,
-        steps,
-        params_m: cfg.model.num_params() as f64 / 1e6,
-        final_loss,
-        metrics,
-    };
+    let o = Outcome { recipe: r.clone(), minutes: a.minutes, s_per_step, steps, params_m: cfg.model.num_params() as f64 / 1e6, final_loss, metrics };
     erg::checkpoint::write_atomic(&done, serde_json::to_string_pretty(&o)?.as_bytes())?;
     Ok(o)
 }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example train_classifier      # → data/checkpoints/emoji-classifier-v2.safetensors
+//! cargo run --release --example train_classifier -- --resume   # after a stop (state every --checkpoint-every steps)
 //! # the first shipped classifier (emoji-classifier.safetensors, 65.9 % held-out):
 //! cargo run --release --example train_classifier -- --steps 1200 --batch-size 64 --convs-per-stage 1 --shift 0 \
 //!     --mixup false --weight-decay 1e-4 --lr-schedule constant --out data/checkpoints/emoji-classifier.safetensors
@@ -53,6 +54,12 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Save the training state every this many steps (`<out stem>.state.safetensors`; 0: never).
+    #[arg(long, value_parser = common::count_u64, default_value_t = 250)]
+    checkpoint_every: u64,
+    /// Continue a stopped run from its state file (same flags).
+    #[arg(long)]
+    resume: bool,
     /// Output weights (a JSON card is written beside them).
     #[arg(long, default_value = "data/checkpoints/emoji-classifier-v2.safetensors")]
     out: PathBuf,
@@ -78,6 +85,9 @@ fn main() -> anyhow::Result<()> {
         shift: a.shift,
         mixup: a.mixup,
         progress: true,
+        checkpoint_every: a.checkpoint_every,
+        resume: a.resume,
+        stop_at: None,
     };
     let (_, card) = train(&cfg, &data, &how, &device, &a.out)?;
     println!(

@@ -81,6 +81,9 @@ fn an_evaluation_run_computes_every_metric() {
         shift: 0,
         mixup: false,
         progress: false,
+        checkpoint_every: 0,
+        resume: false,
+        stop_at: None,
     };
     let cfg = ClassifierConfig::new(1, vec![4, 8], 10);
     let (clf, card) = classifier::train(&cfg, &data, &how, &Device::Cpu, &dir.path().join("c.safetensors")).unwrap();

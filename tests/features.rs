@@ -22,6 +22,9 @@ fn classifier_learns_and_round_trips() {
             shift: 0,
             mixup: false,
             progress: false,
+            checkpoint_every: 0,
+            resume: false,
+            stop_at: None,
         },
         &Device::Cpu,
         &path,
@@ -92,4 +95,43 @@ fn channels_last_convolutions_equal_candles_conv2d() {
     let ours = model.embed(&x).unwrap();
     let diff: f32 = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
     assert!(diff < 1e-5, "max |Δ| = {diff}");
+}
+
+/// A classifier run stopped after its state was saved continues to the same weights as an
+/// uninterrupted one; an existing state needs `resume`, and another recipe is refused.
+#[test]
+fn classifier_training_resumes_exactly() {
+    let data = erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, Some(200)).unwrap();
+    let cfg = ClassifierConfig::new(1, vec![4, 8], 10);
+    let how = classifier::ClassifierTraining {
+        steps: 6,
+        batch_size: 8,
+        lr: 3e-3,
+        cosine: true,
+        weight_decay: 0.05,
+        seed: 3,
+        shift: 2,
+        mixup: true,
+        progress: false,
+        checkpoint_every: 0,
+        resume: false,
+        stop_at: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (straight, card) = classifier::train(&cfg, &data, &how, &Device::Cpu, &dir.path().join("a.safetensors")).unwrap();
+    let b = dir.path().join("b.safetensors");
+    let stopped = classifier::ClassifierTraining { stop_at: Some(3), ..how };
+    let (_, partial) = classifier::train(&cfg, &data, &stopped, &Device::Cpu, &b).unwrap();
+    assert!(partial.heldout_accuracy.is_nan() && !b.exists() && classifier::state_path(&b).exists());
+    let e = classifier::train(&cfg, &data, &how, &Device::Cpu, &b).unwrap_err().to_string();
+    assert!(e.contains("--resume"), "{e}");
+    let other = classifier::ClassifierTraining { lr: 1e-3, resume: true, ..how };
+    let e = classifier::train(&cfg, &data, &other, &Device::Cpu, &b).unwrap_err().to_string();
+    assert!(e.contains("another recipe"), "{e}");
+    let (resumed, card_b) = classifier::train(&cfg, &data, &classifier::ClassifierTraining { resume: true, ..how }, &Device::Cpu, &b).unwrap();
+    assert_eq!(card_b, card);
+    assert!(!classifier::state_path(&b).exists(), "a finished run leaves no state behind");
+    let x = data.images.narrow(0, 0, 4).unwrap();
+    let v = |m: &SmallCnn| m.logits(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(v(&straight), v(&resumed));
 }

@@ -45,7 +45,7 @@ impl ClassifierConfig {
 }
 
 /// The JSON card saved beside the weights.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifierCard {
     /// Architecture.
@@ -237,6 +237,15 @@ pub struct ClassifierTraining {
     pub mixup: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// Save the training state every this many steps (0: never) to
+    /// `<weights stem>.state.safetensors` ([`state_path`]), so that a stopped run can continue
+    /// ([`Self::resume`]).
+    pub checkpoint_every: u64,
+    /// Continue from the state file of an earlier call with the same recipe (its card, beside the
+    /// state, must match); without it an existing state file is an error.
+    pub resume: bool,
+    /// End the call after this step, with the state saved there, as an interruption would.
+    pub stop_at: Option<u64>,
 }
 
 impl ClassifierTraining {
@@ -273,6 +282,37 @@ fn translate(x: &Tensor, shift: usize, r: &mut impl rand::Rng) -> Result<Tensor>
     Ok(Tensor::cat(&crops, 0)?)
 }
 
+/// `x.safetensors` → `x.state.safetensors`: where [`train`] keeps the state of a run in progress.
+pub fn state_path(weights: &Path) -> std::path::PathBuf {
+    weights.with_extension("state.safetensors")
+}
+
+/// The step to start from: 0 for a new run (refused when a state file exists without `resume`),
+/// else the saved step, with the variables and AdamW's moments restored from the state file,
+/// whose card must equal `recipe`.
+fn resume_state(path: &Path, recipe: &ClassifierCard, resume: bool, vars: &[(String, candle_core::Var)], opt: &mut AdamW, device: &Device) -> Result<u64> {
+    match (path.exists(), resume) {
+        (false, false) => Ok(0),
+        (true, false) => Err(Error::Other(format!("{} holds a classifier run in progress; pass --resume to continue it, or remove it", path.display()))),
+        (false, true) => {
+            Err(Error::Missing { path: path.into(), hint: "--resume needs the state of an earlier run (written every --checkpoint-every steps)".into() })
+        }
+        (true, true) => {
+            let (st, saved): (std::collections::HashMap<String, Tensor>, ClassifierCard) = load_checkpoint(path, device)?;
+            if saved != *recipe {
+                return Err(Error::Other(format!("{} was written with another recipe; resume with the same settings", path.display())));
+            }
+            for (n, v) in vars {
+                v.set(st.get(&format!("model.{n}")).ok_or_else(|| Error::corrupt(path, format!("missing model.{n}")))?)?;
+            }
+            opt.load_state(&st)?;
+            let step = st.get("meta.step").ok_or_else(|| Error::corrupt(path, "missing meta.step"))?.to_vec1::<i64>()?[0] as u64;
+            opt.step = step;
+            Ok(step)
+        }
+    }
+}
+
 /// Trains the classifier on the training split of `data` (cross-entropy, AdamW with warm-up and
 /// cosine decay, seeded batches, random horizontal flips and translations, optional mixup) and
 /// saves it to `weights` with its card, which records the held-out
@@ -281,19 +321,46 @@ fn translate(x: &Tensor, shift: usize, r: &mut impl rand::Rng) -> Result<Tensor>
 /// Errors: images that do not fit `cfg`; I/O errors naming the file.
 pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, device: &Device, weights: &Path) -> Result<(SmallCnn, ClassifierCard)> {
     use rand::Rng;
-    let ClassifierTraining { steps, batch_size, lr, cosine, weight_decay, seed, shift, mixup, progress } = *how;
+    let ClassifierTraining { steps, batch_size, lr, cosine, weight_decay, seed, shift, mixup, progress, checkpoint_every, resume, stop_at } = *how;
     let map = SeededVarMap::new(seed);
     let model = SmallCnn::new(cfg, seeded_varbuilder(&map, DType::F32, device))?;
     let mut vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     let mut opt = AdamW::new(vars.clone(), AdamWConfig { lr, weight_decay, ..Default::default() })?;
     let (train_idx, held_idx) = split(data.len());
+    // The recipe as a card without accuracies: what a state file must have been written with.
+    let recipe = ClassifierCard {
+        config: cfg.clone(),
+        classes: data.classes.clone(),
+        heldout_accuracy: 0.0,
+        train_accuracy: 0.0,
+        steps,
+        batch_size,
+        seed,
+        lr,
+        cosine,
+        shift,
+        mixup,
+        weight_decay,
+    };
+    let state = state_path(weights);
+    let start = resume_state(&state, &recipe, resume, &vars, &mut opt, device)?;
+    let end = stop_at.map_or(steps, |s| s.min(steps));
+    let save = |opt: &AdamW, done: u64| -> Result<()> {
+        let mut t = opt.state();
+        for (n, v) in &vars {
+            t.insert(format!("model.{n}"), v.as_tensor().clone());
+        }
+        t.insert("meta.step".into(), Tensor::new(&[done as i64], &Device::Cpu)?);
+        save_checkpoint(&t, &recipe, &state, DType::F32)
+    };
     let bar = if progress { indicatif::ProgressBar::new(steps) } else { indicatif::ProgressBar::hidden() };
+    bar.set_position(start);
     bar.set_style(indicatif::ProgressStyle::with_template("classifier [{bar:30}] {pos}/{len} {per_sec} loss {msg}").unwrap().progress_chars("=> "));
     let w = data.images.dim(3)?;
     let flip = Tensor::new((0..w as u32).rev().collect::<Vec<_>>().as_slice(), &Device::Cpu)?;
     let (log_to_terminal, started) = (std::io::IsTerminal::is_terminal(&std::io::stderr()), std::time::Instant::now());
-    for step in 0..steps {
+    for step in start..end {
         let mut r = crate::rng::stream(seed, step);
         let idx: Vec<u32> = (0..batch_size).map(|_| train_idx[r.random_range(0..train_idx.len())]).collect();
         let it = Tensor::new(idx.as_slice(), &Device::Cpu)?;
@@ -332,26 +399,29 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
                 "classifier step {}/{steps}: loss {:.4}, {:.2} s/step",
                 step + 1,
                 loss.to_scalar::<f32>()?,
-                started.elapsed().as_secs_f64() / (step + 1) as f64
+                started.elapsed().as_secs_f64() / (step + 1 - start) as f64
             );
+        }
+        let done = step + 1;
+        if (checkpoint_every > 0 && done % checkpoint_every == 0) || (done == end && end < steps) {
+            save(&opt, done)?;
         }
     }
     bar.finish_and_clear();
-    let card = ClassifierCard {
-        config: cfg.clone(),
-        classes: data.classes.clone(),
-        heldout_accuracy: accuracy(&model, data, &held_idx, device)?,
-        train_accuracy: accuracy(&model, data, &train_idx, device)?,
-        steps,
-        batch_size,
-        seed,
-        lr,
-        cosine,
-        shift,
-        mixup,
-        weight_decay,
-    };
+    if end < steps {
+        // Stopped early (stop_at): the state is saved; the weights are written when the run ends.
+        let card = ClassifierCard { heldout_accuracy: f64::NAN, train_accuracy: f64::NAN, ..recipe };
+        return Ok((model, card));
+    }
+    let card =
+        ClassifierCard { heldout_accuracy: accuracy(&model, data, &held_idx, device)?, train_accuracy: accuracy(&model, data, &train_idx, device)?, ..recipe };
     let tensors = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
     save_checkpoint(&tensors, &card, weights, DType::F32)?;
+    // The run is complete: its state is no longer needed (a new call starts a new run).
+    for p in [state.clone(), crate::checkpoint::card_path(&state)] {
+        if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
     Ok((model, card))
 }
