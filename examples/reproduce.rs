@@ -215,13 +215,7 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{:>12}: {:.1} s, {:.2} NFE/step → {}", g.name, wall_s, s.nfe_per_step, args.out.join(&file).display());
         panels.push(Panel { title: title(g), image: img });
         let conditional = g.positive == erg::guidance::Condition::Given;
-        let classifier_agrees = if conditional {
-            let predicted = classifier.logits(&s.images)?.argmax(1)?.to_dtype(candle_core::DType::U32)?; // (N,)
-            let hits = predicted.eq(&labels)?.to_dtype(candle_core::DType::F32)?.mean_all()?.to_scalar::<f32>()?;
-            Some(100.0 * hits as f64)
-        } else {
-            None
-        };
+        let classifier_agrees = if conditional { Some(erg::features::consistency(&classifier.logits(&s.images)?, &labels)?) } else { None };
         reports.push(MethodReport {
             method: g.name.clone(),
             guidance: g.clone(),
@@ -319,12 +313,13 @@ fn settings_sentence(
     if !selected.is_empty() {
         let s = card.selection.as_ref().expect("a selected method implies a selection");
         parts.push(format!(
-            "**the checkpoint's own selection** for {} ({}; {} images per class, {} steps, seeds {:?}, disjoint from the tables' 0, 1, 2)",
+            "**the checkpoint's own selection** for {} ({}; {} images per class, {} steps, seeds {:?}, {} the tables' 0, 1, 2)",
             selected.join(", "),
             s.rule,
             s.samples_per_class,
             s.num_steps,
-            s.seeds
+            s.seeds,
+            if s.seeds.iter().any(|x| *x <= 2) { "overlapping" } else { "disjoint from" }
         ));
     }
     if !presets.is_empty() {

@@ -17,7 +17,6 @@
 //! `<out>/pareto.{svg,png}`.
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -77,10 +76,10 @@ fn main() -> anyhow::Result<()> {
     let mine = mean_over_seeds(&per_seed)?;
     let metrics = MetricSpec::paper_defaults();
     let selected = select_per_method(&mine, &metrics);
-    let chosen: BTreeMap<String, serde_json::Value> = selected.iter().map(|(m, r)| (m.clone(), r.guidance.clone())).collect();
-    common::create_dir(&a.out)?;
-    erg::checkpoint::write_atomic(&a.out.join("selected.json"), serde_json::to_string_pretty(&chosen)?.as_bytes())?;
     let record = selection(&mine, &metrics, &a.seeds, &cfg);
+    common::create_dir(&a.out)?;
+    // selected.json: method → Guidance (table3 --selected); selection.json: the same with its provenance (the card).
+    erg::checkpoint::write_atomic(&a.out.join("selected.json"), serde_json::to_string_pretty(&record.methods)?.as_bytes())?;
     erg::checkpoint::write_atomic(&a.out.join("selection.json"), serde_json::to_string_pretty(&record)?.as_bytes())?;
     for (m, r) in &selected {
         println!(

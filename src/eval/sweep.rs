@@ -109,8 +109,9 @@ pub fn select_per_method<'a>(records: &'a [RunRecord], metrics: &[MetricSpec]) -
 
 /// One record per variant whose metrics are the means over seeds of `per_seed[s][v]` (the
 /// variants in the same order at every seed, as [`super::report::evaluate_variants`] returns
-/// them); key and seed name the seeds. A metric missing or NaN at some seed is NaN (it then
-/// ranks last in [`select_per_method`]).
+/// them), each a copy of the first seed's record with its key naming the seeds and `wall_s`
+/// summed. A metric missing or NaN at some seed is NaN (it then ranks last in
+/// [`select_per_method`]).
 ///
 /// Errors: no seeds, or seeds with different variant counts.
 pub fn mean_over_seeds(per_seed: &[Vec<RunRecord>]) -> Result<Vec<RunRecord>> {

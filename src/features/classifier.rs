@@ -288,9 +288,9 @@ pub fn state_path(weights: &Path) -> std::path::PathBuf {
 }
 
 /// The step to start from: 0 for a new run (refused when a state file exists without `resume`),
-/// else the saved step, with the variables and AdamW's moments restored from the state file,
-/// whose card must equal `recipe`.
-fn resume_state(path: &Path, recipe: &ClassifierCard, resume: bool, vars: &[(String, candle_core::Var)], opt: &mut AdamW, device: &Device) -> Result<u64> {
+/// else the saved step, with the variables and AdamW's moments restored from the state file
+/// ([`AdamW::restore_training_state`]), whose card must equal `recipe`.
+fn resume_state(path: &Path, recipe: &ClassifierCard, resume: bool, opt: &mut AdamW, device: &Device) -> Result<u64> {
     match (path.exists(), resume) {
         (false, false) => Ok(0),
         (true, false) => Err(Error::Other(format!("{} holds a classifier run in progress; pass --resume to continue it, or remove it", path.display()))),
@@ -302,23 +302,20 @@ fn resume_state(path: &Path, recipe: &ClassifierCard, resume: bool, vars: &[(Str
             if saved != *recipe {
                 return Err(Error::Other(format!("{} was written with another recipe; resume with the same settings", path.display())));
             }
-            for (n, v) in vars {
-                v.set(st.get(&format!("model.{n}")).ok_or_else(|| Error::corrupt(path, format!("missing model.{n}")))?)?;
-            }
-            opt.load_state(&st)?;
-            let step = st.get("meta.step").ok_or_else(|| Error::corrupt(path, "missing meta.step"))?.to_vec1::<i64>()?[0] as u64;
-            opt.step = step;
-            Ok(step)
+            opt.restore_training_state(&st, path)
         }
     }
 }
 
 /// Trains the classifier on the training split of `data` (cross-entropy, AdamW with warm-up and
 /// cosine decay, seeded batches, random horizontal flips and translations, optional mixup) and
-/// saves it to `weights` with its card, which records the held-out
-/// accuracy. Returns the model and card.
+/// saves it to `weights` with its card, which records the held-out accuracy (percent). Returns
+/// the model and card. With `how.checkpoint_every` the state is saved to [`state_path`] as it
+/// goes and removed once the weights are written; a call ended by `how.stop_at` saves the state,
+/// writes no weights and returns a card with NaN accuracies.
 ///
-/// Errors: images that do not fit `cfg`; I/O errors naming the file.
+/// Errors: images that do not fit `cfg`; a state file without `how.resume`, `how.resume` without
+/// one, or one written with another recipe; I/O errors naming the file.
 pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, device: &Device, weights: &Path) -> Result<(SmallCnn, ClassifierCard)> {
     use rand::Rng;
     let ClassifierTraining { steps, batch_size, lr, cosine, weight_decay, seed, shift, mixup, progress, checkpoint_every, resume, stop_at } = *how;
@@ -344,16 +341,9 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         weight_decay,
     };
     let state = state_path(weights);
-    let start = resume_state(&state, &recipe, resume, &vars, &mut opt, device)?;
+    let start = resume_state(&state, &recipe, resume, &mut opt, device)?;
     let end = stop_at.map_or(steps, |s| s.min(steps));
-    let save = |opt: &AdamW, done: u64| -> Result<()> {
-        let mut t = opt.state();
-        for (n, v) in &vars {
-            t.insert(format!("model.{n}"), v.as_tensor().clone());
-        }
-        t.insert("meta.step".into(), Tensor::new(&[done as i64], &Device::Cpu)?);
-        save_checkpoint(&t, &recipe, &state, DType::F32)
-    };
+
     let bar = if progress { indicatif::ProgressBar::new(steps) } else { indicatif::ProgressBar::hidden() };
     bar.set_position(start);
     bar.set_style(indicatif::ProgressStyle::with_template("classifier [{bar:30}] {pos}/{len} {per_sec} loss {msg}").unwrap().progress_chars("=> "));
@@ -404,7 +394,7 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         }
         let done = step + 1;
         if (checkpoint_every > 0 && done % checkpoint_every == 0) || (done == end && end < steps) {
-            save(&opt, done)?;
+            save_checkpoint(&opt.training_state(done)?, &recipe, &state, DType::F32)?;
         }
     }
     bar.finish_and_clear();

@@ -99,6 +99,30 @@ impl AdamW {
         out
     }
 
+    /// A resumable training state as named tensors: the variables (`model.<name>`), the moments
+    /// ([`Self::state`]) and `step` (`meta.step`, (1,) i64).
+    pub fn training_state(&self, step: u64) -> Result<HashMap<String, Tensor>> {
+        let mut out = self.state();
+        for (name, var) in &self.vars {
+            out.insert(format!("model.{name}"), var.as_tensor().clone());
+        }
+        out.insert("meta.step".into(), Tensor::new(&[step as i64], &candle_core::Device::Cpu)?);
+        Ok(out)
+    }
+
+    /// Restores the variables and moments from [`Self::training_state`] output read from `path`,
+    /// sets [`Self::step`] and returns it.
+    /// Errors: a missing tensor (naming `path` and the tensor).
+    pub fn restore_training_state(&mut self, state: &HashMap<String, Tensor>, path: &std::path::Path) -> Result<u64> {
+        let get = |k: String| state.get(&k).ok_or_else(|| crate::Error::corrupt(path, format!("missing {k}")));
+        for (name, var) in &self.vars {
+            var.set(get(format!("model.{name}"))?)?;
+        }
+        self.load_state(state)?;
+        self.step = get("meta.step".into())?.to_vec1::<i64>()?[0] as u64;
+        Ok(self.step)
+    }
+
     /// Restores the moments from [`Self::state`] output; `step` is set by the caller.
     pub fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
         for (i, (name, _)) in self.vars.iter().enumerate() {

@@ -246,21 +246,13 @@ fn card<T: TrainTask>(cfg: &TrainConfig<T::Config>, classes: &[String], step: u6
     ModelCard { model: T::NAME.into(), config: cfg.model.clone(), step, classes: classes.to_vec(), dataset: cfg.dataset.clone(), ema: true, selection: None }
 }
 
-struct State<'a> {
-    vars: &'a [(String, Var)],
-    ema: &'a Ema,
-    opt: &'a AdamW,
-}
-
-fn save_state(paths: &RunPaths, s: &State, step: u64) -> Result<()> {
-    let mut t: HashMap<String, Tensor> = s.opt.state();
-    for (n, v) in s.vars {
-        t.insert(format!("model.{n}"), v.as_tensor().clone());
-    }
-    for (n, w) in &s.ema.weights {
+/// The state file: the optimiser's training state (variables, moments, step) and the EMA
+/// (`ema.<name>`).
+fn save_state(paths: &RunPaths, opt: &AdamW, ema: &Ema, step: u64) -> Result<()> {
+    let mut t = opt.training_state(step)?;
+    for (n, w) in &ema.weights {
         t.insert(format!("ema.{n}"), w.clone());
     }
-    t.insert("meta.step".into(), Tensor::new(&[step as i64], &Device::Cpu)?);
     save_tensors(&t, &paths.state(), DType::F32)
 }
 
@@ -355,15 +347,11 @@ pub fn train_task<T: TrainTask>(
             return Err(Error::Other(format!("{} was written with another configuration; resume with the same settings", paths.config().display())));
         }
         let st = load_tensors(&paths.state(), device)?;
-        for (n, v) in &state.vars {
-            let t = st.get(&format!("model.{n}")).ok_or_else(|| Error::corrupt(paths.state(), format!("missing model.{n}")))?;
-            v.set(t)?;
+        start = state.opt.restore_training_state(&st, &paths.state())?;
+        for (n, _) in &state.vars {
             let e = st.get(&format!("ema.{n}")).ok_or_else(|| Error::corrupt(paths.state(), format!("missing ema.{n}")))?;
             state.ema.weights.insert(n.clone(), e.clone());
         }
-        state.opt.load_state(&st)?;
-        start = st.get("meta.step").ok_or_else(|| Error::corrupt(paths.state(), "missing meta.step"))?.to_vec1::<i64>()?[0] as u64;
-        state.opt.step = start;
         truncate_log(&paths.loss(), start)?;
         repair_exports::<T>(cfg, paths, &classes, &state.ema, &state.init, start)?;
     } else {
@@ -401,7 +389,7 @@ pub fn train_task<T: TrainTask>(
         }
         if done % cfg.checkpoint_every == 0 || done == end || out_of_time {
             log.flush()?;
-            save_state(paths, &State { vars: &state.vars, ema: &state.ema, opt: &state.opt }, done)?;
+            save_state(paths, &state.opt, &state.ema, done)?;
             save_checkpoint(&state.ema.debiased(&state.init, done)?, &card::<T>(cfg, &classes, done), &paths.ema(), DType::F32)?;
         }
         if out_of_time {
