@@ -11,7 +11,7 @@ use std::path::Path;
 
 use erg::attention::Energy;
 use erg::eval::report::{evaluate_variants, markdown_table, plot_metric_curves};
-use erg::eval::seeds::{evaluate_over_seeds, markdown_table_over_seeds, separations};
+use erg::eval::seeds::{evaluate_over_seeds, markdown_table_over_seeds, table_with_separations};
 use erg::eval::{Bench, BenchPaths, EvalConfig, ResultsFile};
 use erg::guidance::{preset, Guidance};
 use erg::models::Denoiser;
@@ -30,8 +30,9 @@ struct Args {
 /// seeds apart from the tables'), else the preset at w = 3 with τ = 0.5 (the first shipped
 /// model's selection).
 fn base_ierg(bench: &Bench, depth: usize) -> anyhow::Result<Guidance> {
-    match bench.card.selection.as_ref().and_then(|s| s.methods.get("ierg")) {
-        Some(g) => Ok(serde_json::from_value(g.clone())?),
+    let selected = bench.card.selection.as_ref().map(erg::guidance::from_selection).transpose()?.and_then(|mut s| s.remove("ierg"));
+    match selected {
+        Some(g) => Ok(g),
         None => Ok(preset("ierg", 3.0, depth)?.with_tau(0.5)?),
     }
 }
@@ -100,7 +101,7 @@ fn main() -> anyhow::Result<()> {
         ("+ energy re-weighting α = 0.9".to_string(), ierg(&base, Energy { tau, alpha: 0.9, gamma: 1.0, steps: 1 })?),
     ];
     let stats = evaluate_over_seeds(&bench, &variants, &cfg, seeds, &mut results, &device)?;
-    let t5 = format!("{}\n{}", markdown_table_over_seeds("components", &stats), separations(&stats[0], &stats));
+    let t5 = table_with_separations("components", &stats, "CFG");
     println!("{t5}");
     std::fs::write(out.join("table5.md"), &t5)?;
     // ANCHOR_END: table5

@@ -110,9 +110,6 @@ fn main() -> anyhow::Result<()> {
 fn read_selection(path: &std::path::Path) -> anyhow::Result<GuidanceSelection> {
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("--selection {}: {e}", path.display()))?;
     let s: GuidanceSelection = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--selection {}: not a sweep's selection.json: {e}", path.display()))?;
-    for (m, g) in &s.methods {
-        serde_json::from_value::<erg::guidance::Guidance>(g.clone())
-            .map_err(|e| anyhow::anyhow!("--selection {}: method {m} is not a Guidance: {e}", path.display()))?;
-    }
+    erg::guidance::from_selection(&s).map_err(|e| anyhow::anyhow!("--selection {}: {e}", path.display()))?;
     Ok(s)
 }

@@ -105,16 +105,14 @@ enum Source {
 /// A method from a JSON file, the card's `selection` (when given and it names the method), or a
 /// preset name (with this run's w, and τ, κ where the flags are given and the method rectifies
 /// attention).
-fn method(name: &str, args: &Args, depth: usize, selection: Option<&erg::checkpoint::GuidanceSelection>) -> anyhow::Result<(Guidance, Source)> {
+fn method(name: &str, args: &Args, depth: usize, selection: Option<&std::collections::BTreeMap<String, Guidance>>) -> anyhow::Result<(Guidance, Source)> {
     if name.ends_with(".json") {
         let text = std::fs::read_to_string(name).map_err(|e| anyhow::anyhow!("--guidance {name}: {e}"))?;
         let g = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--guidance {name}: not a Guidance JSON: {e}"))?;
         return Ok((g, Source::File));
     }
-    if let Some(g) = selection.and_then(|s| s.methods.get(name)) {
-        let g = serde_json::from_value(g.clone())
-            .map_err(|e| anyhow::anyhow!("{}: the card's selection of {name} is not a Guidance: {e}", args.checkpoint.display()))?;
-        return Ok((g, Source::Selection));
+    if let Some(g) = selection.and_then(|s| s.get(name)) {
+        return Ok((g.clone(), Source::Selection));
     }
     let mut g = preset(name, args.guidance_scale.unwrap_or(3.0), depth)?;
     if g.has_rectified_attention() {
@@ -167,8 +165,9 @@ fn main() -> anyhow::Result<()> {
     let depth = model.depth();
     let flags = args.guidance_scale.is_some() || args.tau.is_some() || args.kappa.is_some();
     let selection = if args.paper_defaults || flags { None } else { card.selection.as_ref() };
+    let selected = selection.map(erg::guidance::from_selection).transpose().map_err(|e| anyhow::anyhow!("{}: {e}", args.checkpoint.display()))?;
     let (methods, sources): (Vec<Guidance>, Vec<Source>) =
-        args.guidance.iter().map(|name| method(name, &args, depth, selection)).collect::<anyhow::Result<Vec<_>>>()?.into_iter().unzip();
+        args.guidance.iter().map(|name| method(name, &args, depth, selected.as_ref())).collect::<anyhow::Result<Vec<_>>>()?.into_iter().unzip();
     for g in &methods {
         g.validate(depth).map_err(|e| anyhow::anyhow!("--guidance {}: {e}", g.name))?;
     }

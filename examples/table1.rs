@@ -149,14 +149,7 @@ fn main() -> anyhow::Result<()> {
         bench.scorer.classifier_card.heldout_accuracy
     );
     if a.seeds.len() > 1 {
-        md.push_str(&erg::eval::seeds::markdown_table_over_seeds("method", &stats));
-        if let Some(r) = stats.iter().find(|s| s.label == "cfg").or(stats.first()) {
-            md.push_str(&format!(
-                "\nDifferences from {} larger than the spread (|Δ mean| > std + std):\n\n{}",
-                r.label,
-                erg::eval::seeds::separations(r, &stats)
-            ));
-        }
+        md.push_str(&erg::eval::seeds::table_with_separations("method", &stats, "cfg"));
         md.push_str(&format!("\n### Seed {} alone, with each method's settings\n\n", a.seeds[0]));
     }
     let layout = erg::eval::report::TableLayout { first_header: "method".into(), total_nfe_over_steps: None, settings: true };

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use erg::eval::report::{evaluate_variants, write_table, TableLayout};
-use erg::eval::seeds::{evaluate_over_seeds, markdown_table_over_seeds, separations};
+use erg::eval::seeds::{evaluate_over_seeds, markdown_table_over_seeds, table_with_separations};
 use erg::eval::{Bench, EvalConfig, ResultsFile};
 use erg::guidance::{preset, Guidance};
 use erg::models::Denoiser;
@@ -126,10 +126,7 @@ fn main() -> anyhow::Result<()> {
             format!("selected by mean rank in `sweep` ({}) where available, presets otherwise", p.display()),
         ),
         (None, Some(sel)) if !a.paper_defaults => (
-            sel.methods
-                .iter()
-                .map(|(m, g)| Ok((m.clone(), serde_json::from_value(g.clone()).map_err(|e| anyhow::anyhow!("the card's selection of {m}: {e}"))?)))
-                .collect::<anyhow::Result<_>>()?,
+            erg::guidance::from_selection(sel)?,
             format!(
                 "the checkpoint's own selection where available ({}; {} images per class, {} steps, seeds {:?}), presets otherwise",
                 sel.rule, sel.samples_per_class, sel.num_steps, sel.seeds
@@ -187,11 +184,7 @@ fn main() -> anyhow::Result<()> {
         bench.scorer.classifier_card.heldout_accuracy
     );
     if seeds.len() > 1 {
-        md.push_str(&markdown_table_over_seeds("method", &stats));
-        let reference = if a.table == 2 { "uncond" } else { "cfg" };
-        if let Some(r) = stats.iter().find(|s| s.label == reference).or(stats.first()) {
-            md.push_str(&format!("\nDifferences from {} larger than the spread (|Δ mean| > std + std):\n\n{}", r.label, separations(r, &stats)));
-        }
+        md.push_str(&table_with_separations("method", &stats, if a.table == 2 { "uncond" } else { "cfg" }));
         md.push_str(&format!("\n### Seed {} alone, with each method's settings\n\n", seeds[0]));
     }
     md.push_str(&write_table(&TableLayout { first_header: "method".into(), total_nfe_over_steps: Some(a.steps), settings: true }, &rows));

@@ -232,9 +232,11 @@ fn statistics_over_seeds() {
     assert_eq!(c.separated_from(&a, "fid"), Some(false)); // |14 − 12| < 2 + 1.41
     let md = markdown_table_over_seeds("method", &[a.clone(), b.clone()]);
     assert!(md.contains("| a | 12.00 ± 2.00 |"), "{md}");
-    let text = separations(&a, &[a.clone(), b, c]);
+    let text = separations(&a, &[a.clone(), b, c.clone()]);
     assert!(text.contains("FID ↓: `b` differs from `a` beyond the spread"), "{text}");
     assert!(text.contains("precision ↑: no method differs from `a`") || !text.contains("precision"), "{text}");
+    let md = erg::eval::seeds::table_with_separations("method", &[a.clone(), c.clone()], "c");
+    assert!(md.starts_with("| method (mean ± std over 3 seeds)") && md.contains("Differences from `c`"), "{md}");
     assert!(SeedStats::of("none", &[]).is_err());
 }
 
@@ -296,6 +298,13 @@ fn selection_ranks_means_over_seeds_and_binds_to_the_card() {
     let cfg = erg::eval::EvalConfig { samples_per_class: 10, num_steps: 25, ..Default::default() };
     let sel = selection(&means, &metrics, &[0, 1], &cfg);
     assert_eq!(sel.methods["cfg"]["key"], "b");
+    // Its methods must be Guidance values to be used (these test records are not).
+    assert!(erg::guidance::from_selection(&sel).unwrap_err().to_string().contains("cfg"));
+    let real = erg::checkpoint::GuidanceSelection {
+        methods: [("cfg".to_string(), serde_json::to_value(erg::guidance::preset("cfg", 4.5, 6).unwrap()).unwrap())].into(),
+        ..sel.clone()
+    };
+    assert_eq!(erg::guidance::from_selection(&real).unwrap()["cfg"].guidance_scale(), 4.5);
     assert_eq!((sel.seeds.clone(), sel.samples_per_class, sel.num_steps), (vec![0, 1], 10, 25));
     assert!(sel.rule.contains("fid↓") && sel.rule.contains("precision↑"));
     // On seed 0 alone, a would have been chosen: the means matter.

@@ -110,6 +110,16 @@ pub fn markdown_table_over_seeds(first_header: &str, stats: &[SeedStats]) -> Str
     md
 }
 
+/// [`markdown_table_over_seeds`], then [`separations`] from the variant labelled `reference` (the
+/// first variant when none is), under a line saying what "beyond the spread" means.
+pub fn table_with_separations(first_header: &str, stats: &[SeedStats], reference: &str) -> String {
+    let mut md = markdown_table_over_seeds(first_header, stats);
+    if let Some(r) = stats.iter().find(|s| s.label == reference).or(stats.first()) {
+        md.push_str(&format!("\nDifferences from `{}` larger than the spread (|Δ mean| > std + std):\n\n{}", r.label, separations(r, stats)));
+    }
+    md
+}
+
 /// Sentences naming, for each metric, the variants whose difference from `reference`'s exceeds
 /// the spread (|Δ mean| > std + std), e.g. for the text under a table.
 pub fn separations(reference: &SeedStats, stats: &[SeedStats]) -> String {

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use apg::Apg;
 pub use cads::Cads;
 pub use eval::{guided_velocity, Guider, Models};
-pub use presets::{preset, preset_for, preset_with_text, IErg, TextErg, PRESET_NAMES};
+pub use presets::{from_selection, preset, preset_for, preset_with_text, IErg, TextErg, PRESET_NAMES};
 pub use sag::Sag;
 pub use zero_star::CfgZeroStar;
 

@@ -188,6 +188,19 @@ pub fn slg_term(depth: usize) -> Term {
     term(Branch::perturbed(Condition::Given, Rectifier::SkipBlock, lo, hi), 2.8)
 }
 
+/// The methods of a checkpoint card's selection ([`crate::checkpoint::GuidanceSelection`], made
+/// by `sweep`), method name → its selected `Guidance`.
+/// Errors: a method whose JSON is not a `Guidance` (named).
+pub fn from_selection(selection: &crate::checkpoint::GuidanceSelection) -> Result<std::collections::BTreeMap<String, Guidance>> {
+    selection
+        .methods
+        .iter()
+        .map(|(m, g)| {
+            serde_json::from_value(g.clone()).map(|g| (m.clone(), g)).map_err(|e| Error::Other(format!("the selection of {m} is not a Guidance: {e}")))
+        })
+        .collect()
+}
+
 /// A method by name (see the module table), with guidance scale w for the CFG-like term and the
 /// published defaults for the rest, for a class-conditional or unconditional model of `depth`
 /// blocks (no text encoder: `cerg` is an error). See [`preset_for`].
