@@ -44,10 +44,11 @@ fn main() -> anyhow::Result<()> {
     for (label, rows) in &logs {
         let hours = loss_log::total_seconds(rows) / 3600.0;
         let last = rows.last().map_or(0, |r| r.step);
-        println!("{label}: {last} steps, {hours:.2} h of training, final loss (mean of the last {}) {:.4}", a.window.min(rows.len()), {
-            let tail = &rows[rows.len().saturating_sub(a.window)..];
-            tail.iter().map(|r| r.loss).sum::<f64>() / tail.len().max(1) as f64
-        });
+        println!(
+            "{label}: {last} steps, {hours:.2} h of training, final loss (mean of the last {} steps) {:.4}",
+            a.window.min(rows.len()),
+            loss_log::tail_mean(rows, a.window)
+        );
         let per_step = if last > 0 { hours / last as f64 } else { 0.0 };
         let pts = loss_log::running_mean(rows, a.window);
         let pts = if a.x == "hours" { pts.into_iter().map(|(s, l)| (s * per_step, l)).collect() } else { pts };

@@ -166,8 +166,7 @@ fn run_recipe(r: &Recipe, a: &Args, data: &erg::data::Dataset, device: &candle_c
     // The final loss from the whole log (a run finished by an earlier call logs no step in this one).
     let log = erg::train::loss_log::read(&paths.loss())?;
     anyhow::ensure!(!log.is_empty(), "{}: no steps logged", paths.loss().display());
-    let tail = &log[log.len() - (log.len() / 2).clamp(1, 100)..];
-    let final_loss = tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64;
+    let final_loss = erg::train::loss_log::tail_mean(&log, (log.len() / 2).clamp(1, 100));
     // Evaluate the EMA weights (the weak model is not used by none or CFG).
     let bench = Bench::load(&paths.ema(), &paths.ema(), &a.classifier, device)?;
     let ecfg = EvalConfig { samples_per_class: a.samples_per_class, num_steps: a.steps, seed: 0, ..EvalConfig::default() };

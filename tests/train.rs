@@ -171,7 +171,7 @@ fn debiased_ema_forgets_the_initial_weights() {
 /// a damaged log is refused with its file and line.
 #[test]
 fn loss_log_rows_total_time_and_figure() {
-    use erg::train::loss_log::{plot_loss_curves, read, running_mean, total_seconds};
+    use erg::train::loss_log::{plot_loss_curves, read, running_mean, tail_mean, total_seconds};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("loss.csv");
     // Two segments: steps 1–3 in 3 s, resumed, steps 4–5 in 2.5 s.
@@ -185,6 +185,8 @@ fn loss_log_rows_total_time_and_figure() {
     assert_eq!(m[0].0, 2.0);
     assert!((m[0].1 - 0.9).abs() < 1e-12 && (m[3].1 - 0.4).abs() < 1e-12);
     assert_eq!(running_mean(&rows, 50).len(), 1); // the window shrinks to the log
+    assert!((tail_mean(&rows, 2) - 0.4).abs() < 1e-12 && (tail_mean(&rows, 99) - 0.64).abs() < 1e-12);
+    assert!(tail_mean(&[], 3).is_nan());
     plot_loss_curves(&dir.path().join("loss"), "t", "step", "loss", &[("a".into(), m)]).unwrap();
     assert!(std::fs::read_to_string(dir.path().join("loss.svg")).unwrap().contains("<svg"));
     assert!(plot_loss_curves(&dir.path().join("none"), "t", "step", "loss", &[]).is_err());

@@ -62,6 +62,12 @@ pub fn total_seconds(rows: &[LossRow]) -> f64 {
     total
 }
 
+/// Mean loss of the last `n` rows (all of them when fewer; NaN for an empty log).
+pub fn tail_mean(rows: &[LossRow], n: usize) -> f64 {
+    let tail = &rows[rows.len().saturating_sub(n.max(1))..];
+    tail.iter().map(|r| r.loss).sum::<f64>() / tail.len() as f64
+}
+
 /// (step, mean loss over the `window` steps ending there), one point per step from the
 /// `window`-th on (the window shrinks to the log's length for shorter logs).
 pub fn running_mean(rows: &[LossRow], window: usize) -> Vec<(f64, f64)> {
