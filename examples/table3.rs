@@ -191,7 +191,11 @@ fn main() -> anyhow::Result<()> {
     md.push_str(&format!(
         "\nWall time of this invocation: {:.0} s (runs already in results.jsonl are reused); sampling + evaluation of the rows: {:.0} s in total over the seeds.\n",
         t0.elapsed().as_secs_f64(),
-        results.records().iter().filter(|r| variants.iter().any(|(_, g)| seeds.iter().any(|&seed| bench.key(g, &EvalConfig { seed, ..cfg.clone() }) == r.key))).map(|r| r.wall_s).sum::<f64>()
+        {
+            let keys: std::collections::HashSet<String> =
+                seeds.iter().flat_map(|&seed| variants.iter().map(move |(_, g)| (seed, g))).map(|(seed, g)| bench.key(g, &EvalConfig { seed, ..cfg.clone() })).collect();
+            results.records().iter().filter(|r| keys.contains(&r.key)).map(|r| r.wall_s).sum::<f64>()
+        }
     ));
     if a.matched_strength {
         md.push_str(&matched_table(&a, &bench, &variants, &cfg, &seeds, &mut results, &device)?);
