@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --release --example train -- --steps 4000 --out runs/emoji
 //! cargo run --release --example train -- --steps 4000 --out runs/emoji --resume   # after a kill
+//! # go on from exported weights (another machine, no state file): fresh optimiser, new seed
+//! cargo run --release --example train -- --init data/checkpoints/emoji-dit-ema.safetensors --seed 1 --out runs/emoji-2
 //! cargo run --release --example train -- --data imagenet:/data/imagenet/train --preset DiT-S/2 --image-size 256
 //! # the paper's setting: SD-VAE latents (see the prepare_latents example), on a GPU
 //! cargo run --release --features cuda --example train -- --data latents:runs/in256-latents --preset DiT-S/2 --batch-size 256 --out runs/dit-s2
@@ -24,9 +26,10 @@ struct Args {
     /// and channels follow the latents).
     #[arg(long, default_value = "emoji")]
     data: String,
-    /// Model preset (emoji-tiny, test-tiny, DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2, ...).
-    #[arg(long, default_value = "emoji-tiny")]
-    preset: String,
+    /// Model preset (emoji-tiny, test-tiny, DiT-S/2, DiT-B/2, DiT-L/2, DiT-XL/2, ...); default
+    /// emoji-tiny, or with --init the checkpoint's own configuration.
+    #[arg(long)]
+    preset: Option<String>,
     /// Training resolution (the preset's by default).
     #[arg(long, value_parser = common::count)]
     image_size: Option<usize>,
@@ -60,6 +63,11 @@ struct Args {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Warm start: begin from this checkpoint's weights (e.g. the shipped EMA, or another run's
+    /// `ema.safetensors`) with fresh optimiser moments; cards count steps on from its card. Use
+    /// another --seed than the run it came from, for fresh batches.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Stop, checkpointed, at the first step that ends after this many minutes of training
     /// (e.g. a lent machine's time); --resume continues exactly.
     #[arg(long, value_parser = common::finite)]
@@ -71,7 +79,11 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut model = DitConfig::preset(&args.preset)?;
+    let mut model = match (&args.preset, &args.init) {
+        (Some(p), _) => DitConfig::preset(p)?,
+        (None, Some(init)) => erg::checkpoint::load_card::<erg::checkpoint::ModelCard<DitConfig>>(init)?.config,
+        (None, None) => DitConfig::preset("emoji-tiny")?,
+    };
     if let Some(s) = args.image_size {
         model.input_size = (s, s);
     }
@@ -96,10 +108,11 @@ fn main() -> anyhow::Result<()> {
     cfg.lr_schedule = if args.lr_schedule == "cosine" { erg::train::LrSchedule::Cosine } else { erg::train::LrSchedule::Constant };
     cfg.ema_decay = args.ema_decay;
     cfg.checkpoint_every = args.checkpoint_every;
+    cfg.init = args.init.as_deref().map(erg::train::InitCheckpoint::from_checkpoint).transpose()?;
     let device = erg::device::best();
     eprintln!(
         "training {} ({:.2}M parameters) on {} {} images, {} classes, {} steps of batch {}, {}",
-        args.preset,
+        args.preset.as_deref().unwrap_or(if args.init.is_some() { "the --init model" } else { "emoji-tiny" }),
         cfg.model.num_params() as f64 / 1e6,
         data.len(),
         args.data,

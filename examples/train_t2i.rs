@@ -55,6 +55,11 @@ struct Args {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Warm start: begin from this checkpoint's weights (e.g. the shipped EMA, or another run's
+    /// `ema.safetensors`) with fresh optimiser moments; cards count steps on from its card. Use
+    /// another --seed than the run it came from, for fresh batches.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Stop, checkpointed, at the first step that ends after this many minutes of training
     /// (e.g. a lent machine's time); --resume continues exactly.
     #[arg(long, value_parser = common::finite)]
@@ -76,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     cfg.ema_decay = args.ema_decay;
     cfg.label_dropout = args.caption_dropout;
     cfg.checkpoint_every = args.checkpoint_every;
+    cfg.init = args.init.as_deref().map(erg::train::InitCheckpoint::from_checkpoint).transpose()?;
     if let Some(w) = args.weak_step {
         cfg.weak_step = Some(w);
     }

@@ -223,3 +223,50 @@ fn a_time_limit_stops_checkpointed_and_resumes_exactly() {
         assert_eq!(values(v), values(&b[k]), "{k} differs after the time-limited call and its resume");
     }
 }
+
+/// A warm start begins from the checkpoint's weights exactly, counts card steps on from it, and
+/// refuses a checkpoint that changed since or belongs to another architecture.
+#[test]
+fn a_warm_start_begins_from_the_checkpoint_and_counts_on() {
+    use erg::train::{ClassConditional, InitCheckpoint, TrainState};
+    let first = tempfile::tempdir().unwrap();
+    let d = data();
+    train(&config(4), &d, &Device::Cpu, &RunPaths::new(first.path()), erg::train::RunOptions::new()).unwrap();
+    let ema = first.path().join("ema.safetensors");
+    let mut cfg = config(3);
+    cfg.seed = 6;
+    cfg.init = Some(InitCheckpoint::from_checkpoint(&ema).unwrap());
+    assert_eq!(cfg.init.as_ref().unwrap().step, 4);
+    // the network starts as the checkpoint: same samples, bit for bit
+    let state = TrainState::new(&ClassConditional, &cfg, &Device::Cpu).unwrap();
+    let (m, _) = erg::models::dit::load(&ema, &Device::Cpu).unwrap();
+    let labels = class_grid_labels(10, 1, &Device::Cpu).unwrap();
+    let sc = SampleConfig { num_steps: 3, seed: 1, batch_size: 10 };
+    let a = sample(Models::main(&state.model), &Guidance::cfg(2.0), &labels, &sc, 0, &Device::Cpu, |_, _| {}).unwrap();
+    let b = sample(Models::main(&m), &Guidance::cfg(2.0), &labels, &sc, 0, &Device::Cpu, |_, _| {}).unwrap();
+    assert_eq!(a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.images.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    // a from-scratch network with the same seed differs
+    let scratch = TrainState::new(&ClassConditional, &TrainConfig { init: None, ..cfg.clone() }, &Device::Cpu).unwrap();
+    let c = sample(Models::main(&scratch.model), &Guidance::cfg(2.0), &labels, &sc, 0, &Device::Cpu, |_, _| {}).unwrap();
+    assert_ne!(a.images.flatten_all().unwrap().to_vec1::<f32>().unwrap(), c.images.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    drop(state);
+    // the run's cards count on from step 4; run.json records the warm start
+    let second = tempfile::tempdir().unwrap();
+    train(&cfg, &d, &Device::Cpu, &RunPaths::new(second.path()), erg::train::RunOptions::new()).unwrap();
+    let (_, card) = erg::models::dit::load(&second.path().join("ema.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(card.step, 7);
+    let (_, weak) = erg::models::dit::load(&second.path().join("weak.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(weak.step, 6);
+    assert!(std::fs::read_to_string(second.path().join("run.json")).unwrap().contains(&cfg.init.as_ref().unwrap().sha256));
+    // the checkpoint changed since: refused on resume and on a new run
+    std::fs::copy(first.path().join("weak.safetensors"), &ema).unwrap();
+    std::fs::copy(first.path().join("weak.json"), first.path().join("ema.json")).unwrap();
+    let e = train(&cfg, &d, &Device::Cpu, &RunPaths::new(tempfile::tempdir().unwrap().path()), erg::train::RunOptions::new()).unwrap_err().to_string();
+    assert!(e.contains("changed") && e.contains("ema.safetensors"), "{e}");
+    // another architecture: refused, naming both
+    let mut other = config(3);
+    other.model.hidden_size *= 2;
+    other.init = Some(InitCheckpoint::from_checkpoint(&ema).unwrap());
+    let e = train(&other, &d, &Device::Cpu, &RunPaths::new(tempfile::tempdir().unwrap().path()), erg::train::RunOptions::new()).unwrap_err().to_string();
+    assert!(e.contains("same architecture") && e.contains("ema.safetensors"), "{e}");
+}

@@ -10,4 +10,4 @@ pub mod trainer;
 pub use ema::Ema;
 pub use optim::{AdamW, AdamWConfig};
 pub use text_to_image::TextToImageTask;
-pub use trainer::{train, train_task, ClassConditional, LrSchedule, RunOptions, RunPaths, TrainConfig, TrainReport, TrainState, TrainTask};
+pub use trainer::{train, train_task, ClassConditional, InitCheckpoint, LrSchedule, RunOptions, RunPaths, TrainConfig, TrainReport, TrainState, TrainTask};

@@ -5,6 +5,10 @@
 //! Every random draw of step k comes from the stream (seed, k) ([`crate::rng::stream`]), so a
 //! run resumed from a checkpoint at step k continues exactly as the uninterrupted run would.
 //!
+//! A run may also start from another run's exported weights ([`InitCheckpoint`], a warm start):
+//! when the state file cannot travel (a fresh machine, a lent GPU), training goes on from the
+//! shipped EMA with fresh optimiser moments; the cards then count steps on from that checkpoint's.
+//!
 //! Files in the run folder:
 //! - `run.json`: the [`TrainConfig`];
 //! - `state.safetensors`: weights, EMA weights, optimizer moments and the step (f32, atomic);
@@ -125,9 +129,68 @@ pub struct TrainConfig<C = DitConfig> {
     /// Step at which the EMA weights are saved as the weak model for AutoGuidance
     /// (Karras et al. 2024 use an early checkpoint; default steps/16).
     pub weak_step: Option<u64>,
+    /// Weights to start from instead of the seed's initialisation (a warm start; absent for a run
+    /// from scratch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitCheckpoint>,
     /// Kernels of the training step (a speed choice, not part of the run's identity: not saved).
     #[serde(skip)]
     pub kernels: Kernels,
+}
+
+/// A warm start: the checkpoint (written by [`save_checkpoint`], e.g. a run's `ema.safetensors` or
+/// a shipped one) whose weights a run begins from. Its weights initialise both the network and the
+/// EMA (θ₀ of [`Ema::debiased`]); AdamW's moments start at zero, so the warm-up applies again.
+/// The run's cards count steps on from the checkpoint's card (`step` = `init.step` + steps of this
+/// run); batches and noise still come from (seed, step of this run), so give a continuation
+/// another `seed` than its origin to draw fresh batches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitCheckpoint {
+    /// The weights file.
+    pub path: PathBuf,
+    /// SHA-256 of the weights file, checked whenever the run starts or resumes.
+    pub sha256: String,
+    /// The step in its card.
+    pub step: u64,
+}
+
+impl InitCheckpoint {
+    /// Describes the checkpoint at `path` (its file hash and its card's step).
+    ///
+    /// Errors: a missing or unreadable checkpoint or card, naming the file.
+    pub fn from_checkpoint(path: &Path) -> Result<Self> {
+        let card: ModelCard<serde_json::Value> = crate::checkpoint::load_card(path)?;
+        Ok(Self { path: path.to_path_buf(), sha256: crate::checkpoint::file_sha256(path)?, step: card.step })
+    }
+
+    /// Sets `vars` to the checkpoint's weights after checking its hash, its architecture and
+    /// configuration against `model`/`config`, and that its tensors are exactly `vars`.
+    fn apply<C: Serialize>(&self, name: &str, config: &C, vars: &[(String, Var)], device: &Device) -> Result<()> {
+        let p = &self.path;
+        let sha = crate::checkpoint::file_sha256(p)?;
+        if sha != self.sha256 {
+            return Err(Error::corrupt(p, format!("the warm-start checkpoint changed since the run began (SHA-256 {sha}, run.json says {})", self.sha256)));
+        }
+        let (tensors, card): (_, ModelCard<serde_json::Value>) = crate::checkpoint::load_checkpoint(p, device)?;
+        let want = serde_json::to_value(config).map_err(|e| Error::Other(e.to_string()))?;
+        if card.model != name || card.config != want {
+            return Err(Error::shape(format!(
+                "{} is a {} with config {}, the run trains a {name} with config {want}: warm-start from a checkpoint of the same architecture",
+                p.display(),
+                card.model,
+                card.config
+            )));
+        }
+        if let Some(extra) = tensors.keys().find(|k| !vars.iter().any(|(n, _)| n == *k)) {
+            return Err(Error::corrupt(p, format!("tensor {extra} is not a variable of the model")));
+        }
+        for (n, v) in vars {
+            let t = tensors.get(n).ok_or_else(|| Error::corrupt(p, format!("missing tensor {n}")))?;
+            v.set(&t.to_dtype(DType::F32)?)?;
+        }
+        Ok(())
+    }
 }
 
 impl<C> TrainConfig<C> {
@@ -149,6 +212,7 @@ impl<C> TrainConfig<C> {
             seed,
             checkpoint_every: 250,
             weak_step: Some((steps / 16).max(1)),
+            init: None,
             kernels: Kernels::Fused,
         }
     }
@@ -242,7 +306,9 @@ fn named_vars(map: &SeededVarMap) -> Vec<(String, Var)> {
     v
 }
 
+/// The card of the weights after `step` steps of this run (its step counts on from a warm start's).
 fn card<T: TrainTask>(cfg: &TrainConfig<T::Config>, classes: &[String], step: u64) -> ModelCard<T::Config> {
+    let step = cfg.init.as_ref().map_or(0, |i| i.step) + step;
     ModelCard { model: T::NAME.into(), config: cfg.model.clone(), step, classes: classes.to_vec(), dataset: cfg.dataset.clone(), ema: true, selection: None }
 }
 
@@ -424,14 +490,19 @@ pub struct TrainState<'t, T: TrainTask> {
 }
 
 impl<'t, T: TrainTask> TrainState<'t, T> {
-    /// Builds the network from `cfg.seed` on `device`, with fresh optimizer moments and EMA.
+    /// Builds the network from `cfg.seed` (or `cfg.init`'s weights) on `device`, with fresh
+    /// optimizer moments and EMA.
     ///
-    /// Errors: invalid config.
+    /// Errors: invalid config; a warm-start checkpoint that is missing, changed, or of another
+    /// architecture.
     pub fn new(task: &'t T, cfg: &TrainConfig<T::Config>, device: &Device) -> Result<Self> {
         cfg.validate()?;
         let map = SeededVarMap::new(cfg.seed);
         let model = task.build(&cfg.model, &map, device)?;
         let vars = named_vars(&map);
+        if let Some(init) = &cfg.init {
+            init.apply(T::NAME, &cfg.model, &vars, device)?;
+        }
         let init = vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?))).collect::<Result<_>>()?;
         let mut opt = AdamW::new(vars.clone(), cfg.optim)?;
         opt.kernels = cfg.kernels;
@@ -483,9 +554,10 @@ fn repair_exports<T: TrainTask>(
     if cfg.weak_step == Some(step) {
         targets.push(paths.weak());
     }
+    let card = card::<T>(cfg, classes, step);
     for p in targets {
-        if exported_step(&p) != Some(step) || !p.exists() {
-            save_checkpoint(&ema.debiased(init, step)?, &card::<T>(cfg, classes, step), &p, DType::F32)?;
+        if exported_step(&p) != Some(card.step) || !p.exists() {
+            save_checkpoint(&ema.debiased(init, step)?, &card, &p, DType::F32)?;
         }
     }
     Ok(())
