@@ -76,7 +76,7 @@ fn ch07_attention_certainty_on_the_shipped_model() {
     let (x1, labels) = data.per_class(1).unwrap();
     let labels = candle_core::Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
     let p = profile(&model, &x1, &labels, &noise_like(&x1, 0).unwrap(), &[0.3, 0.9], 0.95).unwrap();
-    assert_eq!((p.shares.len(), p.shares[0].len()), (2, 6));
+    assert_eq!((p.shares.len(), p.shares[0].len()), (2, erg::models::Denoiser::depth(&model)));
     assert!(p.mean_max.iter().flatten().all(|m| (1.0 / 64.0..=1.0).contains(m)), "a max probability over 64 keys is ≥ 1/64");
     let rounded: Vec<Vec<(f64, f64)>> =
         p.shares.iter().zip(&p.mean_max).map(|(s, m)| s.iter().zip(m).map(|(a, b)| (round4(*a), round4(*b))).collect()).collect();
