@@ -77,7 +77,7 @@ pub fn running_mean(rows: &[LossRow], window: usize) -> Vec<(f64, f64)> {
 
 /// Draws loss curves (x, loss) into `<stem>.png` and `<stem>.svg`, one line per labelled curve;
 /// the y range leaves out the first tenth of each curve (the initial drop) so that the tails can
-/// be told apart.
+/// be told apart, and what lies above it is not drawn.
 ///
 /// Errors: no points; unwritable files.
 pub fn plot_loss_curves(stem: &Path, title: &str, x_desc: &str, y_desc: &str, curves: &[(String, Vec<(f64, f64)>)]) -> Result<()> {
@@ -102,7 +102,8 @@ pub fn plot_loss_curves(stem: &Path, title: &str, x_desc: &str, y_desc: &str, cu
             for (i, (name, pts)) in curves.iter().enumerate() {
                 let colour = Palette99::pick(i).to_rgba();
                 chart
-                    .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))?
+                    // The start of a curve above the range is left out, not drawn flat along the top.
+                    .draw_series(LineSeries::new(pts.iter().copied().filter(|p| p.1 <= ymax), colour.stroke_width(2)))?
                     .label(name.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
             }
