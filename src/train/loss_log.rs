@@ -88,6 +88,7 @@ pub fn plot_loss_curves(stem: &Path, title: &str, x_desc: &str, y_desc: &str, cu
     }
     let ymax = curves.iter().flat_map(|c| c.1.iter().skip(c.1.len() / 10).map(|p| p.1)).fold(f64::NEG_INFINITY, f64::max) * 1.1;
     let ymin = points().map(|p| p.1).fold(f64::INFINITY, f64::min) * 0.95;
+    let ytop = ymax.max(ymin * 1.01 + 1e-9);
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         crate::png_and_svg!(stem, (640, 400), |root| {
             root.fill(&WHITE)?;
@@ -96,14 +97,14 @@ pub fn plot_loss_curves(stem: &Path, title: &str, x_desc: &str, y_desc: &str, cu
                 .margin(10)
                 .x_label_area_size(30)
                 .y_label_area_size(50)
-                .build_cartesian_2d(0.0..xmax * 1.02, ymin..ymax.max(ymin * 1.01 + 1e-9))?;
+                .build_cartesian_2d(0.0..xmax * 1.02, ymin..ytop)?;
             let decimals = if xmax >= 100.0 { 0 } else { 1 };
             chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).x_label_formatter(&|x| format!("{x:.decimals$}")).draw()?;
             for (i, (name, pts)) in curves.iter().enumerate() {
                 let colour = Palette99::pick(i).to_rgba();
                 chart
                     // The start of a curve above the range is left out, not drawn flat along the top.
-                    .draw_series(LineSeries::new(pts.iter().copied().filter(|p| p.1 <= ymax), colour.stroke_width(2)))?
+                    .draw_series(LineSeries::new(pts.iter().copied().filter(|p| p.1 <= ytop), colour.stroke_width(2)))?
                     .label(name.clone())
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
             }
