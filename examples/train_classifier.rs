@@ -6,7 +6,7 @@
 //! cargo run --release --example train_classifier -- --resume   # after a stop (state every --checkpoint-every steps)
 //! # the first shipped classifier (emoji-classifier.safetensors, 65.9 % held-out):
 //! cargo run --release --example train_classifier -- --steps 1200 --batch-size 64 --convs-per-stage 1 --shift 0 \
-//!     --mixup false --weight-decay 1e-4 --lr-schedule constant --out data/checkpoints/emoji-classifier.safetensors
+//!     --mixup false --weight-decay 1e-4 --lr-schedule constant --flip-average false --out data/checkpoints/emoji-classifier.safetensors
 //! ```
 mod common;
 use std::path::PathBuf;
@@ -30,6 +30,12 @@ struct Args {
     /// 3×3 convolutions per stage.
     #[arg(long, value_parser = common::count, default_value_t = 2)]
     convs_per_stage: usize,
+    /// Groups of a GroupNorm after every convolution (0: none; each width a multiple of it).
+    #[arg(long, default_value_t = 0)]
+    norm_groups: usize,
+    /// Predict (held-out accuracy, consistency) from the mean logits of each image and its mirror.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    flip_average: bool,
     /// Random translation of training images, in pixels (0 for none).
     #[arg(long, default_value_t = 4)]
     shift: usize,
@@ -72,7 +78,12 @@ fn main() -> anyhow::Result<()> {
         "mnist" => erg::data::mnist::load(erg::data::mnist::DEFAULT_PATH, None)?,
         d => anyhow::bail!("unknown --data {d}"),
     };
-    let cfg = ClassifierConfig { convs_per_stage: a.convs_per_stage, ..ClassifierConfig::new(data.image_shape()?.0, a.widths.clone(), data.classes.len()) };
+    let cfg = ClassifierConfig {
+        convs_per_stage: a.convs_per_stage,
+        norm_groups: a.norm_groups,
+        flip_average: a.flip_average,
+        ..ClassifierConfig::new(data.image_shape()?.0, a.widths.clone(), data.classes.len())
+    };
     let device = erg::device::best();
     let t0 = std::time::Instant::now();
     let how = erg::features::classifier::ClassifierTraining {

@@ -74,27 +74,65 @@ fn optimizer_state_never_holds_an_autograd_graph() {
 
 #[test]
 fn channels_last_convolutions_equal_candles_conv2d() {
-    // SmallCnn's im2col convolutions against candle's conv2d / max_pool2d on the same weights,
-    // two convs per stage, on a batch with a non-square image.
+    // SmallCnn's im2col convolutions (and GroupNorm) against candle's conv2d / group_norm /
+    // max_pool2d on the same weights, two convs per stage, on a batch with a non-square image.
     use erg::nn::{seeded_varbuilder, SeededVarMap};
-    let map = SeededVarMap::new(3);
-    let cfg = ClassifierConfig { convs_per_stage: 2, ..ClassifierConfig::new(3, vec![4, 6], 5) };
-    let model = SmallCnn::new(&cfg, seeded_varbuilder(&map, candle_core::DType::F32, &Device::Cpu)).unwrap();
-    let vars = map.varmap.data().lock().unwrap().clone();
-    let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 12), &Device::Cpu).unwrap();
-    let mut h = x.clone();
-    for i in 0..4 {
-        let w = vars[&format!("convs.{i}.weight")].as_tensor().clone();
-        let b = vars[&format!("convs.{i}.bias")].as_tensor().clone();
-        h = h.conv2d(&w, 1, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, (), 1, 1)).unwrap()).unwrap().relu().unwrap();
-        if i == 1 {
-            h = h.max_pool2d(2).unwrap();
+    for norm_groups in [0, 2] {
+        let map = SeededVarMap::new(3);
+        let cfg = ClassifierConfig { convs_per_stage: 2, norm_groups, ..ClassifierConfig::new(3, vec![4, 6], 5) };
+        let model = SmallCnn::new(&cfg, seeded_varbuilder(&map, candle_core::DType::F32, &Device::Cpu)).unwrap();
+        let vars = map.varmap.data().lock().unwrap().clone();
+        // non-trivial norm scales and shifts, so that a mix-up of channels would show
+        for (name, v) in vars.iter().filter(|(k, _)| k.starts_with("norms.")) {
+            v.set(&Tensor::randn(if name.ends_with("weight") { 1f32 } else { 0.0 }, 0.5, v.shape(), &Device::Cpu).unwrap()).unwrap();
         }
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 12), &Device::Cpu).unwrap();
+        let mut h = x.clone();
+        for i in 0..4 {
+            let w = vars[&format!("convs.{i}.weight")].as_tensor().clone();
+            let b = vars[&format!("convs.{i}.bias")].as_tensor().clone();
+            h = h.conv2d(&w, 1, 1, 1, 1).unwrap().broadcast_add(&b.reshape((1, (), 1, 1)).unwrap()).unwrap();
+            if norm_groups > 0 {
+                let (s, t) = (vars[&format!("norms.{i}.weight")].as_tensor().clone(), vars[&format!("norms.{i}.bias")].as_tensor().clone());
+                let c = s.dim(0).unwrap();
+                h = candle_nn::Module::forward(&candle_nn::GroupNorm::new(s, t, c, norm_groups, 1e-5).unwrap(), &h).unwrap();
+            }
+            h = h.relu().unwrap();
+            if i == 1 {
+                h = h.max_pool2d(2).unwrap();
+            }
+        }
+        let reference = h.mean(3).unwrap().mean(2).unwrap();
+        let ours = model.embed(&x).unwrap();
+        let diff: f32 = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(diff < 1e-4, "norm_groups {norm_groups}: max |Δ| = {diff}");
     }
-    let reference = h.mean(3).unwrap().mean(2).unwrap();
-    let ours = model.embed(&x).unwrap();
-    let diff: f32 = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    assert!(diff < 1e-5, "max |Δ| = {diff}");
+    // a width that the groups do not divide is refused
+    let map = SeededVarMap::new(3);
+    let bad = ClassifierConfig { norm_groups: 4, ..ClassifierConfig::new(3, vec![4, 6], 5) };
+    let e = SmallCnn::new(&bad, seeded_varbuilder(&map, candle_core::DType::F32, &Device::Cpu)).err().unwrap().to_string();
+    assert!(e.contains("multiple of norm_groups"), "{e}");
+}
+
+#[test]
+fn flip_averaged_logits_do_not_change_under_mirroring() {
+    use erg::nn::{seeded_varbuilder, SeededVarMap};
+    let x = Tensor::randn(0f32, 1.0, (3, 3, 8, 8), &Device::Cpu).unwrap();
+    let mirrored = x.index_select(&Tensor::new(&[7u32, 6, 5, 4, 3, 2, 1, 0], &Device::Cpu).unwrap(), 3).unwrap();
+    let gap = |flip_average: bool| -> f32 {
+        let map = SeededVarMap::new(5);
+        let cfg = ClassifierConfig { flip_average, ..ClassifierConfig::new(3, vec![4, 6], 5) };
+        let model = SmallCnn::new(&cfg, seeded_varbuilder(&map, candle_core::DType::F32, &Device::Cpu)).unwrap();
+        let (a, b) = (model.logits(&x).unwrap(), model.logits(&mirrored).unwrap());
+        // the single-image logits are what training sees, with or without the averaging
+        let single = model.logits_single(&x).unwrap();
+        let avg = ((single + model.logits_single(&mirrored).unwrap()).unwrap() * 0.5).unwrap();
+        let d: f32 = (&a - if flip_average { avg } else { model.logits_single(&x).unwrap() }).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(d < 1e-6, "logits are not the documented combination: {d}");
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+    };
+    assert!(gap(true) < 1e-5);
+    assert!(gap(false) > 1e-4, "the plain network should see the mirror image differently");
 }
 
 /// A classifier run stopped after its state was saved continues to the same weights as an

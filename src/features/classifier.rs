@@ -2,9 +2,9 @@
 //! extractor (penultimate layer: global-average-pooled last conv, D = last width) and to score
 //! consistency (accuracy on the requested class).
 //!
-//! Architecture: per width, `convs_per_stage` × [conv3×3 → ReLU], then a 2×2 max pool after every
-//! stage but the last; global average pool (features), linear head. Weight names: `convs.{i}`
-//! (numbered through all stages), `head`.
+//! Architecture: per width, `convs_per_stage` × [conv3×3 → (GroupNorm) → ReLU], then a 2×2 max
+//! pool after every stage but the last; global average pool (features), linear head. Weight
+//! names: `convs.{i}` (numbered through all stages), `norms.{i}` where normalised, `head`.
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -31,6 +31,15 @@ pub struct ClassifierConfig {
     /// 3×3 convolutions per stage (1 in cards written before this field).
     #[serde(default = "one")]
     pub convs_per_stage: usize,
+    /// Groups of a GroupNorm (Wu & He 2018, with scale and shift) after every convolution, before
+    /// its ReLU; 0 for none (cards written before this field). Each width must be a multiple.
+    #[serde(default)]
+    pub norm_groups: usize,
+    /// Predict from the mean of the logits of each image and its mirror image (test-time
+    /// augmentation; training and the features use the image alone). False in cards written
+    /// before this field.
+    #[serde(default)]
+    pub flip_average: bool,
 }
 
 fn one() -> usize {
@@ -38,9 +47,9 @@ fn one() -> usize {
 }
 
 impl ClassifierConfig {
-    /// One conv per stage of each width in `widths`.
+    /// One conv per stage of each width in `widths`, no normalisation.
     pub fn new(in_channels: usize, widths: Vec<usize>, num_classes: usize) -> Self {
-        Self { in_channels, widths, num_classes, convs_per_stage: 1 }
+        Self { in_channels, widths, num_classes, convs_per_stage: 1, norm_groups: 0, flip_average: false }
     }
 }
 
@@ -109,24 +118,45 @@ impl ClassifierCard {
 #[derive(Debug, Clone)]
 pub struct SmallCnn {
     convs: Vec<candle_nn::Conv2d>,
+    /// One GroupNorm per conv (scale (C,), shift (C,)) and the group count; empty without.
+    norms: Vec<(Tensor, Tensor)>,
+    norm_groups: usize,
+    flip_average: bool,
     convs_per_stage: usize,
     head: candle_nn::Linear,
 }
 
 impl SmallCnn {
-    /// Builds from `vb` (weights `convs.{i}.{weight,bias}`, `head.{weight,bias}`).
+    /// Builds from `vb` (weights `convs.{i}.{weight,bias}`, with `norm_groups` also
+    /// `norms.{i}.{weight,bias}`, and `head.{weight,bias}`).
+    ///
+    /// Errors: no width, conv per stage or class; a width that is not a multiple of `norm_groups`.
     pub fn new(cfg: &ClassifierConfig, vb: VarBuilder) -> Result<Self> {
         if cfg.widths.is_empty() || cfg.num_classes == 0 || cfg.convs_per_stage == 0 {
             return Err(Error::hp("the classifier needs at least one conv width, one conv per stage and one class"));
         }
-        let mut convs = Vec::new();
+        if cfg.norm_groups > 0 && cfg.widths.iter().any(|w| w % cfg.norm_groups != 0) {
+            return Err(Error::hp(format!("every classifier width ({:?}) must be a multiple of norm_groups = {}", cfg.widths, cfg.norm_groups)));
+        }
+        let (mut convs, mut norms) = (Vec::new(), Vec::new());
         let mut c_in = cfg.in_channels;
         for &w in cfg.widths.iter().flat_map(|w| std::iter::repeat_n(w, cfg.convs_per_stage)) {
             let i = convs.len();
             convs.push(candle_nn::conv2d(c_in, w, 3, Conv2dConfig { padding: 1, ..Default::default() }, vb.pp(format!("convs.{i}")))?);
+            if cfg.norm_groups > 0 {
+                let vn = vb.pp(format!("norms.{i}"));
+                norms.push((vn.get_with_hints(w, "weight", candle_nn::Init::Const(1.0))?, vn.get_with_hints(w, "bias", candle_nn::Init::Const(0.0))?));
+            }
             c_in = w;
         }
-        Ok(Self { convs, convs_per_stage: cfg.convs_per_stage, head: candle_nn::linear(c_in, cfg.num_classes, vb.pp("head"))? })
+        Ok(Self {
+            convs,
+            norms,
+            norm_groups: cfg.norm_groups,
+            flip_average: cfg.flip_average,
+            convs_per_stage: cfg.convs_per_stage,
+            head: candle_nn::linear(c_in, cfg.num_classes, vb.pp("head"))?,
+        })
     }
 
     /// Penultimate features (N, D) from images (N, C, H, W) in [−1, 1].
@@ -139,7 +169,11 @@ impl SmallCnn {
     pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.permute((0, 2, 3, 1))?.contiguous()?; // (N, H, W, C)
         for (i, conv) in self.convs.iter().enumerate() {
-            h = conv3x3_nhwc(&h, conv)?.relu()?; // (N, H/2^stage, W/2^stage, width)
+            h = conv3x3_nhwc(&h, conv)?; // (N, H/2^stage, W/2^stage, width)
+            if let Some((scale, shift)) = self.norms.get(i) {
+                h = group_norm_nhwc(&h, self.norm_groups, scale, shift)?;
+            }
+            h = h.relu()?;
             if (i + 1) % self.convs_per_stage == 0 && i + 1 < self.convs.len() {
                 h = max_pool_nhwc(&h)?; // (N, H/2, W/2, C)
             }
@@ -147,8 +181,20 @@ impl SmallCnn {
         Ok(h.mean(2)?.mean(1)?) // (N, D)
     }
 
-    /// Class logits (N, K).
+    /// Class logits (N, K) of images (N, C, H, W) in [−1, 1]: with the config's `flip_average`
+    /// the mean of the logits of each image and of its mirror image, else [`Self::logits_single`].
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let single = self.logits_single(x)?;
+        if !self.flip_average {
+            return Ok(single);
+        }
+        let w = x.dim(3)?;
+        let mirror = Tensor::new((0..w as u32).rev().collect::<Vec<_>>().as_slice(), x.device())?;
+        Ok(((single + self.logits_single(&x.index_select(&mirror, 3)?)?)? * 0.5)?)
+    }
+
+    /// Class logits (N, K) of the images alone (what training optimises).
+    pub fn logits_single(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.head.forward(&self.embed(x)?)?)
     }
 
@@ -174,6 +220,19 @@ fn conv3x3_nhwc(x: &Tensor, conv: &candle_nn::Conv2d) -> Result<Tensor> {
                                                                        // One autograd node on `gemm` with the bias (the crate's fused linear layer).
     let y = erg_kernels::linear(&patches, &weight, conv.bias(), erg_kernels::Kernels::Fused)?; // (N·H·W, out)
     Ok(y.reshape((n, h, w, out))?)
+}
+
+/// GroupNorm (Wu & He 2018; eps 10⁻⁵, as `torch.nn.GroupNorm`) of channels-last `x` (N, H, W, C):
+/// each image's channels in `groups` consecutive groups, normalised over (H, W, C/groups), then
+/// `scale` (C,) and `shift` (C,) per channel.
+fn group_norm_nhwc(x: &Tensor, groups: usize, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
+    let (n, h, w, c) = x.dims4()?;
+    let g = x.reshape((n, h * w, groups, c / groups))?; // (N, HW, G, C/G)
+    let mean = g.mean_keepdim(3)?.mean_keepdim(1)?; // (N, 1, G, 1)
+    let centred = g.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(3)?.mean_keepdim(1)?; // (N, 1, G, 1)
+    let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?.reshape((n, h, w, c))?;
+    Ok(normed.broadcast_mul(scale)?.broadcast_add(shift)?)
 }
 
 /// 2×2 max pool of channels-last `x` (N, H, W, C) → (N, H/2, W/2, C), as element-wise maxima of
@@ -370,12 +429,12 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
             };
             let perm = Tensor::new(perm.as_slice(), device)?;
             let mixed = ((&x * lambda)? + (x.index_select(&perm, 0)? * (1.0 - lambda))?)?;
-            let logits = model.logits(&mixed)?;
+            let logits = model.logits_single(&mixed)?;
             let a = candle_nn::loss::cross_entropy(&logits, &y)?;
             let b = candle_nn::loss::cross_entropy(&logits, &y.index_select(&perm, 0)?)?;
             ((a * lambda)? + (b * (1.0 - lambda))?)?
         } else {
-            candle_nn::loss::cross_entropy(&model.logits(&x)?, &y)?
+            candle_nn::loss::cross_entropy(&model.logits_single(&x)?, &y)?
         };
         opt.cfg.lr = how.lr_at(step);
         opt.apply(&loss.backward()?)?;
