@@ -100,9 +100,15 @@ fn main() -> anyhow::Result<()> {
         resume: a.resume,
         stop_at: None,
     };
-    let (_, card) = train(&cfg, &data, &how, &device, &a.out)?;
+    let (model, card) = train(&cfg, &data, &how, &device, &a.out)?;
+    let single = if a.flip_average {
+        let held = erg::features::classifier::split(data.len()).1;
+        format!(", {:.1} % without flip averaging", erg::features::classifier::accuracy(&model.with_flip_average(false), &data, &held, &device)?)
+    } else {
+        String::new()
+    };
     println!(
-        "{}: held-out accuracy {:.1} % (train {:.1} %), {} steps, {:.0} s → {}",
+        "{}: held-out accuracy {:.1} %{single} (train {:.1} %), {} steps, {:.0} s → {}",
         a.data,
         card.heldout_accuracy,
         card.train_accuracy,

@@ -193,6 +193,11 @@ impl SmallCnn {
         Ok(((single + self.logits_single(&x.index_select(&mirror, 3)?)?)? * 0.5)?)
     }
 
+    /// The same network predicting with or without the flip averaging of [`Self::logits`].
+    pub fn with_flip_average(self, flip_average: bool) -> Self {
+        Self { flip_average, ..self }
+    }
+
     /// Class logits (N, K) of the images alone (what training optimises).
     pub fn logits_single(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.head.forward(&self.embed(x)?)?)
