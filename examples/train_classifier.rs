@@ -61,7 +61,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Save the training state every this many steps (`<out stem>.state.safetensors`; 0: never).
-    #[arg(long, value_parser = common::count_u64, default_value_t = 250)]
+    #[arg(long, default_value_t = 250)]
     checkpoint_every: u64,
     /// Continue a stopped run from its state file (same flags).
     #[arg(long)]

@@ -232,12 +232,18 @@ fn conv3x3_nhwc(x: &Tensor, conv: &candle_nn::Conv2d) -> Result<Tensor> {
 /// `scale` (C,) and `shift` (C,) per channel.
 fn group_norm_nhwc(x: &Tensor, groups: usize, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
-    let g = x.reshape((n, h * w, groups, c / groups))?; // (N, HW, G, C/G)
-    let mean = g.mean_keepdim(3)?.mean_keepdim(1)?; // (N, 1, G, 1)
-    let centred = g.broadcast_sub(&mean)?;
-    let var = centred.sqr()?.mean_keepdim(3)?.mean_keepdim(1)?; // (N, 1, G, 1)
-    let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?.reshape((n, h, w, c))?;
-    Ok(normed.broadcast_mul(scale)?.broadcast_add(shift)?)
+    let flat = x.reshape((n, h * w, c))?; // (N, HW, C)
+                                          // Per-channel means over HW as products with a row of 1/HW (a strided mean over HW is slow
+                                          // in candle), then over each group's channels.
+    let avg = Tensor::full(1.0 / (h * w) as f32, (n, 1, h * w), x.device())?.to_dtype(x.dtype())?; // (N, 1, HW)
+    let group_mean = |t: &Tensor| -> candle_core::Result<Tensor> {
+        avg.matmul(t)?.reshape((n, groups, c / groups))?.mean_keepdim(2)?.repeat((1, 1, c / groups))?.reshape((n, 1, c))
+    };
+    let mean = group_mean(&flat)?; // (N, 1, C): each channel's group mean
+    let centred = flat.broadcast_sub(&mean)?;
+    let var = group_mean(&centred.sqr()?)?; // (N, 1, C)
+    let normed = centred.broadcast_div(&(var + 1e-5)?.sqrt()?)?;
+    Ok(normed.broadcast_mul(scale)?.broadcast_add(shift)?.reshape((n, h, w, c))?)
 }
 
 /// 2×2 max pool of channels-last `x` (N, H, W, C) → (N, H/2, W/2, C), as element-wise maxima of
