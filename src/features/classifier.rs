@@ -188,9 +188,7 @@ impl SmallCnn {
         if !self.flip_average {
             return Ok(single);
         }
-        let w = x.dim(3)?;
-        let mirror = Tensor::new((0..w as u32).rev().collect::<Vec<_>>().as_slice(), x.device())?;
-        Ok(((single + self.logits_single(&x.index_select(&mirror, 3)?)?)? * 0.5)?)
+        Ok(((single + self.logits_single(&mirror(x)?)?)? * 0.5)?)
     }
 
     /// The same network predicting with or without the flip averaging of [`Self::logits`].
@@ -227,14 +225,20 @@ fn conv3x3_nhwc(x: &Tensor, conv: &candle_nn::Conv2d) -> Result<Tensor> {
     Ok(y.reshape((n, h, w, out))?)
 }
 
+/// Images (N, C, H, W) mirrored left–right.
+fn mirror(x: &Tensor) -> Result<Tensor> {
+    let w = x.dim(3)?;
+    Ok(x.index_select(&Tensor::new((0..w as u32).rev().collect::<Vec<_>>().as_slice(), x.device())?, 3)?)
+}
+
 /// GroupNorm (Wu & He 2018; eps 10⁻⁵, as `torch.nn.GroupNorm`) of channels-last `x` (N, H, W, C):
 /// each image's channels in `groups` consecutive groups, normalised over (H, W, C/groups), then
 /// `scale` (C,) and `shift` (C,) per channel.
 fn group_norm_nhwc(x: &Tensor, groups: usize, scale: &Tensor, shift: &Tensor) -> Result<Tensor> {
     let (n, h, w, c) = x.dims4()?;
+    // Per-channel means over HW as products with a row of 1/HW (a strided mean over HW is slow
+    // in candle), then over each group's channels.
     let flat = x.reshape((n, h * w, c))?; // (N, HW, C)
-                                          // Per-channel means over HW as products with a row of 1/HW (a strided mean over HW is slow
-                                          // in candle), then over each group's channels.
     let avg = Tensor::full(1.0 / (h * w) as f32, (n, 1, h * w), x.device())?.to_dtype(x.dtype())?; // (N, 1, HW)
     let group_mean = |t: &Tensor| -> candle_core::Result<Tensor> {
         avg.matmul(t)?.reshape((n, groups, c / groups))?.mean_keepdim(2)?.repeat((1, 1, c / groups))?.reshape((n, 1, c))
@@ -417,8 +421,6 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
     let bar = if progress { indicatif::ProgressBar::new(steps) } else { indicatif::ProgressBar::hidden() };
     bar.set_position(start);
     bar.set_style(indicatif::ProgressStyle::with_template("classifier [{bar:30}] {pos}/{len} {per_sec} loss {msg}").unwrap().progress_chars("=> "));
-    let w = data.images.dim(3)?;
-    let flip = Tensor::new((0..w as u32).rev().collect::<Vec<_>>().as_slice(), &Device::Cpu)?;
     let (log_to_terminal, started) = (std::io::IsTerminal::is_terminal(&std::io::stderr()), std::time::Instant::now());
     for step in start..end {
         let mut r = crate::rng::stream(seed, step);
@@ -426,7 +428,7 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         let it = Tensor::new(idx.as_slice(), &Device::Cpu)?;
         let mut x = data.images.index_select(&it, 0)?;
         if r.random::<bool>() {
-            x = x.index_select(&flip, 3)?;
+            x = mirror(&x)?;
         }
         let x = translate(&x, shift, &mut r)?;
         let y: Vec<u32> = idx.iter().map(|&i| data.labels[i as usize]).collect();
