@@ -45,6 +45,15 @@ struct Args {
     /// Mixup of the training batches (`--mixup false` to turn off).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     mixup: bool,
+    /// Cutout: side of the white square erased from each training image, in pixels (0: none).
+    #[arg(long, default_value_t = 0)]
+    cutout: usize,
+    /// Label smoothing ε of the cross-entropy, in [0, 1).
+    #[arg(long, value_parser = common::finite, default_value_t = 0.0)]
+    label_smoothing: f64,
+    /// Dropout probability on the pooled features before the head (training only), in [0, 1).
+    #[arg(long, value_parser = common::finite, default_value_t = 0.0)]
+    dropout: f64,
     /// AdamW weight decay.
     #[arg(long, value_parser = common::finite, default_value_t = 0.05)]
     weight_decay: f64,
@@ -95,6 +104,9 @@ fn main() -> anyhow::Result<()> {
         seed: a.seed,
         shift: a.shift,
         mixup: a.mixup,
+        cutout: a.cutout,
+        label_smoothing: a.label_smoothing,
+        dropout: a.dropout,
         progress: true,
         checkpoint_every: a.checkpoint_every,
         resume: a.resume,

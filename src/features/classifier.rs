@@ -87,6 +87,15 @@ pub struct ClassifierCard {
     /// AdamW weight decay (10⁻⁴ in older cards).
     #[serde(default = "old_weight_decay")]
     pub weight_decay: f64,
+    /// Side of the cutout square, in pixels (0, none, in older cards).
+    #[serde(default)]
+    pub cutout: usize,
+    /// Label smoothing ε of the cross-entropy (0 in older cards).
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Dropout probability on the pooled features before the head, in training (0 in older cards).
+    #[serde(default)]
+    pub dropout: f64,
 }
 
 fn old_weight_decay() -> f64 {
@@ -110,6 +119,9 @@ impl ClassifierCard {
             shift: 0,
             mixup: false,
             weight_decay: 0.0,
+            cutout: 0,
+            label_smoothing: 0.0,
+            dropout: 0.0,
         }
     }
 }
@@ -199,6 +211,20 @@ impl SmallCnn {
     /// Class logits (N, K) of the images alone (what training optimises).
     pub fn logits_single(&self, x: &Tensor) -> Result<Tensor> {
         Ok(self.head.forward(&self.embed(x)?)?)
+    }
+
+    /// Class logits (N, K) in training: [`Self::logits_single`] with (inverted) dropout of
+    /// probability `p` on the pooled features, its mask drawn from `r` (so that a run is
+    /// reproducible and resumes exactly, which candle's device-seeded dropout is not).
+    fn training_logits(&self, x: &Tensor, p: f64, r: &mut impl rand::Rng) -> Result<Tensor> {
+        let h = self.embed(x)?; // (N, D)
+        let h = if p > 0.0 {
+            let keep: Vec<f32> = (0..h.elem_count()).map(|_| if r.random::<f64>() < p { 0.0 } else { (1.0 / (1.0 - p)) as f32 }).collect();
+            (h.clone() * Tensor::from_vec(keep, h.shape(), h.device())?)? // (N, D)
+        } else {
+            h
+        };
+        Ok(self.head.forward(&h)?)
     }
 
     /// Loads weights and card (`x.safetensors` + `x.json`).
@@ -309,6 +335,15 @@ pub struct ClassifierTraining {
     /// Mixup (Zhang et al. 2018, α = 1): each batch blended with a permutation of itself by
     /// λ ~ U(0, 1), the loss blended with the same λ.
     pub mixup: bool,
+    /// Cutout (DeVries & Taylor 2017): in each training image a square of this side (pixels),
+    /// centred on a uniformly drawn pixel and clipped at the border, set to white (the emoji
+    /// background); 0 for none.
+    pub cutout: usize,
+    /// Label smoothing ε (Szegedy et al. 2016): the target is (1 − ε)·one-hot + ε/K, i.e. the loss
+    /// (1 − ε)·CE + ε·mean over classes of −log p; 0 for plain cross-entropy. In [0, 1).
+    pub label_smoothing: f64,
+    /// Dropout probability on the pooled features before the head, in training only; in [0, 1).
+    pub dropout: f64,
     /// Show a progress bar.
     pub progress: bool,
     /// Save the training state every this many steps (0: never) to
@@ -356,6 +391,37 @@ fn translate(x: &Tensor, shift: usize, r: &mut impl rand::Rng) -> Result<Tensor>
     Ok(Tensor::cat(&crops, 0)?)
 }
 
+/// Each image of `x` (N, C, H, W) with a `side`×`side` square, centred on a pixel drawn from `r`
+/// and clipped at the border, set to white (1.0); `x` itself for `side` 0.
+fn cutout(x: &Tensor, side: usize, r: &mut impl rand::Rng) -> Result<Tensor> {
+    if side == 0 {
+        return Ok(x.clone());
+    }
+    let (n, _, h, w) = x.dims4()?;
+    let mut mask = vec![0f32; n * h * w];
+    for m in mask.chunks_mut(h * w) {
+        let (cy, cx) = (r.random_range(0..h), r.random_range(0..w));
+        let (y0, y1) = (cy.saturating_sub(side / 2), (cy + side - side / 2).min(h));
+        let (x0, x1) = (cx.saturating_sub(side / 2), (cx + side - side / 2).min(w));
+        for row in m.chunks_mut(w).take(y1).skip(y0) {
+            row[x0..x1].fill(1.0);
+        }
+    }
+    let mask = Tensor::from_vec(mask, (n, 1, h, w), x.device())?.to_dtype(x.dtype())?; // (N, 1, H, W), 1 where erased
+    Ok((x.broadcast_mul(&(1.0 - &mask)?)? + mask.broadcast_as(x.shape())?)?)
+}
+
+/// Cross-entropy of `logits` (N, K) against classes `y` (N,) with label smoothing `eps`
+/// ((1 − ε)·CE + ε·mean over classes of −log p); plain cross-entropy for ε = 0.
+fn smoothed_cross_entropy(logits: &Tensor, y: &Tensor, eps: f64) -> Result<Tensor> {
+    let ce = candle_nn::loss::cross_entropy(logits, y)?;
+    if eps == 0.0 {
+        return Ok(ce);
+    }
+    let uniform = candle_nn::ops::log_softmax(logits, 1)?.mean_all()?.neg()?; // mean over N and K of −log p
+    Ok(((ce * (1.0 - eps))? + (uniform * eps)?)?)
+}
+
 /// `x.safetensors` → `x.state.safetensors`: where [`train`] keeps the state of a run in progress.
 pub fn state_path(weights: &Path) -> std::path::PathBuf {
     weights.with_extension("state.safetensors")
@@ -392,7 +458,26 @@ fn resume_state(path: &Path, recipe: &ClassifierCard, resume: bool, opt: &mut Ad
 /// one, or one written with another recipe; I/O errors naming the file.
 pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, device: &Device, weights: &Path) -> Result<(SmallCnn, ClassifierCard)> {
     use rand::Rng;
-    let ClassifierTraining { steps, batch_size, lr, cosine, weight_decay, seed, shift, mixup, progress, checkpoint_every, resume, stop_at } = *how;
+    let ClassifierTraining {
+        steps,
+        batch_size,
+        lr,
+        cosine,
+        weight_decay,
+        seed,
+        shift,
+        mixup,
+        cutout: cutout_side,
+        label_smoothing,
+        dropout,
+        progress,
+        checkpoint_every,
+        resume,
+        stop_at,
+    } = *how;
+    if !(0.0..1.0).contains(&label_smoothing) || !(0.0..1.0).contains(&dropout) {
+        return Err(Error::hp(format!("label smoothing ({label_smoothing}) and dropout ({dropout}) must lie in [0, 1)")));
+    }
     let map = SeededVarMap::new(seed);
     let model = SmallCnn::new(cfg, seeded_varbuilder(&map, DType::F32, device))?;
     let mut vars: Vec<_> = map.varmap.data().lock().unwrap().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -413,6 +498,9 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         shift,
         mixup,
         weight_decay,
+        cutout: cutout_side,
+        label_smoothing,
+        dropout,
     };
     let state = state_path(weights);
     let start = resume_state(&state, &recipe, resume, &mut opt, device)?;
@@ -430,7 +518,7 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         if r.random::<bool>() {
             x = mirror(&x)?;
         }
-        let x = translate(&x, shift, &mut r)?;
+        let x = cutout(&translate(&x, shift, &mut r)?, cutout_side, &mut r)?;
         let y: Vec<u32> = idx.iter().map(|&i| data.labels[i as usize]).collect();
         let (x, y) = (x.to_device(device)?, Tensor::new(y.as_slice(), device)?);
         let loss = if mixup {
@@ -442,12 +530,12 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
             };
             let perm = Tensor::new(perm.as_slice(), device)?;
             let mixed = ((&x * lambda)? + (x.index_select(&perm, 0)? * (1.0 - lambda))?)?;
-            let logits = model.logits_single(&mixed)?;
-            let a = candle_nn::loss::cross_entropy(&logits, &y)?;
-            let b = candle_nn::loss::cross_entropy(&logits, &y.index_select(&perm, 0)?)?;
+            let logits = model.training_logits(&mixed, dropout, &mut r)?;
+            let a = smoothed_cross_entropy(&logits, &y, label_smoothing)?;
+            let b = smoothed_cross_entropy(&logits, &y.index_select(&perm, 0)?, label_smoothing)?;
             ((a * lambda)? + (b * (1.0 - lambda))?)?
         } else {
-            candle_nn::loss::cross_entropy(&model.logits_single(&x)?, &y)?
+            smoothed_cross_entropy(&model.training_logits(&x, dropout, &mut r)?, &y, label_smoothing)?
         };
         opt.cfg.lr = how.lr_at(step);
         opt.apply(&loss.backward()?)?;
@@ -486,4 +574,52 @@ pub fn train(cfg: &ClassifierConfig, data: &Dataset, how: &ClassifierTraining, d
         }
     }
     Ok((model, card))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cutout whitens one `side`² square per image (clipped at the border) and nothing else.
+    #[test]
+    fn cutout_whitens_one_square_per_image() {
+        let x = Tensor::full(-0.5f32, (64, 3, 12, 12), &Device::Cpu).unwrap();
+        let mut r = crate::rng::stream(7, 0);
+        let y = cutout(&x, 4, &mut r).unwrap();
+        let v = y.flatten_from(1).unwrap().to_vec2::<f32>().unwrap(); // (64, 3·12·12)
+        let (mut full, mut clipped) = (0, 0);
+        for img in &v {
+            assert!(img.iter().all(|&p| p == -0.5 || p == 1.0));
+            let white = img.iter().filter(|&&p| p == 1.0).count();
+            assert_eq!(white % 3, 0, "every channel erased alike");
+            let per_channel = white / 3;
+            assert!((4..=16).contains(&per_channel), "{per_channel} pixels");
+            if per_channel == 16 {
+                full += 1
+            } else {
+                clipped += 1
+            }
+        }
+        assert!(full > 0 && clipped > 0, "interior and border squares both drawn");
+        let same = cutout(&x, 0, &mut r).unwrap().eq(&x).unwrap().min_all().unwrap().to_scalar::<u8>().unwrap();
+        assert_eq!(same, 1, "side 0 leaves the images as they are");
+    }
+
+    /// Label smoothing: ε = 0 is the cross-entropy; otherwise (1 − ε)·CE + ε·mean(−log p).
+    #[test]
+    fn smoothed_cross_entropy_matches_its_formula() {
+        let logits = Tensor::new(&[[2.0f32, 0.0, -1.0], [0.5, 0.5, 3.0]], &Device::Cpu).unwrap();
+        let y = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+        let ce = candle_nn::loss::cross_entropy(&logits, &y).unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(smoothed_cross_entropy(&logits, &y, 0.0).unwrap().to_scalar::<f32>().unwrap(), ce);
+        let lp = |row: [f32; 3]| {
+            let z = row.iter().map(|v| v.exp()).sum::<f32>().ln();
+            row.map(|v| v - z)
+        };
+        let (a, b) = (lp([2.0, 0.0, -1.0]), lp([0.5, 0.5, 3.0]));
+        let uniform = -(a.iter().sum::<f32>() + b.iter().sum::<f32>()) / 6.0;
+        let want = 0.9 * -(a[0] + b[1]) / 2.0 + 0.1 * uniform;
+        let got = smoothed_cross_entropy(&logits, &y, 0.1).unwrap().to_scalar::<f32>().unwrap();
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
 }
