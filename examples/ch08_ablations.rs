@@ -6,7 +6,8 @@
 //! cargo run --release --example ch08_ablations -- --quick    # CI-sized (2 per class, 6 steps, 2 seeds)
 //! ```
 //! Tables 4 and 5 are mean ± std over seeds 0, 1, 2 (50 images per class each); the base I-ERG is
-//! the checkpoint's own mean-rank selection when its card holds one (`sweep`, on other seeds).
+//! the checkpoint's own mean-rank selection when its card holds one (`sweep`, on other seeds), and
+//! CFG runs at the base's guidance scale w.
 use std::path::Path;
 
 use erg::attention::Energy;
@@ -69,7 +70,9 @@ fn main() -> anyhow::Result<()> {
     let base = base_ierg(&bench, depth)?;
     let tau = tau_of(&base);
     eprintln!("base I-ERG: {}", base.describe());
-    let cfg_run = evaluate_variants(&bench, &[("CFG".into(), preset("cfg", 3.0, depth)?)], &cfg, &mut results, &device)?;
+    // CFG at the base's guidance scale, so that only the rectified negative differs.
+    let cfg_at_base = preset("cfg", base.guidance_scale(), depth)?;
+    let cfg_run = evaluate_variants(&bench, &[("CFG".into(), cfg_at_base.clone())], &cfg, &mut results, &device)?;
     // ANCHOR_END: setup
 
     // ANCHOR: kappa
@@ -96,7 +99,7 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR: table5
     // Components added one by one (C-ERG needs a text encoder: the text-to-image chapter).
     let variants = vec![
-        ("CFG".to_string(), preset("cfg", 3.0, depth)?),
+        ("CFG".to_string(), cfg_at_base),
         (format!("+ denoiser entropy τ_i = {tau}"), ierg(&base, Energy::temperature(tau))?),
         ("+ energy re-weighting α = 0.9".to_string(), ierg(&base, Energy { tau, alpha: 0.9, gamma: 1.0, steps: 1 })?),
     ];
