@@ -43,8 +43,8 @@ struct Args {
     #[arg(long, value_parser = common::finite, default_value_t = 4e-4)]
     lr: f64,
     /// Learning rate after the warm-up: `constant` or `cosine` (decay to 0 at --steps).
-    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
-    lr_schedule: String,
+    #[arg(long, default_value = "constant", value_parser = common::lr_schedule)]
+    lr_schedule: erg::train::LrSchedule,
     /// AdamW weight decay.
     #[arg(long, value_parser = common::finite, default_value_t = 0.0)]
     weight_decay: f64,
@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
     cfg.batch_size = args.batch_size;
     cfg.optim.lr = args.lr;
     cfg.optim.weight_decay = args.weight_decay;
-    cfg.lr_schedule = if args.lr_schedule == "cosine" { erg::train::LrSchedule::Cosine } else { erg::train::LrSchedule::Constant };
+    cfg.lr_schedule = args.lr_schedule;
     cfg.ema_decay = args.ema_decay;
     cfg.checkpoint_every = args.checkpoint_every;
     cfg.init = args.init.as_deref().map(erg::train::InitCheckpoint::from_checkpoint).transpose()?;

@@ -37,8 +37,8 @@ struct Args {
     #[arg(long, value_parser = common::finite, default_value_t = 4e-4)]
     lr: f64,
     /// Learning rate after the warm-up: `constant` or `cosine` (decay to 0 at --steps).
-    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
-    lr_schedule: String,
+    #[arg(long, default_value = "constant", value_parser = common::lr_schedule)]
+    lr_schedule: erg::train::LrSchedule,
     /// EMA decay.
     #[arg(long, value_parser = common::finite, default_value_t = 0.999)]
     ema_decay: f64,
@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
     let mut cfg = TrainConfig::new(model, "emoji-captions", args.steps, args.seed);
     cfg.batch_size = args.batch_size;
     cfg.optim.lr = args.lr;
-    cfg.lr_schedule = if args.lr_schedule == "cosine" { erg::train::LrSchedule::Cosine } else { erg::train::LrSchedule::Constant };
+    cfg.lr_schedule = args.lr_schedule;
     cfg.ema_decay = args.ema_decay;
     cfg.label_dropout = args.caption_dropout;
     cfg.checkpoint_every = args.checkpoint_every;

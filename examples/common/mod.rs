@@ -44,6 +44,16 @@ impl EvalFlags {
     }
 }
 
+/// Command-line parser of `--lr-schedule`: `constant` or `cosine` (decay to 0 at `--steps`),
+/// shared by `train` and `train_t2i`.
+pub fn lr_schedule(s: &str) -> Result<erg::train::LrSchedule, String> {
+    match s {
+        "constant" => Ok(erg::train::LrSchedule::Constant),
+        "cosine" => Ok(erg::train::LrSchedule::Cosine),
+        _ => Err(format!("--lr-schedule {s:?}: use constant or cosine")),
+    }
+}
+
 /// Command-line parser of a count that must be at least 1 (samples, steps, batch sizes).
 pub fn count(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
