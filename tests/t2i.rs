@@ -284,9 +284,8 @@ fn the_deeper_text_to_image_checkpoint_is_its_preset_and_its_loss_log_ends_at_it
     // "The deeper text-to-image model"); its log is replaced with it after every segment.
     use erg::models::mmdit::TextToImageConfig;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/checkpoints");
-    let (m, card) = TextToImage::load(&dir.join("emoji-mmdit-base-ema.safetensors"), None, &Device::Cpu).expect("the 12-block checkpoint loads strictly");
-    assert_eq!(card.config, TextToImageConfig::preset("emoji-base").unwrap());
-    assert_eq!((m.depth(), card.model.as_str()), (12, "mmdit-t2i"));
+    let (_, card) = TextToImage::load(&dir.join("emoji-mmdit-base-ema.safetensors"), None, &Device::Cpu).expect("the 12-block checkpoint loads strictly");
+    assert_eq!(card.config, TextToImageConfig::preset("emoji-base").unwrap()); // 12 blocks, D 192
     let log = std::fs::read_to_string(dir.join("emoji-mmdit-base-loss.csv")).unwrap();
     let steps: Vec<u64> = log.lines().skip(1).map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
     assert!(steps.iter().copied().eq(1..=card.step), "the log counts steps 1..={} without gaps", card.step);
