@@ -31,7 +31,8 @@ struct Args {
     /// --selection; `--to` may be the same file, replaced atomically).
     #[arg(long)]
     from: Option<PathBuf>,
-    /// A sweep's `selection.json` to store in the card (`sweep`; reproduce and table3 use it).
+    /// A sweep's selection to store in the card: `sweep`'s `selection.json` (reproduce and table3
+    /// use it) or `table1 --sweep`'s `selection_t2i.json` (table1 and t2i use it).
     #[arg(long)]
     selection: Option<PathBuf>,
     /// Instead of exporting: embed the card `<stem>.json` into this older `.safetensors` file.

@@ -5,10 +5,16 @@
 //! cargo run --release --example t2i -- --prompt "red apple" --guidance erg
 //! cargo run --release --example t2i -- --prompt "red apple" --prompt "rocket" --prompt "dog face" --compare none,cfg,cerg,ierg,erg
 //! ```
+//! Settings: the checkpoint card's own mean-rank selection for the methods it holds (`table1
+//! --sweep`, then `export --selection`), else the presets (Table 7's text-to-image settings scaled
+//! to the depth); `--paper-defaults`, `--guidance-scale`, `--tau`, `--tau-c` or `--kappa` force
+//! the presets (with those values). The summary says which each method used.
+//!
 //! Needs the text encoder in the hf-hub cache (offline: the `setup_minilm` example; `.ci/run` does
 //! it). Writes `t2i_<method>.png` (rows = prompts, columns = seeds), `t2i_comparison.png` and
 //! `t2i_summary.md` into `--out`.
 mod common;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -34,9 +40,13 @@ struct Args {
     /// autoguidance, cerg, ierg, erg, erg+apg, erg+cads, cfg+pag, ...); overrides --guidance.
     #[arg(long, value_delimiter = ',')]
     compare: Vec<String>,
-    /// Guidance scale w.
-    #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
-    guidance_scale: f64,
+    /// Guidance scale w of the presets (default 3); giving it implies the presets.
+    #[arg(long, value_parser = common::finite)]
+    guidance_scale: Option<f64>,
+    /// Use the presets (Table 7's text-to-image settings scaled to the depth) even when the
+    /// checkpoint's card holds its own mean-rank selection.
+    #[arg(long)]
+    paper_defaults: bool,
     /// C-ERG text-encoder temperature τ_c (Table 7: 0.01), for cerg/erg.
     #[arg(long, value_parser = common::finite)]
     tau_c: Option<f64>,
@@ -67,9 +77,14 @@ struct Args {
 }
 
 // ANCHOR: method
-/// A preset for the text-to-image model, with this run's τ_c, τ and κ where they apply.
-fn method(name: &str, a: &Args, model: &TextToImage) -> anyhow::Result<Guidance> {
-    Ok(preset_for(name, a.guidance_scale, model.depth(), model.text_layers())?.with_erg_overrides(a.tau, a.tau_c, a.kappa)?)
+/// The card's selection for `name` when given and it holds the method, else a preset for the
+/// text-to-image model with this run's w, τ_c, τ and κ where they apply; with where it came from.
+fn method(name: &str, a: &Args, model: &TextToImage, selection: Option<&BTreeMap<String, Guidance>>) -> anyhow::Result<(Guidance, &'static str)> {
+    if let Some(g) = selection.and_then(|s| s.get(name)) {
+        return Ok((g.clone(), "the card's selection"));
+    }
+    let g = preset_for(name, a.guidance_scale.unwrap_or(3.0), model.depth(), model.text_layers())?.with_erg_overrides(a.tau, a.tau_c, a.kappa)?;
+    Ok((g, "preset"))
 }
 // ANCHOR_END: method
 
@@ -80,7 +95,16 @@ fn main() -> anyhow::Result<()> {
     // ANCHOR: load
     let (model, card) = TextToImage::load_with_hub_encoder(&a.checkpoint, &device)?;
     let names = if a.compare.is_empty() { vec![a.guidance.clone()] } else { a.compare.clone() };
-    let methods: Vec<Guidance> = names.iter().map(|n| method(n, &a, &model)).collect::<anyhow::Result<_>>()?;
+    let presets_forced = a.paper_defaults || a.guidance_scale.is_some() || a.tau.is_some() || a.tau_c.is_some() || a.kappa.is_some();
+    let selection = card
+        .selection
+        .as_ref()
+        .filter(|_| !presets_forced)
+        .map(erg::guidance::from_selection)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.checkpoint.display()))?;
+    let (methods, sources): (Vec<Guidance>, Vec<&str>) =
+        names.iter().map(|n| method(n, &a, &model, selection.as_ref())).collect::<anyhow::Result<Vec<_>>>()?.into_iter().unzip();
     let weak = if methods.iter().any(|g| g.needs_weak_model()) { Some(TextToImage::load_with_hub_encoder(&a.weak_checkpoint, &device)?.0) } else { None };
     let prompts: Vec<&str> = a.prompt.iter().map(String::as_str).collect();
     // ANCHOR_END: load
@@ -101,15 +125,14 @@ fn main() -> anyhow::Result<()> {
     let cfg = SampleConfig { num_steps: a.steps, seed: a.seed, batch_size: a.samples };
     let mut panels = vec![];
     let mut md = format!(
-        "# Text-to-image samples\n\nCheckpoint `{}` (step {}), {} Euler steps, seeds {}..{}, w = {}.\n\n| method | setting | NFE / step | wall time (s) | grid |\n|---|---|---|---|---|\n",
+        "# Text-to-image samples\n\nCheckpoint `{}` (step {}), {} Euler steps, seeds {}..{}.\n\n| method | source | setting | NFE / step | wall time (s) | grid |\n|---|---|---|---|---|---|\n",
         a.checkpoint.display(),
         card.step,
         a.steps,
         a.seed,
         a.seed + a.samples as u64,
-        a.guidance_scale
     );
-    for (g, stem) in methods.iter().zip(&stems) {
+    for ((g, stem), source) in methods.iter().zip(&stems).zip(&sources) {
         let t0 = Instant::now();
         let bar = indicatif::ProgressBar::new((prompts.len() * a.steps) as u64);
         bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} steps eta {eta}").unwrap().progress_chars("=> "));
@@ -131,7 +154,7 @@ fn main() -> anyhow::Result<()> {
         save_png(&img, &a.out.join(&file))?;
         let wall = t0.elapsed().as_secs_f64();
         eprintln!("{:>10}: {wall:.1} s, {nfe:.2} NFE/step → {}", g.name, a.out.join(&file).display());
-        md.push_str(&format!("| {} | {} | {nfe:.2} | {wall:.1} | [{file}]({file}) |\n", g.name, g.describe()));
+        md.push_str(&format!("| {} | {source} | {} | {nfe:.2} | {wall:.1} | [{file}]({file}) |\n", g.name, g.describe()));
         let nag = g.nag.map(|n| format!(", NAG φ = {}", n.nag.scale)).unwrap_or_default();
         panels.push(Panel { title: format!("{}, w = {}{nag}", g.name.to_uppercase(), g.guidance_scale()), image: img });
     }

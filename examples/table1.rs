@@ -6,7 +6,12 @@
 //! cargo run --release --example table1                       # Table 1 → results/table1.md
 //! cargo run --release --example table1 -- --table 5          # Table 5 → results/table5.md
 //! cargo run --release --example table1 -- --sweep            # mean-rank selection → results/table1_selected.md
+//! # store the selection in the checkpoint's card (table1 and t2i then use it by default):
+//! cargo run --release --example export -- --from <checkpoint> --selection results/selection_t2i.json --to <checkpoint>
 //! ```
+//! Settings: `--selected`, else the checkpoint card's own mean-rank selection where it holds one,
+//! else the presets (Table 7's settings scaled to the depth); `--paper-defaults` or
+//! `--guidance-scale` forces the presets.
 //! Prompts: `--prompts-per-class` emoji names of each of the 9 categories
 //! ([`erg::eval::PromptSet::emoji`]), `--samples-per-prompt` samples each (10 × 5 = 50 images per
 //! category), one sample set per seed of `--seeds` (default 0, 1, 2; the table reports mean ±
@@ -42,9 +47,10 @@ struct Args {
     /// Euler steps.
     #[arg(long, value_parser = common::count, default_value_t = 25)]
     steps: usize,
-    /// Guidance scale w of the CFG-like terms.
-    #[arg(long, value_parser = common::finite, default_value_t = 3.0)]
-    guidance_scale: f64,
+    /// Guidance scale w of the CFG-like terms of the presets (default 3); giving it implies the
+    /// presets, as --paper-defaults does.
+    #[arg(long, value_parser = common::finite)]
+    guidance_scale: Option<f64>,
     /// Sampling seeds of the reported table, one independent sample set each (mean ± std).
     #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
     seeds: Vec<u64>,
@@ -60,6 +66,14 @@ struct Args {
     /// Override the method list (comma-separated preset names).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
+    /// Settings selected by `--sweep` (`selected_t2i.json`: method → Guidance JSON); presets for
+    /// methods not in it. Default: the selection stored in the checkpoint's card, if any.
+    #[arg(long, conflicts_with = "sweep")]
+    selected: Option<PathBuf>,
+    /// The presets (Table 7's settings scaled to the depth, at --guidance-scale) even when the
+    /// checkpoint's card holds a selection.
+    #[arg(long, conflicts_with_all = ["selected", "sweep"])]
+    paper_defaults: bool,
     /// The text-to-image model (default: the shipped emoji MMDiT), its weak checkpoint, the
     /// classifier and optional pretrained features.
     #[command(flatten)]
@@ -97,6 +111,9 @@ fn main() -> anyhow::Result<()> {
     if a.sweep && a.sweep_seeds.iter().any(|s| a.seeds.contains(s)) {
         anyhow::bail!("--sweep-seeds {:?} overlap --seeds {:?}: the selection would be made on the reported samples", a.sweep_seeds, a.seeds);
     }
+    let guidance_scale = a.guidance_scale.unwrap_or(3.0);
+    let (selected, source) =
+        common::selected_settings(a.selected.as_deref(), bench.card.selection.as_ref(), a.paper_defaults || a.guidance_scale.is_some(), &paths.checkpoint)?;
     let cfg = EvalConfig { num_steps: a.steps, seed: a.seeds[0], features: bench.scorer.features_key(), batch_size: 96, ..Default::default() };
     let mut results = ResultsFile::open(a.out.join("results_t2i.jsonl"))?;
     let (depth, text_layers) = (bench.model.depth(), bench.model.text_layers());
@@ -115,20 +132,38 @@ fn main() -> anyhow::Result<()> {
         let means = erg::eval::sweep::mean_over_seeds(&per_seed)?;
         let best = erg::eval::sweep::select_per_method(&means, &erg::eval::MetricSpec::paper_defaults());
         let selected: std::collections::BTreeMap<&String, serde_json::Value> = best.iter().map(|(m, r)| (m, r.guidance.clone())).collect();
+        // selected_t2i.json: method → Guidance (--selected); selection_t2i.json: the same with its
+        // provenance, for the card (`export --from <checkpoint> --selection`).
+        let images_per_class = EvalConfig { samples_per_class: a.prompts_per_class * a.samples_per_prompt, ..cfg.clone() };
+        let provenance = erg::eval::sweep::selection(&means, &erg::eval::MetricSpec::paper_defaults(), &a.sweep_seeds, &images_per_class);
         common::create_dir(&a.out)?;
         common::write(a.out.join("selected_t2i.json"), serde_json::to_string_pretty(&selected)?)?;
-        eprintln!("{} settings × {} seeds evaluated; selections → {}", grid.len(), a.sweep_seeds.len(), a.out.join("selected_t2i.json").display());
+        common::write(a.out.join("selection_t2i.json"), serde_json::to_string_pretty(&provenance)?)?;
+        eprintln!(
+            "{} settings × {} seeds evaluated; selections → {} (for the card: {})",
+            grid.len(),
+            a.sweep_seeds.len(),
+            a.out.join("selected_t2i.json").display(),
+            a.out.join("selection_t2i.json").display()
+        );
         names.iter().filter_map(|n| best.get(n).map(|r| serde_json::from_value(r.guidance.clone()).map(|g| (n.clone(), g)))).collect::<Result<_, _>>()?
     } else {
-        names.iter().map(|n| Ok((n.clone(), preset_for(n, a.guidance_scale, depth, text_layers)?))).collect::<anyhow::Result<_>>()?
+        names
+            .iter()
+            .map(|n| Ok((n.clone(), selected.get(n).cloned().map_or_else(|| preset_for(n, guidance_scale, depth, text_layers), Ok)?)))
+            .collect::<anyhow::Result<_>>()?
     };
+    // Every method is checked against the model before any sampling (a --selected file may be another model's).
+    for (n, g) in &variants {
+        g.validate(depth).map_err(|e| anyhow::anyhow!("method {n}: {e}"))?;
+    }
     let stats = erg::eval::seeds::over_seeds(&names_of(&variants), &a.seeds, |seed| {
         Ok(bench.evaluate_variants(&variants, &EvalConfig { seed, ..cfg.clone() }, &mut results, &device)?.into_iter().map(|(_, r)| r).collect())
     })?;
     let rows = bench.evaluate_variants(&variants, &cfg, &mut results, &device)?; // the first seed's (cached)
                                                                                  // ANCHOR_END: evaluate
     let mut md = format!(
-        "# Table {} analogue (text-to-image{})\n\nModel `{}` (step {}). {} prompts ({} emoji names per category × {} categories) × {} samples = {} images per sample set, {} Euler steps, seeds {:?} (one sample set each), {} (text-to-image ERG of Table 7 scaled to {} blocks). Reference: all {} training images. Features: {}; consistency: the classifier's agreement with the prompt's category (held-out accuracy {:.1} %).\n\n",
+        "# Table {} analogue (text-to-image{})\n\nModel `{}` (step {}). {} prompts ({} emoji names per category × {} categories) × {} samples = {} images per sample set, {} Euler steps, seeds {:?} (one sample set each); {}. Reference: all {} training images. Features: {}; consistency: the classifier's agreement with the prompt's category (held-out accuracy {:.1} %).\n\n",
         a.table,
         if a.table == 5 { ", ERG's components" } else { "" },
         paths.checkpoint.display(),
@@ -141,9 +176,13 @@ fn main() -> anyhow::Result<()> {
         a.steps,
         a.seeds,
         if a.sweep {
-            format!("each method at its setting of lowest mean rank in a compact grid (`erg::eval::sweep::text_grid`), metrics averaged over seeds {:?}", a.sweep_seeds)
-        } else { format!("presets at guidance scale w = {}", a.guidance_scale) },
-        depth,
+            format!("settings: each method at its setting of lowest mean rank in a compact grid (`erg::eval::sweep::text_grid`), metrics averaged over seeds {:?}", a.sweep_seeds)
+        } else {
+            format!(
+                "settings: {source}{}; presets at guidance scale w = {guidance_scale}, text-to-image ERG of Table 7 scaled to {depth} blocks",
+                if a.paper_defaults { " (--paper-defaults)" } else { "" }
+            )
+        },
         bench.scorer.data.len(),
         bench.scorer.extractor().name(),
         bench.scorer.classifier_card.heldout_accuracy

@@ -119,21 +119,12 @@ fn main() -> anyhow::Result<()> {
         v.iter().map(|s| s.to_string()).collect()
     });
     let seeds = a.seeds.clone().unwrap_or_else(|| vec![0, 1, 2]);
-    let bench = Bench::from_paths(&a.paths.dit_paths(), &device)?;
-    let (selected, source): (std::collections::BTreeMap<String, Guidance>, String) = match (&a.selected, &bench.card.selection) {
-        (Some(p), _) => (
-            serde_json::from_str(&common::read_to_string(p)?).map_err(|e| anyhow::anyhow!("--selected {}: {e}", p.display()))?,
-            format!("selected by mean rank in `sweep` ({}) where available, presets otherwise", p.display()),
-        ),
-        (None, Some(sel)) if !a.paper_defaults => (
-            erg::guidance::from_selection(sel)?,
-            format!(
-                "the checkpoint's own selection where available ({}; {} images per class, {} steps, seeds {:?}), presets otherwise",
-                sel.rule, sel.samples_per_class, sel.num_steps, sel.seeds
-            ),
-        ),
-        _ => (Default::default(), format!("presets, see erg::guidance::presets{}", if a.paper_defaults { " (--paper-defaults)" } else { "" })),
-    };
+    let paths = a.paths.dit_paths();
+    let bench = Bench::from_paths(&paths, &device)?;
+    let (selected, mut source) = common::selected_settings(a.selected.as_deref(), bench.card.selection.as_ref(), a.paper_defaults, &paths.checkpoint)?;
+    if a.paper_defaults {
+        source.push_str(" (--paper-defaults)");
+    }
     // Every method is built (and so checked) before any sampling.
     let variants: Vec<(String, Guidance)> = names
         .iter()

@@ -105,3 +105,32 @@ pub fn read_to_string(path: impl AsRef<Path>) -> anyhow::Result<String> {
     let path = path.as_ref();
     std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
+
+/// The settings a table reports each method at, and a sentence saying where they come from:
+/// `--selected` (a sweep's `selected.json`: method → Guidance), else the checkpoint card's own
+/// mean-rank selection unless `presets_forced` (`--paper-defaults`, or a flag that sets a
+/// preset's parameters), else none (every method at its preset). Shared by `table3` and `table1`.
+///
+/// Errors: an unreadable or malformed `--selected` file, or a card selection that is not made of
+/// `Guidance`s (naming the file or the checkpoint).
+pub fn selected_settings(
+    selected: Option<&Path>,
+    card_selection: Option<&erg::checkpoint::GuidanceSelection>,
+    presets_forced: bool,
+    checkpoint: &Path,
+) -> anyhow::Result<(std::collections::BTreeMap<String, erg::guidance::Guidance>, String)> {
+    Ok(match (selected, card_selection) {
+        (Some(p), _) => (
+            serde_json::from_str(&read_to_string(p)?).map_err(|e| anyhow::anyhow!("--selected {}: {e}", p.display()))?,
+            format!("selected by mean rank in a sweep ({}) where available, presets otherwise", p.display()),
+        ),
+        (None, Some(sel)) if !presets_forced => (
+            erg::guidance::from_selection(sel).map_err(|e| anyhow::anyhow!("{}: {e}", checkpoint.display()))?,
+            format!(
+                "the checkpoint's own selection where available ({}; {} images per class, {} steps, seeds {:?}), presets otherwise",
+                sel.rule, sel.samples_per_class, sel.num_steps, sel.seeds
+            ),
+        ),
+        _ => (Default::default(), "presets, see erg::guidance::presets".into()),
+    })
+}
