@@ -152,6 +152,35 @@ fn sweep_grids_selection_and_pareto_fronts() {
 }
 
 #[test]
+fn text_grid_sweeps_every_guided_methods_strength_and_its_own_parameters() {
+    use erg::eval::sweep::text_grid;
+    let (depth, layers) = (12, 6);
+    let count = |methods: &[&str]| methods.iter().map(|m| text_grid(m, depth, layers).unwrap().len()).sum::<usize>();
+    let table1 = ["none", "cfg", "apg", "cads", "pag", "sag", "cfg+seg", "autoguidance", "erg", "erg+apg", "erg+cads"];
+    assert_eq!(count(&table1), 35, "the count the doc and the sweep's time estimate rest on");
+    assert_eq!(count(&["cfg", "cerg", "ierg", "erg"]), 20);
+    for m in table1.iter().chain(&["cerg", "ierg"]) {
+        let grid = text_grid(m, depth, layers).unwrap();
+        let json: Vec<String> = grid.iter().map(|g| serde_json::to_string(g).unwrap()).collect();
+        assert_eq!(json.iter().collect::<std::collections::BTreeSet<_>>().len(), json.len(), "{m}: settings repeat");
+        for g in &grid {
+            g.validate(depth).unwrap();
+        }
+        // every method whose first term is CFG-like is swept at w = 2 and 3; PAG and SAG have no
+        // such term (their only term's scale is the perturbation scale)
+        let scales: std::collections::BTreeSet<String> = grid.iter().map(|g| g.guidance_scale().to_string()).collect();
+        let expected: &[&str] = match *m {
+            "none" => &["1"],
+            "pag" => &["1.5", "2"],
+            "sag" => &["1.25", "1.75"],
+            _ => &["2", "3"],
+        };
+        assert_eq!(scales.iter().map(String::as_str).collect::<Vec<_>>(), expected, "{m}");
+    }
+    assert!(text_grid("no-such-method", depth, layers).is_err());
+}
+
+#[test]
 fn variant_tables_and_metric_plots() {
     use erg::eval::report::{markdown_table, plot_metric_curves};
     let mut a = record("a", 12.345);

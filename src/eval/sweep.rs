@@ -54,16 +54,29 @@ pub fn grid(method: &str, depth: usize, scales: &[f64]) -> Result<Vec<Guidance>>
     Ok(out)
 }
 
-/// A compact grid for text-to-image models (a few settings per method, sized for a CPU):
-/// CFG, APG, AutoGuidance w ∈ {2, 3}; CADS (τ₁, τ₂) ∈ {(0.6, 0.9), (0.8, 1.0)} at w = 3; PAG,
-/// SEG (with CFG at w = 3) perturbation scale ∈ {0.5, 1}; SAG ∈ {0.25, 0.75}; ERG and its
-/// combinations at w = 3 with I-ERG τ ∈ {0.1, 0.5}, γ = 1 (κ = 0.4, Table 7's blocks) and, for `erg`,
-/// C-ERG τ_c ∈ {0.01, 0.1}; `cerg` τ_c ∈ {0.01, 0.1, 0.5}.
+/// A compact grid for text-to-image models (a few settings per method, sized for a CPU), every
+/// method with a guidance term at guidance scale w ∈ {2, 3} (the paper selects the strength of
+/// each method, ERG included, by mean rank, Sec. 5 "Baselines"): CFG, APG, AutoGuidance w alone;
+/// CADS (τ₁, τ₂) ∈ {(0.6, 0.9), (0.8, 1.0)}; SEG (with CFG) perturbation scale ∈ {0.5, 1}; PAG
+/// (no CFG term, w does not enter) ∈ {0.5, 1}, SAG ∈ {0.25, 0.75}; ERG and its combinations with
+/// I-ERG τ ∈ {0.1, 0.5}, γ = 1 (κ = 0.4, Table 7's blocks) and, for `erg`, C-ERG τ_c ∈ {0.01, 0.1};
+/// `cerg` τ_c ∈ {0.01, 0.1, 0.5}. Table 1's eleven methods make 35 settings, Table 5's four 20.
+///
+/// Errors: an unknown method name.
 pub fn text_grid(method: &str, depth: usize, text_layers: usize) -> Result<Vec<Guidance>> {
+    const SCALES: [f64; 2] = [2.0, 3.0];
     let p = |w: f64| crate::guidance::preset_for(method, w, depth, Some(text_layers));
+    // Each of SCALES × each variant of the preset at that scale.
+    let at_each_scale = |vary: &dyn Fn(Guidance) -> Result<Vec<Guidance>>| -> Result<Vec<Guidance>> {
+        let mut out = vec![];
+        for w in SCALES {
+            out.extend(vary(p(w)?)?);
+        }
+        Ok(out)
+    };
     // I-ERG τ with γ = 1, and C-ERG τ_c where the method has it.
-    let erg = |tau: Option<f64>, tau_c: Option<f64>| -> Result<Guidance> {
-        let mut g = p(3.0)?;
+    let erg = |g: Guidance, tau: Option<f64>, tau_c: Option<f64>| -> Result<Guidance> {
+        let mut g = g;
         if let Some(tau) = tau {
             g = g.with_tau(tau)?.with_gamma(1.0)?;
         }
@@ -74,21 +87,22 @@ pub fn text_grid(method: &str, depth: usize, text_layers: usize) -> Result<Vec<G
     };
     Ok(match method {
         "none" | "uncond" => vec![p(1.0)?],
-        "cfg" | "apg" | "autoguidance" => vec![p(2.0)?, p(3.0)?],
-        "cads" => [(0.6, 0.9), (0.8, 1.0)].iter().map(|&(a, b)| p(3.0)?.with_cads(a, b, Cads::default().noise_scale)).collect::<Result<_>>()?,
-        "pag" | "cfg+seg" | "seg" | "cfg+pag" => [0.5, 1.0].iter().map(|&s| p(3.0)?.with_perturbation_scale(s)).collect::<Result<_>>()?,
+        "cfg" | "apg" | "autoguidance" => at_each_scale(&|g| Ok(vec![g]))?,
+        "cads" => at_each_scale(&|g| [(0.6, 0.9), (0.8, 1.0)].iter().map(|&(a, b)| g.clone().with_cads(a, b, Cads::default().noise_scale)).collect())?,
+        "cfg+seg" | "cfg+pag" => at_each_scale(&|g| [0.5, 1.0].iter().map(|&s| g.clone().with_perturbation_scale(s)).collect())?,
+        "pag" | "seg" => [0.5, 1.0].iter().map(|&s| p(3.0)?.with_perturbation_scale(s)).collect::<Result<_>>()?,
         "sag" => [0.25, 0.75].iter().map(|&s| p(3.0)?.with_perturbation_scale(s)).collect::<Result<_>>()?,
-        "erg" => {
+        "erg" => at_each_scale(&|g| {
             let mut v = vec![];
             for tau in [0.1, 0.5] {
                 for tau_c in [0.01, 0.1] {
-                    v.push(erg(Some(tau), Some(tau_c))?);
+                    v.push(erg(g.clone(), Some(tau), Some(tau_c))?);
                 }
             }
-            v
-        }
-        "ierg" | "erg+apg" | "erg+cads" => [0.1, 0.5].iter().map(|&tau| erg(Some(tau), None)).collect::<Result<_>>()?,
-        "cerg" => [0.01, 0.1, 0.5].iter().map(|&tc| erg(None, Some(tc))).collect::<Result<_>>()?,
+            Ok(v)
+        })?,
+        "ierg" | "erg+apg" | "erg+cads" => at_each_scale(&|g| [0.1, 0.5].iter().map(|&tau| erg(g.clone(), Some(tau), None)).collect())?,
+        "cerg" => at_each_scale(&|g| [0.01, 0.1, 0.5].iter().map(|&tc| erg(g.clone(), None, Some(tc))).collect())?,
         m => vec![crate::guidance::preset_for(m, 3.0, depth, Some(text_layers))?],
     })
 }
