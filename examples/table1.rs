@@ -131,13 +131,13 @@ fn main() -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?;
         let means = erg::eval::sweep::mean_over_seeds(&per_seed)?;
         let best = erg::eval::sweep::select_per_method(&means, &erg::eval::MetricSpec::paper_defaults());
-        let selected: std::collections::BTreeMap<&String, serde_json::Value> = best.iter().map(|(m, r)| (m, r.guidance.clone())).collect();
+        let chosen: std::collections::BTreeMap<&String, serde_json::Value> = best.iter().map(|(m, r)| (m, r.guidance.clone())).collect();
         // selected_t2i.json: method → Guidance (--selected); selection_t2i.json: the same with its
         // provenance, for the card (`export --from <checkpoint> --selection`).
         let images_per_class = EvalConfig { samples_per_class: a.prompts_per_class * a.samples_per_prompt, ..cfg.clone() };
         let provenance = erg::eval::sweep::selection(&means, &erg::eval::MetricSpec::paper_defaults(), &a.sweep_seeds, &images_per_class);
         common::create_dir(&a.out)?;
-        common::write(a.out.join("selected_t2i.json"), serde_json::to_string_pretty(&selected)?)?;
+        common::write(a.out.join("selected_t2i.json"), serde_json::to_string_pretty(&chosen)?)?;
         common::write(a.out.join("selection_t2i.json"), serde_json::to_string_pretty(&provenance)?)?;
         eprintln!(
             "{} settings × {} seeds evaluated; selections → {} (for the card: {})",
