@@ -23,8 +23,8 @@ use erg::train::{train_task, RunPaths, TextToImageTask, TrainConfig};
 #[derive(Parser, Debug)]
 #[command(about = "Train the text-to-image MMDiT on emoji captions (t = 0 noise, t = 1 data).")]
 struct Args {
-    /// Model preset: `emoji-small` (the shipped model, 6 blocks, D 96) or `emoji-base` (12
-    /// blocks, D 192).
+    /// Model preset: `emoji-small` (6 blocks, D 96; shipped as AutoGuidance's weak model, about
+    /// an hour on 2 cores) or `emoji-base` (12 blocks, D 192; the shipped model, hours in segments).
     #[arg(long, default_value = "emoji-small")]
     preset: String,
     /// Optimisation steps.

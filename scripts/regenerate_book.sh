@@ -22,7 +22,7 @@ STAGES=${STAGES:-select tables figures}
 cargo build --release --examples
 bin=target/release/examples
 ckpt=data/checkpoints/emoji-dit-ema.safetensors
-t2i_ckpt=data/checkpoints/emoji-mmdit-ema.safetensors # erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT
+t2i_ckpt=data/checkpoints/emoji-mmdit-base-ema.safetensors # erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT
 t2i_methods=none,cfg,apg,cads,pag,sag,cfg+seg,autoguidance,erg,erg+apg,erg+cads,cerg,ierg
 mkdir -p results/regenerate
 stage() { [[ " $STAGES " == *" $1 "* ]]; }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use common::max_abs_diff;
-use erg::attention::{ForwardPlan, NoProbe};
+use erg::attention::ForwardPlan;
 use erg::models::dit::DitConfig;
 use erg::models::imagenet::{alpha_bar_of_t, ddim_timesteps, ddpm_alphas_cumprod, ddpm_index, t_of_alpha_bar, Parametrisation, PretrainedDit};
 use erg::models::Denoiser;

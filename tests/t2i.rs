@@ -254,17 +254,20 @@ fn real_minilm_prompts_when_cached() {
 
 #[test]
 fn shipped_text_to_image_model_runs_every_method() {
-    let path = std::path::Path::new(erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT);
-    let weak_path = path.with_file_name("emoji-mmdit-weak.safetensors");
+    use erg::models::mmdit::t2i::{SHIPPED_EMOJI_MMDIT, SHIPPED_EMOJI_MMDIT_WEAK};
+    let (path, weak_path) = (std::path::Path::new(SHIPPED_EMOJI_MMDIT), std::path::Path::new(SHIPPED_EMOJI_MMDIT_WEAK));
     // Without the text encoder in the cache the weights still load and say what is missing.
     let (bare, card) = TextToImage::load(path, None, &Device::Cpu).expect("the shipped text-to-image checkpoint loads");
-    assert_eq!((card.model.as_str(), bare.depth()), ("mmdit-t2i", 6));
+    let (bare_weak, wcard) = TextToImage::load(weak_path, None, &Device::Cpu).expect("AutoGuidance's weak model loads");
+    assert_eq!((card.model.as_str(), bare.depth()), ("mmdit-t2i", 12));
+    // The weak model is smaller and shorter-trained, with the same conditioning (Karras et al. 2024).
+    assert!(bare_weak.depth() < bare.depth() && wcard.step < card.step);
+    assert_eq!((wcard.config.text_encoder.as_str(), wcard.config.context_len), (card.config.text_encoder.as_str(), card.config.context_len));
     let Ok((m, _)) = TextToImage::load_with_hub_encoder(path, &Device::Cpu) else {
         eprintln!("all-MiniLM-L6-v2 is not in the hf-hub cache (run setup_minilm); skipped");
         return;
     };
-    let (weak, wcard) = TextToImage::load_with_hub_encoder(&weak_path, &Device::Cpu).unwrap();
-    assert!(wcard.step < card.step);
+    let (weak, _) = TextToImage::load_with_hub_encoder(weak_path, &Device::Cpu).unwrap();
     let ids = m.prompt_ids(&["red apple", "rocket"], &Device::Cpu).unwrap();
     let mut r = erg::rng::stream(8, 8);
     let x0 = erg::rng::randn(&mut r, &[2, 3, 32, 32], &Device::Cpu).unwrap();
@@ -279,14 +282,20 @@ fn shipped_text_to_image_model_runs_every_method() {
 }
 
 #[test]
-fn the_deeper_text_to_image_checkpoint_is_its_preset_and_its_loss_log_ends_at_its_step() {
-    // data/checkpoints/emoji-mmdit-base-ema.safetensors: the 12-block model in training (README,
-    // "The deeper text-to-image model"); its log is replaced with it after every segment.
+fn shipped_text_to_image_checkpoint_is_its_preset_with_its_selection_and_its_loss_log_ends_at_its_step() {
+    // The 12-block model, trained in segments (README, "Text-to-image"); its log is replaced with
+    // it after every segment, and its card holds its own mean-rank selection (`table1 --sweep`,
+    // then `export --selection`), which table1 and t2i use by default.
     use erg::models::mmdit::TextToImageConfig;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/checkpoints");
-    let (_, card) = TextToImage::load(&dir.join("emoji-mmdit-base-ema.safetensors"), None, &Device::Cpu).expect("the 12-block checkpoint loads strictly");
+    let path = std::path::Path::new(erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT);
+    let (_, card) = TextToImage::load(path, None, &Device::Cpu).expect("the shipped text-to-image checkpoint loads strictly");
     assert_eq!(card.config, TextToImageConfig::preset("emoji-base").unwrap()); // 12 blocks, D 192
-    let log = std::fs::read_to_string(dir.join("emoji-mmdit-base-loss.csv")).unwrap();
+    let selection = card.selection.as_ref().expect("the shipped card holds its mean-rank selection");
+    let methods = erg::guidance::from_selection(selection).unwrap();
+    for name in ["cfg", "cerg", "ierg", "erg"] {
+        assert!(methods.contains_key(name), "the selection has no {name}");
+    }
+    let log = std::fs::read_to_string(path.with_file_name("emoji-mmdit-base-loss.csv")).unwrap();
     let steps: Vec<u64> = log.lines().skip(1).map(|l| l.split(',').next().unwrap().parse().unwrap()).collect();
     assert!(steps.iter().copied().eq(1..=card.step), "the log counts steps 1..={} without gaps", card.step);
 }

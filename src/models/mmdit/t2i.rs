@@ -24,10 +24,13 @@ use crate::models::Denoiser;
 use crate::text::{empty_prompt_ids, TextEncoder, TextRectification};
 use crate::{Error, Result};
 
-/// The shipped text-to-image emoji MMDiT (EMA weights).
-pub const SHIPPED_EMOJI_MMDIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-mmdit-ema.safetensors");
-/// The shipped early checkpoint of the same run (AutoGuidance's weak model).
-pub const SHIPPED_EMOJI_MMDIT_WEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-mmdit-weak.safetensors");
+/// The shipped text-to-image emoji MMDiT: the `emoji-base` preset (12 joint blocks, D 192,
+/// 15.9 M parameters), EMA weights; its card holds its own mean-rank guidance selection.
+pub const SHIPPED_EMOJI_MMDIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-mmdit-base-ema.safetensors");
+/// AutoGuidance's weak model for it: the shipped `emoji-small` MMDiT (6 blocks, D 96, 2.04 M
+/// parameters, 2,500 steps), a smaller, shorter-trained model of the same conditioning, as
+/// Karras et al. (2024, "Guiding a diffusion model with a bad version of itself") recommend.
+pub const SHIPPED_EMOJI_MMDIT_WEAK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/checkpoints/emoji-mmdit-ema.safetensors");
 
 /// A text-to-image model's configuration (the model card's `config`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
