@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --release --example ch10_beyond           # → results/ch10/{nominal.md, matched.md, samples.png, nag.png}
 //! cargo run --release --example ch10_beyond -- --quick   # CI-sized (1 per class, 6 steps, 2 seeds)
+//! cargo run --release --example ch10_beyond -- --nag-only   # only results/ch10/nag.png
 //! ```
 use std::path::Path;
 
@@ -23,11 +24,15 @@ struct Args {
     /// A CI-sized run: fewer samples, seeds and steps (a minute or less).
     #[arg(long)]
     quick: bool,
+    /// Only the NAG figure on the text-to-image model (`results/ch10/nag.png`, a few minutes),
+    /// without the DiT tables and samples.
+    #[arg(long)]
+    nag_only: bool,
 }
 
 fn main() -> anyhow::Result<()> {
-    <Args as clap::Parser>::parse(); // --help, and unknown flags are errors
-                                     // ANCHOR: setup
+    let args = <Args as clap::Parser>::parse(); // --help, and unknown flags are errors
+                                                // ANCHOR: setup
     let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("ERG_QUICK").is_some(); // CI-sized run
     let out = Path::new("results/ch10");
     std::fs::create_dir_all(out)?;
@@ -41,6 +46,25 @@ fn main() -> anyhow::Result<()> {
     let names = ["cfg", "cfg-zero-star", "cfg-interval", "tcfg", "ierg", "ierg-zero-star", "ierg-interval", "ierg-tcfg"];
     let variants: Vec<(String, Guidance)> = names.iter().map(|n| Ok((n.to_string(), preset(n, 3.0, depth)?))).collect::<anyhow::Result<_>>()?;
     // ANCHOR_END: setup
+
+    // ANCHOR: nag
+    // NAG needs attention over text tokens: the text-to-image model, same prompts and seeds.
+    let (t2i, _) = erg::models::mmdit::TextToImage::load_with_hub_encoder(Path::new(erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT), &device)?;
+    let prompts = ["red apple", "rocket", "dog face", "flag"];
+    let (d, layers) = (t2i.depth(), t2i.text_layers());
+    let mut panels = Vec::new();
+    for name in ["none", "cfg", "nag", "cfg+nag"] {
+        let g = preset_for(name, 3.0, d, layers)?;
+        let ids = t2i.prompt_ids(&prompts.iter().flat_map(|p| std::iter::repeat_n(*p, 4)).collect::<Vec<_>>(), &device)?; // (16, L)
+        let s = sample(Models::main(&t2i), &g, &ids, &SampleConfig { num_steps: cfg.num_steps, seed: 7, batch_size: 64 }, 0, &device, |_, _| {})?;
+        panels.push(Panel { title: format!("{name} ·{:.0}", s.nfe_per_step), image: grid(&to_rgb8(&s.images)?, 4, 2, 2) });
+    }
+    save_png(&labelled_comparison(&panels, &prompts.map(String::from), 66, 2, 2)?, &out.join("nag.png"))?;
+    // ANCHOR_END: nag
+    if args.nag_only {
+        eprintln!("→ {}", out.join("nag.png").display());
+        return Ok(());
+    }
 
     // ANCHOR: samples
     // The same noise for every method: one sample per class, columns = methods.
@@ -78,20 +102,6 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(out.join("matched.md"), format!("target strength {target:.4}\n\n{table}\n{}", separations(&at_matched[0], &at_matched)))?;
     // ANCHOR_END: matched
 
-    // ANCHOR: nag
-    // NAG needs attention over text tokens: the text-to-image model, same prompts and seeds.
-    let (t2i, _) = erg::models::mmdit::TextToImage::load_with_hub_encoder(Path::new(erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT), &device)?;
-    let prompts = ["red apple", "rocket", "dog face", "flag"];
-    let (d, layers) = (t2i.depth(), t2i.text_layers());
-    let mut panels = Vec::new();
-    for name in ["none", "cfg", "nag", "cfg+nag"] {
-        let g = preset_for(name, 3.0, d, layers)?;
-        let ids = t2i.prompt_ids(&prompts.iter().flat_map(|p| std::iter::repeat_n(*p, 4)).collect::<Vec<_>>(), &device)?; // (16, L)
-        let s = sample(Models::main(&t2i), &g, &ids, &SampleConfig { num_steps: cfg.num_steps, seed: 7, batch_size: 64 }, 0, &device, |_, _| {})?;
-        panels.push(Panel { title: format!("{name} ·{:.0}", s.nfe_per_step), image: grid(&to_rgb8(&s.images)?, 4, 2, 2) });
-    }
-    save_png(&labelled_comparison(&panels, &prompts.map(String::from), 66, 2, 2)?, &out.join("nag.png"))?;
-    // ANCHOR_END: nag
     eprintln!("→ {}", out.display());
     Ok(())
 }
