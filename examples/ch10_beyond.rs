@@ -52,10 +52,10 @@ fn main() -> anyhow::Result<()> {
     let (t2i, _) = erg::models::mmdit::TextToImage::load_with_hub_encoder(Path::new(erg::models::mmdit::t2i::SHIPPED_EMOJI_MMDIT), &device)?;
     let prompts = ["red apple", "rocket", "dog face", "flag"];
     let (d, layers) = (t2i.depth(), t2i.text_layers());
+    let ids = t2i.prompt_ids(&prompts.iter().flat_map(|p| std::iter::repeat_n(*p, 4)).collect::<Vec<_>>(), &device)?; // (16, L)
     let mut panels = Vec::new();
     for name in ["none", "cfg", "nag", "cfg+nag"] {
         let g = preset_for(name, 3.0, d, layers)?;
-        let ids = t2i.prompt_ids(&prompts.iter().flat_map(|p| std::iter::repeat_n(*p, 4)).collect::<Vec<_>>(), &device)?; // (16, L)
         let s = sample(Models::main(&t2i), &g, &ids, &SampleConfig { num_steps: cfg.num_steps, seed: 7, batch_size: 64 }, 0, &device, |_, _| {})?;
         panels.push(Panel { title: format!("{name} ·{:.0}", s.nfe_per_step), image: grid(&to_rgb8(&s.images)?, 4, 2, 2) });
     }
