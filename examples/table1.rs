@@ -74,6 +74,11 @@ struct Args {
     /// checkpoint's card holds a selection.
     #[arg(long, conflicts_with_all = ["selected", "sweep"])]
     paper_defaults: bool,
+    /// Ablation: CADS's noise on the negative branches' conditions too (`Cads::on_negatives`; the
+    /// CADS and ERG papers noise the positive only). Every method with CADS is then reported as
+    /// `<name>-on-negatives`, at its settings otherwise unchanged.
+    #[arg(long, conflicts_with = "sweep")]
+    cads_on_negatives: bool,
     /// The text-to-image model (default: the shipped emoji MMDiT), its weak checkpoint, the
     /// classifier and optional pretrained features.
     #[command(flatten)]
@@ -153,6 +158,7 @@ fn main() -> anyhow::Result<()> {
             .map(|n| Ok((n.clone(), selected.get(n).cloned().map_or_else(|| preset_for(n, guidance_scale, depth, text_layers), Ok)?)))
             .collect::<anyhow::Result<_>>()?
     };
+    let variants = if a.cads_on_negatives { cads_on_negatives(variants)? } else { variants };
     // Every method is checked against the model before any sampling (a --selected file may be another model's).
     for (n, g) in &variants {
         g.validate(depth).map_err(|e| anyhow::anyhow!("method {n}: {e}"))?;
@@ -200,6 +206,22 @@ fn main() -> anyhow::Result<()> {
     println!("{md}");
     eprintln!("→ {}", path.display());
     Ok(())
+}
+
+/// `--cads-on-negatives`: every method with CADS renamed `<name>-on-negatives`, its CADS noise on
+/// every branch; the others unchanged. Errors: no method has CADS.
+fn cads_on_negatives(variants: Vec<(String, Guidance)>) -> anyhow::Result<Vec<(String, Guidance)>> {
+    anyhow::ensure!(variants.iter().any(|(_, g)| g.cads.is_some()), "--cads-on-negatives: none of the methods uses CADS (try --methods cads,erg+cads)");
+    variants
+        .into_iter()
+        .map(|(n, g)| {
+            if g.cads.is_none() {
+                return Ok((n, g));
+            }
+            let name = format!("{n}-on-negatives");
+            Ok((name.clone(), Guidance { name, ..g.with_cads_on_negatives()? }))
+        })
+        .collect()
 }
 
 fn names_of(variants: &[(String, Guidance)]) -> Vec<String> {

@@ -135,6 +135,7 @@ fn typed_modifiers_change_only_what_they_name_and_refuse_methods_without_it() {
     assert!(preset("pag", 3.0, depth).unwrap().with_tau(0.5).is_err(), "PAG perturbs attention but has no temperature");
     assert!(preset("pag", 3.0, depth).unwrap().with_kappa(0.5).is_ok());
     assert!(cfg.clone().with_tau_c(0.1).is_err());
+    assert!(cfg.clone().with_cads_on_negatives().is_err());
     assert!(cfg.with_cads(0.6, 0.9, 0.25).is_err());
     assert!(Guidance::none().with_guidance_scale(2.0).is_err());
     // The queries replace name matching: the unconditional I-ERG keeps Table 7's κ = 0.2.

@@ -107,6 +107,41 @@ fn cads_rescale_statistics_are_per_sample_over_the_whole_condition() {
     assert!((std(&ty) - std(&to)).abs() > 1e-3, "token 1 keeps its own scale only by chance");
 }
 
+/// `Cads::on_negatives` (an ablation): the negatives' conditions take the positive's noise, so a
+/// negative with the positive's condition and attention is the positive itself (its term vanishes,
+/// one prediction a step), and CFG's null condition is noised too. Off, the JSON (and so every
+/// result key) is what it was before the option existed.
+#[test]
+fn cads_on_negatives_noises_every_branch_with_the_positives_noise() {
+    let (m, _, x, y) = setup();
+    let cads = Cads { tau1: 0.6, tau2: 0.9, noise_scale: 1.0, psi: 1.0, on_negatives: false };
+    let mut same = Guidance { cads: Some(cads), ..Guidance::cfg(3.0) };
+    same.terms[0].negative.condition = erg::guidance::Condition::Given;
+    let step = |g: &Guidance, time: f64| {
+        let (v, pos, nfe) = Guider::new(g, Models::main(&m), 7).unwrap().velocity_and_positive(&x, time, 0, &y).unwrap();
+        (v, pos.unwrap(), nfe)
+    };
+    // positive only: the clean-condition negative differs from the noised positive at σ = 0.8
+    let (v, pos, nfe) = step(&same, 0.2);
+    assert_eq!(nfe, 2);
+    assert!(max_abs_diff(&v, &pos) > 1e-4, "the noised positive should differ from the clean negative");
+    // on every branch: the negative is the positive, the term contributes nothing
+    let both = same.clone().with_cads_on_negatives().unwrap();
+    let (v, pos_both, nfe) = step(&both, 0.2);
+    assert_eq!(nfe, 1);
+    assert_eq!(max_abs_diff(&v, &pos_both), 0.0);
+    assert_eq!(max_abs_diff(&pos, &pos_both), 0.0, "the positive is noised as before");
+    // CFG's null condition is noised too at σ = 0.8, untouched where γ = 1 (σ = 0.5)
+    let cfg = Guidance { cads: Some(cads), ..Guidance::cfg(3.0) };
+    let cfg_both = cfg.clone().with_cads_on_negatives().unwrap();
+    assert!(max_abs_diff(&step(&cfg, 0.2).0, &step(&cfg_both, 0.2).0) > 1e-4);
+    assert_eq!(max_abs_diff(&step(&cfg, 0.5).0, &step(&cfg_both, 0.5).0), 0.0);
+    // stable keys and a described setting
+    assert!(!serde_json::to_string(&cfg).unwrap().contains("on_negatives"));
+    assert!(serde_json::to_string(&cfg_both).unwrap().contains("\"on_negatives\":true"));
+    assert!(cfg_both.describe().contains("on every branch") && !cfg.describe().contains("on every branch"));
+}
+
 #[test]
 fn seg_blur_regimes() {
     // σ → 0 leaves queries unchanged

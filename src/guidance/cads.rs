@@ -9,7 +9,10 @@
 //! text tokens (B, L, D), as the CADS paper's Algorithm (`y.mean()`, `y.std()` of one condition)
 //! and the public ports (which take them over the whole tensor) do; not per token.
 //! (A public SD3.5 port divides by τ₁ − τ₂ and so inverts the schedule; here γ decreases with σ.)
-//! Applied to the class embedding (DiT) or text tokens (text-to-image models) of the positive branch.
+//! Applied to the class embedding (DiT) or text tokens (text-to-image models) of the positive
+//! branch, as the CADS paper and the ERG paper's Appendix D ("ERG + CADs") do. `on_negatives`
+//! also noises the negative branches' conditions with the same noise: an ablation, not a recipe
+//! of either paper.
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
@@ -27,11 +30,17 @@ pub struct Cads {
     pub noise_scale: f64,
     /// Rescale mixing ψ ∈ [0, 1] (0 = no rescaling).
     pub psi: f64,
+    /// Also noise every negative branch's condition embedding, with the positive's noise at each
+    /// step (default `false`: the positive only, as both papers do). An ablation: with ERG, whose
+    /// negative is the prompt itself, it keeps the guidance term from contrasting noise with the
+    /// prompt. Omitted from the JSON (and so from result keys) when `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_negatives: bool,
 }
 
 impl Default for Cads {
     fn default() -> Self {
-        Self { tau1: 0.6, tau2: 0.9, noise_scale: 0.25, psi: 1.0 }
+        Self { tau1: 0.6, tau2: 0.9, noise_scale: 0.25, psi: 1.0, on_negatives: false }
     }
 }
 

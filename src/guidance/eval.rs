@@ -125,11 +125,27 @@ impl<'a, M: Denoiser> Guider<'a, M> {
             }
         }
         let mut pos_emb = self.embedded(cond, g.positive, ModelChoice::Main)?;
+        // CADS: this step's noise on the positive condition, and on the negatives' when asked.
+        let mut cads_negatives = None;
         if let Some(cads) = &g.cads {
             let mut r = rng::stream(self.noise_key ^ CADS_SALT, step as u64);
             let noise = rng::randn(&mut r, pos_emb.dims(), pos_emb.device())?.to_dtype(pos_emb.dtype())?;
             pos_emb = cads.apply(&pos_emb, t, &noise)?;
+            if cads.on_negatives {
+                cads_negatives = Some((cads, noise));
+            }
         }
+        let noised = |e: Tensor| -> Result<Tensor> {
+            match &cads_negatives {
+                None => Ok(e),
+                Some((_, n)) if e.dims() != n.dims() => Err(Error::shape(format!(
+                    "CADS on negatives: a negative condition of shape {:?} cannot take the positive's noise {:?}",
+                    e.dims(),
+                    n.dims()
+                ))),
+                Some((cads, n)) => cads.apply(&e, t, n),
+            }
+        };
 
         // Plan this step's predictions.
         let mut groups = vec![(b, AttentionPlan::standard())];
@@ -144,13 +160,14 @@ impl<'a, M: Denoiser> Guider<'a, M> {
                 continue; // inactive, or contributes nothing (e.g. w = 1)
             }
             let plan = n.attention_at(t);
-            let same_input = n.condition == g.positive && g.cads.is_none();
+            // the positive's embedding, CADS noise included, when the negative would get the same
+            let same_input = n.condition == g.positive && g.cads.as_ref().is_none_or(|c| c.on_negatives);
             if same_input && plan.is_standard() && n.model == ModelChoice::Main && n.sag.is_none() {
                 continue; // identical to the positive: contributes nothing
             }
             match (n.model, &n.sag) {
                 (ModelChoice::Weak, _) => {
-                    weak_embs.push(self.embedded(cond, n.condition, ModelChoice::Weak)?);
+                    weak_embs.push(noised(self.embedded(cond, n.condition, ModelChoice::Weak)?)?);
                     weak_groups.push((b, plan));
                     jobs.push((i, Where::Weak(weak_groups.len() - 1)));
                 }
@@ -162,7 +179,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
                     jobs.push((i, Where::Sag));
                 }
                 (ModelChoice::Main, None) => {
-                    embs.push(if same_input { pos_emb.clone() } else { self.embedded(cond, n.condition, ModelChoice::Main)? });
+                    embs.push(if same_input { pos_emb.clone() } else { noised(self.embedded(cond, n.condition, ModelChoice::Main)?)? });
                     groups.push((b, plan));
                     jobs.push((i, Where::Group(groups.len() - 1)));
                 }
@@ -217,7 +234,7 @@ impl<'a, M: Denoiser> Guider<'a, M> {
                     let (gh, gw) = main.token_grid();
                     let mask = super::Sag::image_mask(&attn, gh * gw)?;
                     let degraded = sag.degrade(x, &pos, t, &mask, main.token_grid())?;
-                    let emb = if n.condition == g.positive { pos_emb.clone() } else { self.embedded(cond, n.condition, ModelChoice::Main)? };
+                    let emb = if n.condition == g.positive { pos_emb.clone() } else { noised(self.embedded(cond, n.condition, ModelChoice::Main)?)? };
                     main.velocity_embedded(&degraded, &Tensor::full(t as f32, b, x.device())?, &emb, &ForwardPlan::uniform(b, AttentionPlan::standard()))?
                 }
             };

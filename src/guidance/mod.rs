@@ -237,7 +237,7 @@ impl Guidance {
             })
             .collect();
         if let Some(c) = &self.cads {
-            parts.push(format!("CADS τ₁={} τ₂={} s={}", c.tau1, c.tau2, c.noise_scale));
+            parts.push(format!("CADS τ₁={} τ₂={} s={}{}", c.tau1, c.tau2, c.noise_scale, if c.on_negatives { " on every branch" } else { "" }));
         }
         match self.combiner {
             Combiner::Apg(_) => parts.push("APG".into()),

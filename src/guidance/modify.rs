@@ -182,4 +182,12 @@ impl Guidance {
         (c.tau1, c.tau2, c.noise_scale) = (tau1, tau2, noise_scale);
         Ok(self)
     }
+
+    /// CADS's noise on every negative branch's condition too, the positive's noise at each step
+    /// ([`Cads::on_negatives`]; an ablation, not the papers' recipe). Errors: the method has no CADS.
+    pub fn with_cads_on_negatives(mut self) -> Result<Self> {
+        let name = self.name.clone();
+        self.cads.as_mut().ok_or_else(|| Error::hp(format!("{name} has no CADS to extend to its negatives")))?.on_negatives = true;
+        Ok(self)
+    }
 }
