@@ -136,6 +136,11 @@ fn cads_on_negatives_noises_every_branch_with_the_positives_noise() {
     let cfg_both = cfg.clone().with_cads_on_negatives().unwrap();
     assert!(max_abs_diff(&step(&cfg, 0.2).0, &step(&cfg_both, 0.2).0) > 1e-4);
     assert_eq!(max_abs_diff(&step(&cfg, 0.5).0, &step(&cfg_both, 0.5).0), 0.0);
+    // the weak model's negative (AutoGuidance) takes the noise too
+    let (_, weak, ..) = setup();
+    let ag = Guidance { cads: Some(cads), ..preset("autoguidance", 3.0, m.depth()).unwrap() };
+    let weak_step = |g: &Guidance| Guider::new(g, Models { main: &m, weak: Some(&weak) }, 7).unwrap().velocity(&x, 0.2, 0, &y).unwrap().0;
+    assert!(max_abs_diff(&weak_step(&ag), &weak_step(&ag.clone().with_cads_on_negatives().unwrap())) > 1e-4);
     // stable keys and a described setting
     assert!(!serde_json::to_string(&cfg).unwrap().contains("on_negatives"));
     assert!(serde_json::to_string(&cfg_both).unwrap().contains("\"on_negatives\":true"));
