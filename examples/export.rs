@@ -8,6 +8,9 @@
 //! # a shipped checkpoint with its sweep's guidance selection in the card (weights unchanged):
 //! cargo run --release --example export -- --from data/checkpoints/emoji-dit-ema.safetensors \
 //!     --selection results/selection.json --to data/checkpoints/emoji-dit-ema.safetensors
+//! # a later sweep of more methods added to the card's selection (the others' settings kept):
+//! cargo run --release --example export -- --from data/checkpoints/emoji-dit-ema.safetensors \
+//!     --selection results/sweep-more/selection.json --add --to data/checkpoints/emoji-dit-ema.safetensors
 //! ```
 //!
 //! `--rebind` embeds the JSON card in a checkpoint written before cards were bound to their
@@ -35,6 +38,11 @@ struct Args {
     /// use it) or `table1 --sweep`'s `selection_t2i.json` (table1 and t2i use it).
     #[arg(long)]
     selection: Option<PathBuf>,
+    /// Add --selection's methods to the selection already in the card (a method in both takes
+    /// the new setting) instead of replacing it; the two must share rule, seeds, sample count,
+    /// steps and features. For a later sweep of more methods on the same weights.
+    #[arg(long, requires = "selection")]
+    add: bool,
     /// Instead of exporting: embed the card `<stem>.json` into this older `.safetensors` file.
     #[arg(long, conflicts_with_all = ["run", "to"])]
     rebind: Option<PathBuf>,
@@ -69,9 +77,7 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(from) = &a.from {
         let (tensors, mut card): (_, ModelCard<serde_json::Value>) = load_checkpoint(from, &Device::Cpu)?;
-        if selection.is_some() {
-            card.selection = selection;
-        }
+        card.selection = with_selection(card.selection.take(), selection, a.add, from)?;
         save_checkpoint(&tensors, &card, &to, dtype)?;
         eprintln!(
             "wrote {} ({} tensors, step {}, {:?}{})",
@@ -99,9 +105,7 @@ fn main() -> anyhow::Result<()> {
         w => anyhow::bail!("unknown --which {w}: ema, weak or raw"),
     };
     card.ema = a.which != "raw";
-    if selection.is_some() {
-        card.selection = selection;
-    }
+    card.selection = with_selection(card.selection.take(), selection, a.add, &run)?;
     save_checkpoint(&tensors, &card, &to, dtype)?;
     eprintln!("wrote {} ({} tensors, step {}, {:?})", to.display(), tensors.len(), card.step, dtype);
     Ok(())
@@ -113,4 +117,20 @@ fn read_selection(path: &std::path::Path) -> anyhow::Result<GuidanceSelection> {
     let s: GuidanceSelection = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--selection {}: not a sweep's selection.json: {e}", path.display()))?;
     erg::guidance::from_selection(&s).map_err(|e| anyhow::anyhow!("--selection {}: {e}", path.display()))?;
     Ok(s)
+}
+
+/// The card's selection after `--selection` (`new`): replaced, or with `add` merged into the
+/// card's own (`old`, read from `source`).
+fn with_selection(
+    old: Option<GuidanceSelection>,
+    new: Option<GuidanceSelection>,
+    add: bool,
+    source: &std::path::Path,
+) -> anyhow::Result<Option<GuidanceSelection>> {
+    Ok(match (old, new) {
+        (old, None) => old,
+        (Some(old), Some(new)) if add => Some(old.merged(new).map_err(|e| anyhow::anyhow!("--add: {e}"))?),
+        (None, Some(_)) if add => anyhow::bail!("--add: {}'s card has no selection to add to; drop --add", source.display()),
+        (_, Some(new)) => Some(new),
+    })
 }

@@ -363,3 +363,44 @@ fn selection_ranks_means_over_seeds_and_binds_to_the_card() {
     let (_, back): (_, erg::checkpoint::ModelCard<serde_json::Value>) = erg::checkpoint::load_checkpoint(&path, &candle_core::Device::Cpu).unwrap();
     assert_eq!(back.selection, Some(sel));
 }
+
+#[test]
+fn selections_of_separate_sweeps_merge_into_the_selection_of_one() {
+    use erg::eval::sweep::selection;
+    let mk = |method: &str, key: &str, fid: f64, prec: f64| {
+        let mut r = record(key, fid);
+        r.method = method.into();
+        r.guidance = serde_json::json!({ "name": method, "key": key });
+        r.metrics.insert("precision".into(), prec);
+        r
+    };
+    // Ranked across all four runs, cfg's b and apg's d would lose to the other method's settings
+    // on every metric; within each method they win.
+    let cfg_runs = vec![mk("cfg", "a", 20.0, 30.0), mk("cfg", "b", 15.0, 35.0)];
+    let apg_runs = vec![mk("apg", "c", 9.0, 60.0), mk("apg", "d", 5.0, 70.0)];
+    let metrics = vec![
+        MetricSpec { name: "fid".into(), direction: Direction::LowerIsBetter },
+        MetricSpec { name: "precision".into(), direction: Direction::HigherIsBetter },
+    ];
+    let cfg = erg::eval::EvalConfig { samples_per_class: 10, num_steps: 25, ..Default::default() };
+    let all = selection(&[cfg_runs.clone(), apg_runs.clone()].concat(), &metrics, &[100, 101], &cfg);
+    let first = selection(&cfg_runs, &metrics, &[100, 101], &cfg);
+    let later = selection(&apg_runs, &metrics, &[100, 101], &cfg);
+    assert_eq!(first.clone().merged(later.clone()).unwrap(), all);
+    assert_eq!((all.methods["cfg"]["key"].as_str(), all.methods["apg"]["key"].as_str()), (Some("b"), Some("d")));
+    // A method in both takes the later setting.
+    let resweep = selection(&[mk("cfg", "e", 1.0, 99.0)], &metrics, &[100, 101], &cfg);
+    assert_eq!(all.clone().merged(resweep).unwrap().methods["cfg"]["key"], "e");
+    // Selections made differently are not one selection.
+    let other_seeds = selection(&apg_runs, &metrics, &[0, 1], &cfg);
+    let err = first.clone().merged(other_seeds).unwrap_err().to_string();
+    assert!(err.contains("seeds") && err.contains("[100, 101]") && err.contains("[0, 1]"), "{err}");
+    let other_steps = selection(&apg_runs, &metrics, &[100, 101], &erg::eval::EvalConfig { num_steps: 50, ..cfg.clone() });
+    assert!(first.clone().merged(other_steps).unwrap_err().to_string().contains("num_steps"));
+    let other_count = selection(&apg_runs, &metrics, &[100, 101], &erg::eval::EvalConfig { samples_per_class: 50, ..cfg.clone() });
+    assert!(first.clone().merged(other_count).unwrap_err().to_string().contains("samples per class"));
+    let other_rule = selection(&apg_runs, &metrics[..1], &[100, 101], &cfg);
+    assert!(first.clone().merged(other_rule).unwrap_err().to_string().contains("rules"));
+    let other_features = erg::checkpoint::GuidanceSelection { features: "inception".into(), ..later };
+    assert!(first.merged(other_features).unwrap_err().to_string().contains("features"));
+}

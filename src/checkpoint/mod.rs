@@ -73,6 +73,37 @@ pub struct GuidanceSelection {
     pub methods: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
+impl GuidanceSelection {
+    /// This selection with `other`'s methods added (a method in both takes `other`'s setting),
+    /// e.g. a later sweep of more methods added to a card's selection. Mean rank is taken within
+    /// each method's own grid ([`crate::eval::sweep::select_per_method`]), so two sweeps under the
+    /// same rule, seeds, sample count, steps and features select exactly what one sweep of all
+    /// their methods would.
+    ///
+    /// Errors: the two differ in rule, seeds, samples per class, steps or features (they would not
+    /// be one selection), naming the field and both values.
+    pub fn merged(mut self, other: GuidanceSelection) -> Result<Self> {
+        let differ = |field: &str, a: String, b: String| Error::Other(format!("cannot merge selections made with different {field}: {a} vs {b}"));
+        if self.rule != other.rule {
+            return Err(differ("rules", self.rule, other.rule));
+        }
+        if self.seeds != other.seeds {
+            return Err(differ("seeds", format!("{:?}", self.seeds), format!("{:?}", other.seeds)));
+        }
+        if self.samples_per_class != other.samples_per_class {
+            return Err(differ("samples per class", self.samples_per_class.to_string(), other.samples_per_class.to_string()));
+        }
+        if self.num_steps != other.num_steps {
+            return Err(differ("num_steps", self.num_steps.to_string(), other.num_steps.to_string()));
+        }
+        if self.features != other.features {
+            return Err(differ("features", self.features, other.features));
+        }
+        self.methods.extend(other.methods);
+        Ok(self)
+    }
+}
+
 /// Replaces `path` atomically: `write` fills a temporary file in the same folder, which is
 /// synced and renamed over `path`, so a kill leaves either the old file or the new one.
 /// Errors: I/O errors, naming the path.
