@@ -374,8 +374,8 @@ fn selections_of_separate_sweeps_merge_into_the_selection_of_one() {
         r.metrics.insert("precision".into(), prec);
         r
     };
-    // Ranked across all four runs, cfg's b and apg's d would lose to the other method's settings
-    // on every metric; within each method they win.
+    // Ranked across all four runs, both of cfg's settings lose to both of apg's on every metric;
+    // ranked within cfg, b wins.
     let cfg_runs = vec![mk("cfg", "a", 20.0, 30.0), mk("cfg", "b", 15.0, 35.0)];
     let apg_runs = vec![mk("apg", "c", 9.0, 60.0), mk("apg", "d", 5.0, 70.0)];
     let metrics = vec![
